@@ -1,0 +1,238 @@
+"""The ``fedfraud`` command: the product's one front door.
+
+``fedfraud demo`` generates the demo institutions' data if absent and trains
+them together on Flower's simulation engine with SecAgg+. Later subcommands
+(``policy``, ``audit``) hang off the same app.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedfraud.errors import ConfigError, FedFraudError
+
+app = typer.Typer(
+    name="fedfraud",
+    help="Federated fraud detection with secure aggregation, on Flower.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+METRIC_COLUMNS = (
+    ("precision", "Precision", "{:.3f}"),
+    ("recall", "Recall", "{:.3f}"),
+    ("f1", "F1", "{:.3f}"),
+    ("auc_roc", "AUC-ROC", "{:.4f}"),
+    ("auc_pr", "AUC-PR", "{:.4f}"),
+    ("false_negatives", "FN", "{}"),
+)
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """Turn ``key=value`` strings into typed run-config overrides."""
+    import tomllib
+
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, found {pair!r}")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word is a string
+        result[key.strip()] = value
+    return result
+
+
+def _fmt(value: object, pattern: str) -> str:
+    if value is None:
+        return "n/a"
+    return pattern.format(value)
+
+
+class _Progress:
+    """Prints one line per finished round, read from the run directory."""
+
+    def __init__(self, run_dir: Path, total: int) -> None:
+        self.run_dir = run_dir
+        self.total = total
+        self.seen = 0
+
+    def __call__(self) -> None:
+        from server.rundir import read_rounds
+
+        rounds = read_rounds(self.run_dir)
+        for record in rounds[self.seen :]:
+            metrics = record.get("metrics", {})
+            cohort = record.get("cohort", [])
+            status = "" if record.get("accepted") else f"  [red]not aggregated: {record.get('refusal')}[/red]"
+            dropped = record.get("dropouts") or []
+            drop_text = f"  [yellow]dropped: {', '.join(dropped)}[/yellow]" if dropped else ""
+            console.print(
+                f"round {record['server_round']:>3}/{self.total}  "
+                f"cohort {len(cohort)}  loss {_fmt(metrics.get('loss'), '{:.4f}')}  "
+                f"AUC-PR {_fmt(metrics.get('auc_pr'), '{:.4f}')}  "
+                f"recall {_fmt(metrics.get('recall'), '{:.3f}')}  "
+                f"FN {_fmt(metrics.get('false_negatives'), '{}')}  "
+                f"({record.get('seconds', 0):.1f}s){drop_text}{status}"
+            )
+        self.seen = len(rounds)
+
+
+def _final_table(run_dir: Path) -> Table:
+    from server.rundir import read_rounds
+
+    table = Table(title=f"Federated model on the combined test set ({run_dir.name})")
+    table.add_column("Round", justify="right")
+    table.add_column("Cohort", justify="right")
+    table.add_column("Loss", justify="right")
+    for _, title, _ in METRIC_COLUMNS:
+        table.add_column(title, justify="right")
+    for record in read_rounds(run_dir):
+        metrics = record.get("metrics", {})
+        table.add_row(
+            str(record["server_round"]),
+            str(len(record.get("cohort", []))),
+            _fmt(metrics.get("loss"), "{:.4f}"),
+            *(_fmt(metrics.get(key), pattern) for key, _, pattern in METRIC_COLUMNS),
+        )
+    return table
+
+
+@app.command()
+def demo(
+    rounds: Annotated[int, typer.Option(help="Federated rounds (num-server-rounds).", min=1)] = 10,
+    institutions: Annotated[
+        str, typer.Option(help="Comma-separated institution names; one simulated SuperNode each.")
+    ] = "bank-a,bank-b,insurer-c",
+    rows: Annotated[int, typer.Option(help="Transactions generated per institution.", min=500)] = 20000,
+    seed: Annotated[int, typer.Option(help="Seed for data generation and training.")] = 42,
+    data_dir: Annotated[
+        Path, typer.Option(help="Where institution data is generated (reused if it matches).")
+    ] = Path("data/demo"),
+    runs_dir: Annotated[Path, typer.Option(help="Parent folder of run directories.")] = Path("runs"),
+    set_: Annotated[
+        list[str],
+        typer.Option(
+            "--set",
+            help="Override any run-config key, e.g. --set local-epochs=3 --set timeout=60.0 "
+            "(see [tool.flwr.app.config] in pyproject.toml).",
+        ),
+    ] = [],  # noqa: B006 - typer needs a literal default
+) -> None:
+    """Generate demo data if absent and train the institutions together with SecAgg+."""
+    from fedfraud.settings import RunSettings
+    from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
+    from fraud.generator import ensure_federation_data
+
+    names = [name.strip() for name in institutions.split(",") if name.strip()]
+    run_name = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    run_dir = (runs_dir / run_name).resolve()
+    data_root = data_dir.resolve()
+    config = default_run_config()
+    config.update(
+        {
+            "num-server-rounds": rounds,
+            "institutions": ",".join(names),
+            "seed": seed,
+            "data-dir": str(data_root),
+            "run-dir": str(run_dir),
+            "run-name": run_name,
+        }
+    )
+    config.update(_parse_overrides(set_))
+    settings = RunSettings.from_run_config(config)  # fail before starting anything
+
+    console.print(f"[bold]fedfraud[/bold] demo: {len(names)} institutions, {rounds} rounds, SecAgg+")
+    with console.status("preparing institution data..."):
+        manifest = ensure_federation_data(data_root, names, rows, seed)
+    for name in names:
+        info = manifest["institutions"][name]
+        console.print(
+            f"  {name}: {info['train_rows']} train / {info['test_rows']} test rows, "
+            f"fraud rate {100 * info['fraud_rate']:.2f} %"
+        )
+    console.print(f"run directory: {run_dir}")
+    progress = _Progress(run_dir, settings.num_rounds)
+    run_simulation(
+        SimulationRequest(
+            project_dir=project_dir(),
+            run_dir=run_dir,
+            run_config=config,
+            num_institutions=len(names),
+        ),
+        on_poll=progress,
+    )
+    console.print(_final_table(run_dir))
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    console.print(
+        f"done in {summary['seconds']:.1f}s: {summary['rounds_completed']}/"
+        f"{summary['rounds_requested']} rounds aggregated; model at {run_dir / 'model.pt'}"
+    )
+
+
+@app.command()
+def generate(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("data/demo"),
+    institutions: Annotated[str, typer.Option(help="Comma-separated names.")] = "bank-a,bank-b,insurer-c",
+    rows: Annotated[int, typer.Option(help="Transactions per institution.", min=500)] = 20000,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 42,
+) -> None:
+    """Generate (or reuse) the built-in synthetic institutions' transactions."""
+    from fraud.generator import ensure_federation_data
+
+    names = [name.strip() for name in institutions.split(",") if name.strip()]
+    manifest = ensure_federation_data(out.resolve(), names, rows, seed)
+    console.print(json.dumps(manifest["institutions"], indent=2))
+
+
+def _mount_subcommands() -> None:
+    """Attach the policy and audit command groups."""
+    try:
+        from policy.cli import app as policy_app
+    except ImportError:
+        policy_app = None
+    if policy_app is not None:
+        app.add_typer(policy_app, name="policy", help="Check, show and combine policy files.")
+    try:
+        from audit.cli import app as audit_app
+    except ImportError:
+        audit_app = None
+    if audit_app is not None:
+        app.add_typer(audit_app, name="audit", help="Verify, show and report audit logs.")
+
+
+_mount_subcommands()
+
+
+def main() -> None:
+    """Entry point: run the app, turning product errors into clean exits."""
+    try:
+        app(standalone_mode=False)
+    except FedFraudError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        err_console.print("aborted")
+        raise SystemExit(130) from None
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        if isinstance(exc, click.exceptions.Exit):
+            raise SystemExit(exc.exit_code) from None
+        raise

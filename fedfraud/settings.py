@@ -1,0 +1,107 @@
+"""Typed run settings, converted once from Flower's hyphenated run config.
+
+Both entry points (the ServerApp and the ClientApp) call
+:meth:`RunSettings.from_run_config`; nothing else reads raw run-config keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from fedfraud.errors import ConfigError
+from secagg.params import SecAggSettings
+
+
+class Aggregation(str, Enum):
+    """How model updates are protected on their way to the server."""
+
+    SECAGG_PLUS = "secagg+"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a run is configured with (see ``[tool.flwr.app.config]``)."""
+
+    num_rounds: int
+    institutions: tuple[str, ...]
+    purpose: str
+    data_dir: Path
+    run_dir: Path
+    run_name: str
+    seed: int
+    local_epochs: int
+    batch_size: int
+    lr: float
+    min_cohort: int
+    fn_cost: float
+    fp_cost: float
+    aggregation: Aggregation
+    secagg: SecAggSettings
+
+    @classmethod
+    def from_run_config(cls, config: Mapping[str, object]) -> RunSettings:
+        """Convert and validate the run config; raise ConfigError naming the key."""
+        institutions = tuple(
+            name.strip() for name in _str(config, "institutions").split(",") if name.strip()
+        )
+        if len(institutions) < 2 or len(set(institutions)) != len(institutions):
+            raise ConfigError(
+                "run config 'institutions' must list at least two distinct names, "
+                f"found {config.get('institutions')!r}"
+            )
+        aggregation_text = _str(config, "aggregation")
+        try:
+            aggregation = Aggregation(aggregation_text)
+        except ValueError:
+            known = ", ".join(mode.value for mode in Aggregation)
+            raise ConfigError(
+                f"run config 'aggregation' must be one of {known}, found {aggregation_text!r}"
+            ) from None
+        settings = cls(
+            num_rounds=_int(config, "num-server-rounds", minimum=1),
+            institutions=institutions,
+            purpose=_str(config, "purpose"),
+            data_dir=Path(_str(config, "data-dir")),
+            run_dir=Path(_str(config, "run-dir")),
+            run_name=_str(config, "run-name"),
+            seed=_int(config, "seed", minimum=0),
+            local_epochs=_int(config, "local-epochs", minimum=1),
+            batch_size=_int(config, "batch-size", minimum=1),
+            lr=_positive(config, "lr"),
+            min_cohort=_int(config, "min-cohort", minimum=2),
+            fn_cost=_positive(config, "fn-cost"),
+            fp_cost=_positive(config, "fp-cost"),
+            aggregation=aggregation,
+            secagg=SecAggSettings.from_run_config(config),
+        )
+        if settings.min_cohort > len(institutions):
+            raise ConfigError(
+                f"run config 'min-cohort' is {settings.min_cohort} but only "
+                f"{len(institutions)} institutions take part"
+            )
+        settings.secagg.validate_for(len(institutions))
+        return settings
+
+
+def _str(config: Mapping[str, object], key: str) -> str:
+    value = config.get(key)
+    if not isinstance(value, str):
+        raise ConfigError(f"run config {key!r} must be a string, found {value!r}")
+    return value
+
+
+def _int(config: Mapping[str, object], key: str, minimum: int) -> int:
+    value = config.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"run config {key!r} must be an integer >= {minimum}, found {value!r}")
+    return value
+
+
+def _positive(config: Mapping[str, object], key: str) -> float:
+    value = config.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"run config {key!r} must be a number > 0, found {value!r}")
+    return float(value)

@@ -1,0 +1,252 @@
+"""Run a federation on Flower's simulation engine, the way Flower 1.42 runs one.
+
+Flower 1.42 runs simulations through a SuperLink in simulation mode and
+``flwr run`` (``run_simulation()`` and ``start_simulation()`` are deprecated),
+and keeps connection settings in ``$FLWR_HOME/config.toml`` rather than in
+``pyproject.toml``. This module owns that whole arrangement, so the product
+depends on nothing outside the project folder and its virtual environment:
+
+1. ``FLWR_HOME`` points at the project's own ``.flwr/`` folder, and the
+   connection file there is written by us for every run;
+2. a SuperLink is started on a free loopback port, in simulation mode, with
+   runtime dependency installation disabled (everything is pre-installed);
+3. ``flwr run`` submits the app with the run config and the federation size,
+   Ray limited to the machine's cores;
+4. progress is read from the run directory while the run goes on, and the
+   SuperLink is always stopped at the end, also on errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedfraud.errors import ConfigError, FedFraudError
+
+CONNECTION_NAME = "fedfraud-sim"
+STARTUP_TIMEOUT = 60.0
+
+
+class RunFailed(FedFraudError):
+    """The federation ran but did not finish; the message says where to look."""
+
+    exit_code = 8
+
+
+@dataclass(frozen=True)
+class SimulationRequest:
+    """One simulated federation run."""
+
+    project_dir: Path
+    run_dir: Path
+    run_config: Mapping[str, Any]
+    num_institutions: int
+    num_cpus: int = 2
+
+
+def project_dir() -> Path:
+    """The folder holding the Flower app's ``pyproject.toml``."""
+    root = Path(__file__).resolve().parent.parent
+    pyproject = root / "pyproject.toml"
+    if not pyproject.is_file():
+        raise ConfigError(
+            f"no pyproject.toml beside the fedfraud package ({root}); install the "
+            "project in editable mode (pip install -e .) from its folder"
+        )
+    return root
+
+
+def default_run_config() -> dict[str, Any]:
+    """The ``[tool.flwr.app.config]`` table of the project."""
+    with (project_dir() / "pyproject.toml").open("rb") as handle:
+        data = tomllib.load(handle)
+    config: dict[str, Any] = data["tool"]["flwr"]["app"]["config"]
+    return dict(config)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    raise ConfigError(f"run config value {value!r} is not a TOML scalar")
+
+
+def write_run_config(path: Path, config: Mapping[str, Any]) -> Path:
+    """Write run-config overrides as a flat TOML file for ``flwr run -c``."""
+    lines = [f'"{key}" = {_toml_value(value)}' for key, value in sorted(config.items())]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def flower_env(flwr_home: Path) -> dict[str, str]:
+    """Environment for Flower's processes: project-local home, no telemetry."""
+    env = dict(os.environ)
+    env["FLWR_HOME"] = str(flwr_home)
+    env["FLWR_TELEMETRY_ENABLED"] = "0"
+    env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
+    env["RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"] = "0"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _flower_tool(name: str) -> str:
+    # Prefer the tool installed beside this interpreter (the project's venv).
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise ConfigError(f"Flower's '{name}' command was not found; is flwr installed?")
+    return found
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=0.5) as resp:
+            return bool(200 <= resp.status < 300)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=15)
+
+
+@contextmanager
+def simulation_superlink(flwr_home: Path, log_path: Path) -> Iterator[int]:
+    """Start a SuperLink in simulation mode on a free port; stop it on exit."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [
+        _flower_tool("flower-superlink"),
+        "--insecure",  # loopback only, inside one machine; see docs for TLS
+        "--simulation",
+        "--disable-runtime-dependency-installation",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with log_path.open("ab") as log_handle:
+        process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            command,
+            env=flower_env(flwr_home),
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not _healthy(port):
+            if process.poll() is not None:
+                raise RunFailed(f"the SuperLink exited during start-up; see {log_path}")
+            if time.monotonic() > deadline:
+                raise RunFailed(f"the SuperLink did not start within {STARTUP_TIMEOUT:g}s")
+            time.sleep(0.2)
+        config = (
+            "[superlink]\n"
+            f'default = "{CONNECTION_NAME}"\n\n'
+            f"[superlink.{CONNECTION_NAME}]\n"
+            f'address = "127.0.0.1:{port}"\n'
+            "insecure = true\n"
+        )
+        (flwr_home / "config.toml").write_text(config, encoding="utf-8")
+        yield port
+    finally:
+        _stop(process)
+
+
+def run_simulation(
+    request: SimulationRequest,
+    on_poll: Callable[[], None] | None = None,
+    poll_seconds: float = 0.5,
+) -> None:
+    """Run one simulated federation to completion (or raise RunFailed).
+
+    ``on_poll`` is called periodically while the run goes on, so a caller can
+    show progress from the run directory.
+    """
+    flwr_home = request.project_dir / ".flwr"
+    request.run_dir.mkdir(parents=True, exist_ok=True)
+    flower_log = request.run_dir / "flower.log"
+    overrides = write_run_config(request.run_dir / "run-config.toml", request.run_config)
+    federation = (
+        f"num-supernodes={request.num_institutions} "
+        f"init-args-num-cpus={request.num_cpus} client-resources-num-cpus=1"
+    )
+    with simulation_superlink(flwr_home, flower_log) as _port:
+        command = [
+            _flower_tool("flwr"),
+            "run",
+            str(request.project_dir),
+            CONNECTION_NAME,
+            "--stream",
+            "--run-config",
+            str(overrides),
+            "--federation-config",
+            federation,
+        ]
+        with flower_log.open("ab") as log_handle:
+            process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                command,
+                env=flower_env(flwr_home),
+                stdout=log_handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                while process.poll() is None:
+                    if on_poll is not None:
+                        on_poll()
+                    time.sleep(poll_seconds)
+            finally:
+                _stop(process)
+        if on_poll is not None:
+            on_poll()
+    if not (request.run_dir / "summary.json").exists():
+        raise RunFailed(
+            f"the run did not finish (no summary.json in {request.run_dir}); "
+            f"last lines of {flower_log}:\n{_tail(flower_log)}"
+        )
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,228 @@
+"""SecAgg+ settings: typed, validated once, with the quantization error bound.
+
+Flower's ``SecAggPlusWorkflow`` (Bell et al., "Secure Single-Server Aggregation
+with (Poly)Logarithmic Overhead", CCS 2020) sums *quantized* client vectors
+modulo ``modulus_range``. Three things can go wrong quietly there, and this
+module turns each into a loud error or a documented bound:
+
+1. **Clipping.** Flower clips each (weighted) parameter to
+   ``[-clipping_range, clipping_range]`` before quantizing, without telling
+   anyone. :func:`check_update_in_range` refuses to send an update that would be
+   clipped, so no institution's contribution is silently distorted.
+2. **Overflow.** The sum of ``n`` quantized vectors must stay below
+   ``modulus_range``; :meth:`SecAggSettings.validate_for` checks
+   ``n * quantization_range < modulus_range`` before a run starts.
+3. **Precision.** :func:`aggregation_error_bound` derives the largest possible
+   difference between the SecAgg+ aggregate and plain FedAvg of the same
+   updates, which tests assert against.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from fedfraud.errors import ConfigError, ProtocolError
+
+
+class UpdateOutOfRange(ProtocolError):
+    """A model update has a parameter outside the SecAgg+ clipping range."""
+
+
+@dataclass(frozen=True)
+class SecAggSettings:
+    """The SecAgg+ parameters of a run (run-config keys in brackets).
+
+    Parameters
+    ----------
+    num_shares : int
+        Shares each institution's secrets are split into [``num-shares``].
+    reconstruction_threshold : int
+        Shares needed to rebuild a secret [``reconstruction-threshold``]; also the
+        fewest surviving neighbours a round needs.
+    clipping_range : float
+        Every model parameter must lie in ``[-c, c]`` [``clipping-range``].
+    quantization_range : int
+        Integer levels a parameter is mapped to [``quantization-range``].
+    modulus_range : int
+        Modulus of the masked sum, a power of two <= 2**32 [``modulus-range``].
+    max_weight : float
+        Largest per-institution example count; weights are ``n_i / max_weight``
+        [``max-weight``].
+    timeout : float
+        Seconds the server waits for each protocol stage [``timeout``]. Flower's
+        default waits forever, which a dropped institution would turn into a hang.
+    """
+
+    num_shares: int
+    reconstruction_threshold: int
+    clipping_range: float
+    quantization_range: int
+    modulus_range: int
+    max_weight: float
+    timeout: float
+
+    @classmethod
+    def from_run_config(cls, config: Mapping[str, object]) -> SecAggSettings:
+        """Build settings from Flower's run config, checking every key's type."""
+        settings = cls(
+            num_shares=_int(config, "num-shares"),
+            reconstruction_threshold=_int(config, "reconstruction-threshold"),
+            clipping_range=_float(config, "clipping-range"),
+            quantization_range=_int(config, "quantization-range"),
+            modulus_range=_int(config, "modulus-range"),
+            max_weight=_float(config, "max-weight"),
+            timeout=_float(config, "timeout"),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Check the settings on their own; raise ConfigError listing all problems."""
+        problems: list[str] = []
+        if self.num_shares < 3:
+            problems.append(f"num-shares must be at least 3, found {self.num_shares}")
+        if not 2 <= self.reconstruction_threshold < max(self.num_shares, 3):
+            problems.append(
+                "reconstruction-threshold must be at least 2 and below num-shares, "
+                f"found {self.reconstruction_threshold} with num-shares {self.num_shares}"
+            )
+        if not self.clipping_range > 0:
+            problems.append(f"clipping-range must be > 0, found {self.clipping_range}")
+        if self.quantization_range < 2**10:
+            problems.append(
+                f"quantization-range must be at least 1024, found {self.quantization_range}"
+            )
+        if self.modulus_range > 2**32 or self.modulus_range & (self.modulus_range - 1):
+            problems.append(
+                f"modulus-range must be a power of two <= 2**32, found {self.modulus_range}"
+            )
+        if self.modulus_range <= self.quantization_range:
+            problems.append("modulus-range must be larger than quantization-range")
+        if not self.max_weight >= 1:
+            problems.append(f"max-weight must be >= 1, found {self.max_weight}")
+        if not self.timeout > 0:
+            problems.append(
+                f"timeout must be > 0 seconds (Flower waits forever otherwise), "
+                f"found {self.timeout}"
+            )
+        if problems:
+            raise ConfigError("invalid SecAgg+ settings: " + "; ".join(problems))
+
+    def validate_for(self, cohort_size: int) -> None:
+        """Check the settings against the number of institutions in a round.
+
+        Raises
+        ------
+        ConfigError
+            If the masked sum could overflow, the shares exceed the cohort, or
+            the threshold leaves no room for a single dropout.
+        """
+        problems: list[str] = []
+        # Each institution contributes values in [0, quantization_range]; the
+        # sum of n of them must not wrap around the modulus.
+        if cohort_size * self.quantization_range >= self.modulus_range:
+            problems.append(
+                f"{cohort_size} institutions x quantization-range "
+                f"{self.quantization_range} would overflow modulus-range {self.modulus_range}"
+            )
+        if self.num_shares > cohort_size:
+            problems.append(
+                f"num-shares {self.num_shares} exceeds the {cohort_size} institutions"
+            )
+        if self.reconstruction_threshold > cohort_size - 1:
+            problems.append(
+                f"reconstruction-threshold {self.reconstruction_threshold} leaves no "
+                f"room for one dropped institution out of {cohort_size}"
+            )
+        if problems:
+            raise ConfigError("SecAgg+ settings do not fit the cohort: " + "; ".join(problems))
+
+    def as_record(self) -> dict[str, float | int]:
+        """The settings as a flat, JSON-ready dict (for run files and the audit log)."""
+        return {
+            "num_shares": self.num_shares,
+            "reconstruction_threshold": self.reconstruction_threshold,
+            "clipping_range": self.clipping_range,
+            "quantization_range": self.quantization_range,
+            "modulus_range": self.modulus_range,
+            "max_weight": self.max_weight,
+            "timeout": self.timeout,
+        }
+
+
+def check_update_in_range(
+    weights: Sequence[npt.NDArray[np.floating]],
+    clipping_range: float,
+    names: Sequence[str] | None = None,
+) -> None:
+    """Refuse an update that SecAgg+ quantization would clip.
+
+    Flower multiplies each parameter by ``n_i / max_weight`` (at most 1) and then
+    clips to ``[-c, c]``, so an update whose parameters all lie in ``[-c, c]``
+    is never clipped. The error names the layer only: the values themselves
+    are statistics of a private update and stay out of messages and logs.
+
+    Raises
+    ------
+    UpdateOutOfRange
+        If any parameter is outside the range or is not finite.
+    """
+    for index, array in enumerate(weights):
+        label = names[index] if names is not None else f"#{index}"
+        if not np.all(np.isfinite(array)):
+            raise UpdateOutOfRange(f"layer {label}: update has non-finite values")
+        if array.size and float(np.max(np.abs(array))) > clipping_range:
+            raise UpdateOutOfRange(
+                f"layer {label}: update leaves the SecAgg+ clipping range "
+                f"[-{clipping_range}, {clipping_range}]; refusing to send it clipped "
+                "(raise clipping-range in the run config)"
+            )
+
+
+def check_weight(num_examples: int, max_weight: float) -> None:
+    """Refuse an example count above ``max_weight`` (Flower would overflow)."""
+    if num_examples < 1 or num_examples > max_weight:
+        raise UpdateOutOfRange(
+            f"{num_examples} training examples is outside [1, max-weight={max_weight:g}]"
+        )
+
+
+def aggregation_error_bound(
+    num_examples: Sequence[int], settings: SecAggSettings
+) -> float:
+    """Largest difference, per parameter, between SecAgg+ and plain FedAvg.
+
+    Derivation (notation of Flower's ``secaggplus_mod``): institution ``i``
+    with weight ``w_i = n_i / W`` sends ``SR((r_i x_i + c) Q / 2c)`` where
+    ``r_i = round(w_i Q) / Q`` and ``SR`` is stochastic rounding (error < 1).
+    The server's result is ``sum(r_i x_i) / sum(r_i) + (2c/Q) sum(e_i) / sum(r_i)``,
+    so (a) rounding adds at most ``2 n c / (Q sum r_i)``, and (b) using ``r_i``
+    instead of ``w_i`` moves a weighted mean of values in ``[-c, c]`` by at most
+    ``2 c sum|r_i - w_i| / sum r_i <= n c / (Q sum r_i)``. Together:
+    ``3 n c / (Q sum r_i)``.
+    """
+    n = len(num_examples)
+    q = settings.quantization_range
+    ratios = [round(count / settings.max_weight * q) / q for count in num_examples]
+    total = sum(ratios)
+    if n == 0 or total <= 0:
+        raise ConfigError("error bound needs at least one institution with examples")
+    return 3.0 * n * settings.clipping_range / (q * total)
+
+
+def _int(config: Mapping[str, object], key: str) -> int:
+    value = config.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"run config {key!r} must be an integer, found {value!r}")
+    return value
+
+
+def _float(config: Mapping[str, object], key: str) -> float:
+    value = config.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"run config {key!r} must be a number, found {value!r}")
+    return float(value)

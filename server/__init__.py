@@ -1,0 +1,1 @@
+"""The aggregator side: the Flower ServerApp, its strategy and the round loop."""

@@ -1,0 +1,83 @@
+"""The run directory: what a run leaves behind for people and tools.
+
+``runs/<run-id>/`` holds ``config.json`` (the run config as given),
+``rounds.jsonl`` (one JSON line per finished round, flushed and fsynced so a
+watcher can follow progress), ``model.pt`` and ``model.npz`` (the final global
+model) and ``summary.json`` (written last; its presence means the run finished).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from fedfraud.errors import ConfigError
+
+ROUNDS_FILE = "rounds.jsonl"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.pt"
+WEIGHTS_FILE = "model.npz"
+
+
+class RunDirectory:
+    """Writer for one run's directory; files are replaced atomically."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_absolute():
+            raise ConfigError(f"run-dir must be an absolute path, found {str(path)!r}")
+        self.path = path
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def write_json(self, name: str, payload: Mapping[str, Any]) -> Path:
+        """Write ``payload`` as pretty JSON via a temporary file and a rename."""
+        target = self.path / name
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        with tmp.open("w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True, allow_nan=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+        return target
+
+    def append_round(self, record: Mapping[str, Any]) -> None:
+        """Append one round's record to ``rounds.jsonl`` and make it durable."""
+        line = json.dumps(record, sort_keys=True, allow_nan=False)
+        with (self.path / ROUNDS_FILE).open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def write_model(
+        self, weights: Sequence[npt.NDArray[np.floating]], names: Sequence[str]
+    ) -> None:
+        """Save the final global model as a torch state dict and as plain arrays."""
+        if len(weights) != len(names):
+            raise ConfigError("model weights and layer names differ in length")
+        state = {name: torch.from_numpy(np.array(array)) for name, array in zip(names, weights)}
+        tmp = self.path / (MODEL_FILE + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path / MODEL_FILE)
+        tmp_npz = self.path / "model.tmp.npz"
+        np.savez(tmp_npz, **{name: np.asarray(array) for name, array in zip(names, weights)})
+        os.replace(tmp_npz, self.path / WEIGHTS_FILE)
+
+
+def read_rounds(run_dir: Path) -> list[dict[str, Any]]:
+    """Read the finished rounds of a run (complete lines only)."""
+    path = run_dir / ROUNDS_FILE
+    if not path.exists():
+        return []
+    rounds: list[dict[str, Any]] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            rounds.append(json.loads(line))
+    return rounds
