@@ -1,0 +1,1 @@
+"""Institution policies: schema, loading, the combined run plan and decisions."""
