@@ -1,0 +1,118 @@
+"""SecAgg+ settings: validation, the clipping guard and the derived error bound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.common.secure_aggregation.quantization import dequantize, quantize
+from flwr.common.secure_aggregation.ndarrays_arithmetic import factor_combine, factor_extract
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedfraud.errors import ConfigError
+from secagg.params import (
+    SecAggSettings,
+    UpdateOutOfRange,
+    aggregation_error_bound,
+    check_update_in_range,
+    check_weight,
+)
+
+BASE = {
+    "num-shares": 3,
+    "reconstruction-threshold": 2,
+    "clipping-range": 8.0,
+    "quantization-range": 2**24,
+    "modulus-range": 2**32,
+    "max-weight": 100000.0,
+    "timeout": 120.0,
+}
+
+
+def test_defaults_build_and_tolerate_one_dropout_of_three() -> None:
+    settings = SecAggSettings.from_run_config(BASE)
+    settings.validate_for(3)
+    assert settings.reconstruction_threshold <= 3 - 1
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("num-shares", 2, "num-shares"),
+        ("reconstruction-threshold", 3, "reconstruction-threshold"),
+        ("clipping-range", 0.0, "clipping-range"),
+        ("modulus-range", 3 * 2**20, "modulus-range"),
+        ("timeout", 0.0, "timeout"),
+        ("quantization-range", "big", "quantization-range"),
+        ("max-weight", True, "max-weight"),
+    ],
+)
+def test_bad_setting_is_named(key: str, value: object, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        SecAggSettings.from_run_config({**BASE, key: value})
+
+
+def test_overflow_and_cohort_checks() -> None:
+    settings = SecAggSettings.from_run_config({**BASE, "quantization-range": 2**30})
+    with pytest.raises(ConfigError, match="overflow"):
+        settings.validate_for(4)
+    with pytest.raises(ConfigError, match="no room for one dropped"):
+        SecAggSettings.from_run_config(BASE).validate_for(2)
+
+
+def test_clipping_guard_refuses_and_names_layer_without_values() -> None:
+    weights = [np.zeros(3, dtype=np.float32), np.array([0.5, -9.25], dtype=np.float32)]
+    with pytest.raises(UpdateOutOfRange) as info:
+        check_update_in_range(weights, 8.0, names=["fc1.weight", "fc1.bias"])
+    message = str(info.value)
+    assert "fc1.bias" in message
+    assert "9.25" not in message  # a statistic of a private update never leaves
+    check_update_in_range([np.full(4, 8.0)], 8.0)  # the edge itself is fine
+    with pytest.raises(UpdateOutOfRange, match="non-finite"):
+        check_update_in_range([np.array([np.nan])], 8.0)
+
+
+def test_weight_guard() -> None:
+    check_weight(100, 1000.0)
+    with pytest.raises(UpdateOutOfRange):
+        check_weight(1001, 1000.0)
+
+
+def _flower_secagg_mean(
+    updates: list[np.ndarray], counts: list[int], settings: SecAggSettings, seed: int
+) -> np.ndarray:
+    """What Flower's SecAgg+ computes, masks left out (they cancel exactly mod M)."""
+    np.random.seed(seed)  # Flower's stochastic rounding uses the global RNG
+    q, c, m = settings.quantization_range, settings.clipping_range, settings.modulus_range
+    total = None
+    for update, count in zip(updates, counts):
+        q_ratio = round(count / settings.max_weight * q)
+        scaled = [update * (q_ratio / q)]
+        quantized = [a.astype(np.int64) for a in factor_combine(q_ratio, quantize(scaled, c, q))]
+        total = quantized if total is None else [a + b for a, b in zip(total, quantized)]
+    assert total is not None
+    total = [np.mod(a, m) for a in total]
+    q_total, params = factor_extract(total)
+    mean = dequantize(params, c, q)[0]
+    mean = (mean - (len(updates) - 1) * c) * (q / q_total)
+    return mean
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(min_value=2, max_value=6),
+    size=st.integers(min_value=1, max_value=40),
+    seed=st.integers(min_value=0, max_value=2**31 - 1),
+    counts=st.lists(st.integers(min_value=1, max_value=100000), min_size=6, max_size=6),
+)
+def test_secagg_mean_is_within_derived_bound_of_fedavg(
+    n: int, size: int, seed: int, counts: list[int]
+) -> None:
+    settings = SecAggSettings.from_run_config(BASE)
+    rng = np.random.default_rng(seed)
+    updates = [rng.uniform(-8.0, 8.0, size=size) for _ in range(n)]
+    used = counts[:n]
+    secure = _flower_secagg_mean(updates, used, settings, seed)
+    plain = np.average(np.stack(updates), axis=0, weights=np.array(used, dtype=np.float64))
+    bound = aggregation_error_bound(used, settings)
+    assert np.max(np.abs(secure - plain)) <= bound
