@@ -110,6 +110,9 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
     env["RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"] = "0"
     env["PYTHONUNBUFFERED"] = "1"
+    # Flower's processes start further Flower commands by name (the SuperLink
+    # starts ``flower-superexec``), so this interpreter's folder comes first.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
 
 

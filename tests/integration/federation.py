@@ -1,0 +1,98 @@
+"""Helpers that run real simulated federations for the integration tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from client.fraud_client import load_split, round_seed
+from fedfraud.settings import RunSettings
+from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
+from fraud.features import FEATURE_COLUMNS
+from fraud.generator import ensure_federation_data
+from fraud.model import build_model, get_weights, set_weights
+from fraud.train import TrainConfig, train_local
+
+INSTITUTIONS = ("bank-a", "bank-b", "insurer-c")
+ROWS = 4000
+
+
+def make_data(root: Path, names: tuple[str, ...] = INSTITUTIONS, rows: int = ROWS) -> Path:
+    """Generate (small) institution data into ``root``."""
+    ensure_federation_data(root, list(names), rows, 7)
+    return root
+
+
+def run_federation(
+    tmp_path: Path, data_dir: Path, rounds: int, **overrides: Any
+) -> tuple[Path, RunSettings]:
+    """Run a real simulated federation and return its run directory and settings."""
+    run_dir = tmp_path / "run"
+    config = default_run_config()
+    config.update(
+        {
+            "num-server-rounds": rounds,
+            "institutions": ",".join(INSTITUTIONS),
+            "data-dir": str(data_dir),
+            "run-dir": str(run_dir),
+            "run-name": "test",
+            "local-epochs": 1,
+            "timeout": 60.0,
+        }
+    )
+    config.update(overrides)
+    settings = RunSettings.from_run_config(config)
+    run_simulation(
+        SimulationRequest(
+            project_dir=project_dir(),
+            run_dir=run_dir,
+            run_config=config,
+            num_institutions=len(settings.institutions),
+        )
+    )
+    return run_dir, settings
+
+
+def final_weights(run_dir: Path) -> dict[str, npt.NDArray[np.float64]]:
+    """The final global model's arrays by layer name."""
+    with np.load(run_dir / "model.npz") as archive:
+        return {key: np.asarray(archive[key], dtype=np.float64) for key in archive.files}
+
+
+def plain_fedavg_round_one(
+    settings: RunSettings, data_dir: Path, members: tuple[str, ...]
+) -> tuple[dict[str, npt.NDArray[np.float64]], list[int]]:
+    """Plain FedAvg of round 1, recomputed here from the same seeds and data."""
+    template = build_model(len(FEATURE_COLUMNS), seed=settings.seed)
+    names = list(template.state_dict().keys())
+    initial = get_weights(template)
+    updates: list[list[npt.NDArray[np.float32]]] = []
+    counts: list[int] = []
+    for member in members:
+        model = build_model(len(FEATURE_COLUMNS), seed=settings.seed)
+        set_weights(model, initial)
+        features, labels = load_split(data_dir / member / "train.csv", "training data")
+        result = train_local(
+            model,
+            features,
+            labels,
+            TrainConfig(
+                local_epochs=settings.local_epochs,
+                batch_size=settings.batch_size,
+                lr=settings.lr,
+                seed=round_seed(settings, member, 1),
+            ),
+        )
+        updates.append(get_weights(model))
+        counts.append(result.num_examples)
+    weights = np.array(counts, dtype=np.float64)
+    mean = {
+        name: np.average(
+            np.stack([np.asarray(u[i], dtype=np.float64) for u in updates]), axis=0, weights=weights
+        )
+        for i, name in enumerate(names)
+    }
+    return mean, counts
