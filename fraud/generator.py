@@ -722,10 +722,21 @@ def institution_seed(seed: int, name: str) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def _stratified_split(
+def split_train_test(
     frame: pd.DataFrame, test_fraction: float, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    # Stratified by typology, hence also by label; each split stays in time order.
+    """Split a generated frame into train and test, deterministically.
+
+    Stratified by typology, hence also by label; both parts keep the frame's
+    (time) order. ``frame`` is not modified.
+
+    Returns
+    -------
+    train, test : pandas.DataFrame
+        About ``test_fraction`` of each typology goes to ``test``.
+    """
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
     rng = np.random.default_rng(seed)
     typology = frame["typology"].to_numpy()
     test_mask = np.zeros(len(frame), dtype=bool)
@@ -803,7 +814,13 @@ def write_federation_data(
     Returns
     -------
     dict
-        The manifest that was written.
+        The manifest that was written: ``format``, ``generator_version``,
+        ``seed``, ``rows_per_institution``, ``test_fraction``, ``names`` and
+        ``institutions``, a dict by name of ``seed``, ``profile``, ``rows``,
+        ``frauds``, ``fraud_rate``, ``typology_counts``, ``train_rows``,
+        ``test_rows`` and per split (``train``, ``test``): ``file`` (relative
+        to ``out_dir``), ``rows``, ``frauds``, ``fraud_rate``,
+        ``typology_counts`` and ``sha256``.
 
     Raises
     ------
@@ -844,19 +861,29 @@ def _refuse_foreign_dir(out_dir: Path) -> None:
 def _write_tree(
     root: Path, profiles: Sequence[InstitutionProfile], rows: int, seed: int, test_fraction: float
 ) -> dict[str, Any]:
-    institutions: list[dict[str, Any]] = []
+    institutions: dict[str, dict[str, Any]] = {}
     for profile in profiles:
         inst_seed = institution_seed(seed, profile.name)
         frame = generate_institution(profile, rows, inst_seed)
-        train, test = _stratified_split(frame, test_fraction, inst_seed ^ 0x5EED)
+        train, test = split_train_test(frame, test_fraction, inst_seed)
         folder = root / profile.name
         folder.mkdir()
-        entry: dict[str, Any] = {"name": profile.name, "seed": inst_seed, "profile": profile.to_dict()}
+        counts = frame["typology"].value_counts()
+        entry: dict[str, Any] = {
+            "seed": inst_seed,
+            "profile": profile.to_dict(),
+            "rows": len(frame),
+            "frauds": int(frame["is_fraud"].sum()),
+            "fraud_rate": float(frame["is_fraud"].mean()),
+            "typology_counts": {str(t): int(counts.get(str(t), 0)) for t in _TYPOLOGY_LIST},
+            "train_rows": len(train),
+            "test_rows": len(test),
+        }
         for split, part in (("train", train), ("test", test)):
             path = folder / f"{split}.csv"
             part.to_csv(path, index=False, lineterminator="\n")
             entry[split] = _split_summary(part, path, root)
-        institutions.append(entry)
+        institutions[profile.name] = entry
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "generator_version": GENERATOR_VERSION,
@@ -920,7 +947,7 @@ def verify_federation_data(out_dir: Path, manifest: Mapping[str, Any]) -> None:
     """
     out_dir = Path(out_dir)
     try:
-        for inst in manifest["institutions"]:
+        for inst in manifest["institutions"].values():
             for split in ("train", "test"):
                 entry = inst[split]
                 path = out_dir / entry["file"]
