@@ -95,3 +95,34 @@ class PolicyRefusal(PolicyViolation):
         lines = [str(self.args[0])]
         lines.extend(f"  - {violation}" for violation in self.violations)
         return "\n".join(lines)
+
+
+class PlanConflict(PolicyViolation):
+    """A run (or a round's surviving cohort) conflicts with the combined policies.
+
+    Parameters
+    ----------
+    message : str
+        A one-line summary.
+    violations : tuple of str
+        Every conflict, each naming the institution(s) and the rule, e.g.
+        ``bank-b: protection.max_rounds is 5 but the run asks for 10 rounds``.
+    policy_hashes : tuple of (str, str)
+        ``(institution id, policy hash)`` of every policy in the plan, so the
+        audit log can record exactly which policies refused.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        violations: tuple[str, ...],
+        *,
+        policy_hashes: tuple[tuple[str, str], ...],
+    ) -> None:
+        super().__init__(message, violations)
+        self.policy_hashes = policy_hashes
+
+    def __str__(self) -> str:
+        lines = [str(self.args[0])]
+        lines.extend(f"  - {violation}" for violation in self.violations)
+        return "\n".join(lines)
