@@ -1,0 +1,302 @@
+"""Canonical JSON (RFC 8785 style) and strict parsing.
+
+Every audit record is hashed and signed over one byte string, so the encoding
+of a value must be unique.  The rules follow RFC 8785 (JSON Canonicalization
+Scheme, JCS):
+
+* object members sorted by the UTF-16 code units of their names (§3.2.3);
+* no insignificant whitespace, UTF-8 output (§3.2.1, §3.2.4);
+* strings escaped minimally: ``\\"``, ``\\\\``, ``\\b \\f \\n \\r \\t`` and
+  ``\\u00xx`` (lower-case hex) for other control characters (§3.2.2.2);
+* numbers in the shortest round-trip form of ECMAScript ``Number.toString``
+  (§3.2.2.3); NaN and Infinity are forbidden;
+* integers must lie within ±(2**53 - 1) (I-JSON, RFC 7493 §2.2) so that every
+  JSON implementation reads the same value.
+
+The reader (:func:`strict_loads`) rejects what the writer can never produce:
+duplicate member names, NaN/Infinity literals, numbers that overflow to
+infinity, out-of-range integers and invalid UTF-8.  :func:`loads_canonical`
+additionally demands that the bytes are *exactly* the canonical encoding of
+what they parse to; a log line that is not byte-identical to its canonical form
+is treated as tampered, even if it would decode to the same value (whitespace,
+member order, ``\\u`` escapes of printable characters, ``1.0`` vs ``1``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+from .errors import CanonicalEncodingError
+
+__all__ = [
+    "MAX_SAFE_INTEGER",
+    "canonical_dumps",
+    "strict_loads",
+    "loads_canonical",
+    "sha256_hex",
+]
+
+#: Largest integer every IEEE-754 double reader keeps exactly (RFC 7493 §2.2).
+MAX_SAFE_INTEGER = 2**53 - 1
+
+# The C-accelerated string escaper of the stdlib: it escapes exactly the
+# characters RFC 8785 §3.2.2.2 requires (quote, backslash, controls) and
+# nothing else when ``ensure_ascii`` is off.
+_encode_str = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+def _utf16_key(name: str) -> bytes:
+    # RFC 8785 §3.2.3 sorts member names by UTF-16 code units; big-endian
+    # UTF-16 bytes compare in exactly that order.
+    return name.encode("utf-16-be", "surrogatepass")
+
+
+def _format_float(value: float) -> str:
+    """Format a finite float as ECMAScript ``Number.prototype.toString`` does."""
+    if not math.isfinite(value):
+        raise CanonicalEncodingError("NaN and Infinity cannot be encoded (RFC 8785 §3.2.2.3)")
+    if value == 0.0:
+        return "0"  # also for -0.0, as ECMAScript does
+    sign = "-" if value < 0 else ""
+    # repr() yields the shortest digit string that round-trips (like ES).
+    text = repr(abs(value))
+    mantissa, _, exp_text = text.partition("e")
+    exponent = int(exp_text) if exp_text else 0
+    int_part, _, frac_part = mantissa.partition(".")
+    digits = (int_part + frac_part).lstrip("0")
+    # Position of the decimal point relative to the first significant digit.
+    point = len(int_part.lstrip("0")) + exponent if int_part.strip("0") else exponent - (
+        len(frac_part) - len(frac_part.lstrip("0"))
+    )
+    digits = digits.rstrip("0") or "0"
+    k, n = len(digits), point
+    if k <= n <= 21:
+        body = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        body = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        body = "0." + "0" * (-n) + digits
+    else:
+        e = n - 1
+        head = digits[0] + ("." + digits[1:] if k > 1 else "")
+        body = f"{head}e{'+' if e >= 0 else '-'}{abs(e)}"
+    return sign + body
+
+
+def _encode(value: Any, out: list[str]) -> None:
+    if value is None:
+        out.append("null")
+    elif value is True:
+        out.append("true")
+    elif value is False:
+        out.append("false")
+    elif isinstance(value, str):
+        out.append(_encode_str(value))
+    elif isinstance(value, int):
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise CanonicalEncodingError(
+                f"integer {value} is outside ±(2**53-1) (RFC 7493 §2.2)"
+            )
+        out.append(str(int(value)))
+    elif isinstance(value, float):
+        out.append(_format_float(value))
+    elif isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise CanonicalEncodingError(
+                    f"object member names must be strings, found {type(key).__name__}"
+                )
+        out.append("{")
+        first = True
+        for key in sorted(value, key=_utf16_key):
+            if not first:
+                out.append(",")
+            first = False
+            out.append(_encode_str(key))
+            out.append(":")
+            _encode(value[key], out)
+        out.append("}")
+    elif isinstance(value, (list, tuple)):
+        out.append("[")
+        for index, item in enumerate(value):
+            if index:
+                out.append(",")
+            _encode(item, out)
+        out.append("]")
+    else:
+        raise CanonicalEncodingError(
+            f"cannot encode a value of type {type(value).__name__} as JSON"
+        )
+
+
+def canonical_dumps(obj: Any) -> bytes:
+    """Encode ``obj`` as canonical JSON bytes (RFC 8785 style).
+
+    Parameters
+    ----------
+    obj : Any
+        ``None``, ``bool``, ``int``, ``float``, ``str``, ``list``/``tuple`` or
+        ``dict`` with string keys, nested arbitrarily.
+
+    Returns
+    -------
+    bytes
+        The UTF-8 encoded canonical form.
+
+    Raises
+    ------
+    CanonicalEncodingError
+        For NaN/Infinity, out-of-range integers, non-string keys, lone
+        surrogates or unsupported types.
+    """
+    out: list[str] = []
+    _encode(obj, out)
+    try:
+        return "".join(out).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise CanonicalEncodingError("string holds a lone surrogate; not valid UTF-8") from exc
+
+
+def sha256_hex(data: bytes) -> str:
+    """Return the lower-case hex SHA-256 digest of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+class _FloatSeen:
+    """Flag set by the float hook; lets :func:`loads_canonical` take a fast path."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen = False
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        names = [name for name, _ in pairs]
+        duplicate = next(name for name in names if names.count(name) > 1)
+        raise CanonicalEncodingError(f"duplicate object member name {duplicate!r}")
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise CanonicalEncodingError(f"JSON literal {name} is not allowed (NaN/Infinity)")
+
+
+def _parse_int(text: str) -> int:
+    value = int(text)
+    if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        raise CanonicalEncodingError(f"integer {text} is outside ±(2**53-1)")
+    return value
+
+
+def _loads(data: bytes | str, flag: _FloatSeen | None, require_object: bool) -> Any:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CanonicalEncodingError(
+                f"not valid UTF-8 at byte {exc.start}"
+            ) from exc
+    elif isinstance(data, str):
+        text = data
+    else:
+        raise CanonicalEncodingError(f"cannot parse a {type(data).__name__}")
+
+    def parse_float(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            raise CanonicalEncodingError(f"number {literal} overflows to infinity")
+        if flag is not None:
+            flag.seen = True
+        return value
+
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_object_pairs,
+            parse_constant=_reject_constant,
+            parse_float=parse_float,
+            parse_int=_parse_int,
+        )
+    except CanonicalEncodingError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise CanonicalEncodingError(f"not valid JSON: {exc}") from exc
+    if require_object and not isinstance(value, dict):
+        raise CanonicalEncodingError(
+            f"top-level JSON value must be an object, found {type(value).__name__}"
+        )
+    return value
+
+
+def strict_loads(data: bytes | str, *, require_object: bool = True) -> Any:
+    """Parse JSON strictly.
+
+    Parameters
+    ----------
+    data : bytes or str
+        The JSON text; bytes must be valid UTF-8 (no BOM).
+    require_object : bool, default True
+        Demand a JSON object at the top level.
+
+    Returns
+    -------
+    Any
+        The parsed value (dicts, lists, str, int, float, bool, None).
+
+    Raises
+    ------
+    CanonicalEncodingError
+        On duplicate member names, NaN/Infinity, overflowing numbers,
+        out-of-range integers, invalid UTF-8, syntax errors, or a non-object
+        top level when ``require_object`` is set.
+    """
+    return _loads(data, None, require_object)
+
+
+def loads_canonical(line: bytes) -> dict[str, Any]:
+    """Parse ``line`` strictly and demand it is byte-identical to its canonical form.
+
+    Parameters
+    ----------
+    line : bytes
+        One JSON object, without the trailing newline.
+
+    Returns
+    -------
+    dict
+        The parsed object.
+
+    Raises
+    ------
+    CanonicalEncodingError
+        If the bytes do not parse strictly, or differ from
+        ``canonical_dumps(parsed)`` in any byte.
+    """
+    flag = _FloatSeen()
+    value = _loads(line, flag, True)
+    if not flag.seen and line.isascii():
+        # Fast path: for an all-ASCII line without floats the stdlib C
+        # encoder produces exactly the RFC 8785 form (code-point order equals
+        # UTF-16 order for ASCII names; no number formatting differences).  If
+        # the parsed value held any non-ASCII character the encoder output
+        # would be non-ASCII and so could never equal the ASCII line.
+        expected = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8", "surrogatepass")
+    else:
+        expected = canonical_dumps(value)
+    if expected != line:
+        position = next(
+            (i for i, (a, b) in enumerate(zip(expected, line)) if a != b),
+            min(len(expected), len(line)),
+        )
+        raise CanonicalEncodingError(
+            f"bytes are not the canonical JSON encoding (first difference at byte {position})"
+        )
+    return value
