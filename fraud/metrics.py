@@ -248,7 +248,10 @@ def exact_metrics(scores: npt.ArrayLike, y: npt.ArrayLike, threshold: float) -> 
     s, labels = _check_scores(scores, y)
     threshold = _check_threshold(threshold)
     predicted = (s >= threshold).astype(np.int64)
-    tn, fp, fn, tp = (int(v) for v in confusion_matrix(labels, predicted, labels=[0, 1]).ravel())
+    if labels.size:
+        tn, fp, fn, tp = (int(v) for v in confusion_matrix(labels, predicted, labels=[0, 1]).ravel())
+    else:
+        tn = fp = fn = tp = 0  # scikit-learn refuses empty input; the counts are plainly zero.
     n_pos = int(labels.sum())
     n_neg = int(labels.size - n_pos)
     auc_roc = float(roc_auc_score(labels, s)) if n_pos > 0 and n_neg > 0 else math.nan
