@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import torch
 from flwr.app import Context
 from flwr.client import NumPyClient
 
 from fedfraud.errors import InputError
-from fedfraud.settings import RunSettings
+from fedfraud.settings import Aggregation, RunSettings
 from fedfraud.wire import encode_counts
 from fraud.features import FEATURE_COLUMNS, to_arrays
 from fraud.metrics import SCORE_GRID_BINS, score_histograms
@@ -64,9 +65,16 @@ class FraudClient(NumPyClient):
         """Train locally on this round's global model, inside SecAgg+ only."""
         # 1. The round must run inside SecAgg+, with parameters this
         #    institution agreed to, before it touches its data.
-        observed = observed_secagg(self.context)
         server_round = int(config.get("server-round", 0))
-        check_round(RoundView(self.node.institution_id, server_round, observed), self.settings)
+        observed = check_round(
+            RoundView(
+                self.node.institution_id,
+                server_round,
+                None if self.settings.aggregation is Aggregation.UNSAFE_PLAIN
+                else observed_secagg(self.context),
+            ),
+            self.settings,
+        )
         # 2. Train on the private training split.
         features, labels = load_split(self.node.train_path, "training data")
         model = build_model(len(FEATURE_COLUMNS), seed=self.settings.seed)
@@ -81,8 +89,13 @@ class FraudClient(NumPyClient):
         weights = get_weights(model)
         # 3. Refuse to send anything SecAgg+ would clip or overflow on.
         check_weight(result.num_examples, observed.max_weight)
-        check_update_in_range(weights, observed.clipping_range)
+        check_update_in_range(weights, observed.clipping_range, names=self.layer_names(model))
         return weights, result.num_examples, {"institution": self.node.institution_id}
+
+    @staticmethod
+    def layer_names(model: torch.nn.Module) -> list[str]:
+        """Layer names in weight order, for error messages."""
+        return list(model.state_dict().keys())
 
     def evaluate(
         self, parameters: Arrays, config: dict[str, bool | bytes | float | int | str]

@@ -30,7 +30,7 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 METRIC_COLUMNS = (
-    ("precision", "Precision", "{:.3f}"),
+    ("precision", "Prec.", "{:.3f}"),
     ("recall", "Recall", "{:.3f}"),
     ("f1", "F1", "{:.3f}"),
     ("auc_roc", "AUC-ROC", "{:.4f}"),

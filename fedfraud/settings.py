@@ -19,6 +19,10 @@ class Aggregation(str, Enum):
     """How model updates are protected on their way to the server."""
 
     SECAGG_PLUS = "secagg+"
+    #: No protection at all: the server sees every institution's update.
+    #: For baselines and benchmarks only; every use warns, and an institution
+    #: policy that requires protection refuses it.
+    UNSAFE_PLAIN = "unsafe-plain"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from flwr.supercore import log
 
 from fedfraud import __version__
 from fedfraud.errors import ConfigError
-from fedfraud.settings import RunSettings
+from fedfraud.settings import Aggregation, RunSettings
 from fraud.features import FEATURE_COLUMNS
 from fraud.model import build_model, get_weights, max_abs_weight
 
@@ -63,22 +63,27 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
         record = asdict(round_log)
         record["seconds"] = round(time.monotonic() - round_log.started, 3)
         record.pop("started")
+        record.pop("fit_started")
         run_dir.append_round(_finite(record))
         log(20, "fedfraud round %s: %s", round_log.server_round, json.dumps(_finite(record)))
 
     strategy = FraudFedAvg(settings, ndarrays_to_parameters(initial), on_round_end)
     secagg = settings.secagg
-    workflow = DefaultWorkflow(
-        fit_workflow=SecAggPlusWorkflow(
-            num_shares=secagg.num_shares,
-            reconstruction_threshold=secagg.reconstruction_threshold,
-            max_weight=secagg.max_weight,
-            clipping_range=secagg.clipping_range,
-            quantization_range=secagg.quantization_range,
-            modulus_range=secagg.modulus_range,
-            timeout=secagg.timeout,
+    if settings.aggregation is Aggregation.UNSAFE_PLAIN:
+        log(30, "UNSAFE: aggregation 'unsafe-plain' shows every update to the server")
+        workflow = DefaultWorkflow()
+    else:
+        workflow = DefaultWorkflow(
+            fit_workflow=SecAggPlusWorkflow(
+                num_shares=secagg.num_shares,
+                reconstruction_threshold=secagg.reconstruction_threshold,
+                max_weight=secagg.max_weight,
+                clipping_range=secagg.clipping_range,
+                quantization_range=secagg.quantization_range,
+                modulus_range=secagg.modulus_range,
+                timeout=secagg.timeout,
+            )
         )
-    )
     legacy = LegacyContext(
         context=context,
         config=ServerConfig(num_rounds=settings.num_rounds, round_timeout=secagg.timeout),
@@ -92,6 +97,9 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
     # 3. The final model and the summary (written last: it marks completion).
     run_dir.write_model(strategy.latest, layer_names)
     rounds = [asdict(strategy.rounds[r]) for r in sorted(strategy.rounds)]
+    for entry in rounds:
+        entry.pop("started")
+        entry.pop("fit_started")
     summary = {
         "run_name": settings.run_name,
         "rounds_completed": sum(1 for r in rounds if r["accepted"]),

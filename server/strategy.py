@@ -47,6 +47,8 @@ class RoundLog:
     started: float
     cohort: list[str] = field(default_factory=list)
     dropouts: list[str] = field(default_factory=list)
+    fit_started: float = 0.0
+    fit_seconds: float = 0.0
     accepted: bool = False
     refusal: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -85,7 +87,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
         """Select every institution and tell it the round number."""
-        self._round(server_round)
+        self._round(server_round).fit_started = time.monotonic()
         pairs: list[tuple[ClientProxy, FitIns]] = super().configure_fit(
             server_round, parameters, client_manager
         )
@@ -101,6 +103,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         """Accept the SecAgg+ aggregate only if enough institutions survived."""
         log = self._round(server_round)
+        log.fit_seconds = round(time.monotonic() - log.fit_started, 4)
         log.cohort = sorted(str(res.metrics.get("institution", "?")) for _, res in results)
         log.dropouts = sorted(set(self.settings.institutions) - set(log.cohort))
         if len(results) < self.settings.min_cohort:
