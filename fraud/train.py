@@ -104,9 +104,17 @@ def _deterministic_torch(seed: int) -> Iterator[None]:
         torch.set_num_threads(previous_threads)
 
 
-def _check_xy(
-    model: nn.Module, X: npt.ArrayLike, y: npt.ArrayLike | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _check_xy(model: nn.Module, X: npt.ArrayLike, y: npt.ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+    x_t = _check_x(model, X)
+    y_arr = np.asarray(y)
+    if y_arr.shape != (x_t.shape[0],):
+        raise InputError(f"y must have shape ({x_t.shape[0]},), got {y_arr.shape}")
+    if not np.all((y_arr == 0) | (y_arr == 1)):
+        raise InputError("y must hold only 0 and 1")
+    return x_t, torch.tensor(y_arr, dtype=torch.float32)
+
+
+def _check_x(model: nn.Module, X: npt.ArrayLike) -> torch.Tensor:
     x_arr = np.asarray(X)
     if x_arr.ndim != 2:
         raise InputError(f"X must be 2-D, got shape {x_arr.shape}")
@@ -116,15 +124,7 @@ def _check_xy(
     if not np.all(np.isfinite(x_arr)):
         raise InputError("X has non-finite values")
     # torch.tensor copies, so training never touches the caller's array.
-    x_t = torch.tensor(x_arr, dtype=torch.float32)
-    if y is None:
-        return x_t, None
-    y_arr = np.asarray(y)
-    if y_arr.shape != (x_arr.shape[0],):
-        raise InputError(f"y must have shape ({x_arr.shape[0]},), got {y_arr.shape}")
-    if not np.all((y_arr == 0) | (y_arr == 1)):
-        raise InputError("y must hold only 0 and 1")
-    return x_t, torch.tensor(y_arr, dtype=torch.float32)
+    return torch.tensor(x_arr, dtype=torch.float32)
 
 
 def effective_pos_weight(y: npt.ArrayLike, config: TrainConfig) -> float:
@@ -170,7 +170,6 @@ def train_local(model: nn.Module, X: npt.ArrayLike, y: npt.ArrayLike, config: Tr
         If ``X``/``y`` are malformed or empty.
     """
     x_t, y_t = _check_xy(model, X, y)
-    assert y_t is not None  # Narrowing for mypy; _check_xy returns a tensor when y is given.
     n = x_t.shape[0]
     if n == 0:
         raise InputError("cannot train on an empty dataset")
@@ -201,7 +200,7 @@ def predict_scores(model: nn.Module, X: npt.ArrayLike) -> npt.NDArray[np.float64
 
     Runs in eval mode without gradients; the model's mode is restored.
     """
-    x_t, _ = _check_xy(model, X, None)
+    x_t = _check_x(model, X)
     was_training = model.training
     model.eval()
     try:
@@ -224,7 +223,6 @@ def evaluate_loss(
         plain, unweighted loss, comparable across institutions.
     """
     x_t, y_t = _check_xy(model, X, y)
-    assert y_t is not None  # Narrowing for mypy.
     if x_t.shape[0] == 0:
         raise InputError("cannot evaluate on an empty dataset")
     weight = None if pos_weight is None else torch.tensor(float(pos_weight), dtype=torch.float32)
