@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from fedfraud.errors import AuditError, CryptoError, InputError
+from fedfraud.errors import AuditError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover - import only for type checkers
     from .verify import VerificationReport
@@ -53,7 +53,7 @@ class MerkleProofError(AuditError):
     """A Merkle inclusion or consistency proof does not verify."""
 
 
-class AuditSignatureError(CryptoError):
+class AuditSignatureError(AuditError):
     """A signature in the audit trail does not verify under the trusted key."""
 
 

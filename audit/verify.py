@@ -421,9 +421,11 @@ def _policy_limits(policy: Mapping[str, Any]) -> dict[str, Any]:
                 return table[name.replace("_", "-")]
         return None
 
-    modes = pick(protection, "allowed_aggregation", "aggregation_modes", "allowed_aggregation_modes", "aggregation")
+    modes = pick(protection, "required_aggregation", "allowed_aggregation", "aggregation_modes",
+                 "allowed_aggregation_modes")
     if isinstance(modes, str):
-        modes = [modes]
+        # ``required_aggregation = "any"`` (the policy package's spelling) allows every mode.
+        modes = None if modes.lower() == "any" else [modes]
     metrics = pick(outputs, "allowed_metrics", "metrics", "released_metrics")
     return {
         "min_cohort_size": pick(protection, "min_cohort_size", "min_cohort"),

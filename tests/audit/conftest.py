@@ -111,14 +111,21 @@ def build_run(
     refuse_in_round: int | None = 1,
     hook: Callable[[RunAuditor, int], None] | None = None,
     server_key: Ed25519PrivateKey | None = None,
+    auditor_cls: type[RunAuditor] = RunAuditor,
+    receipt_for: Callable[[BuiltRun, str, int], dict[str, Any]] | None = None,
+    genesis_keys: dict[str, Ed25519PrivateKey] | None = None,
+    model_salt: dict[int, str] | None = None,
+    snapshot_after: dict[int, Path] | None = None,
+    policy_hash_for: Callable[[str, int], str] | None = None,
 ) -> BuiltRun:
     """Record a realistic run: genesis, rounds with refusals, dropouts, receipts, checkpoints."""
     directory.mkdir(parents=True, exist_ok=True)
     server_key = server_key or seeded_key("server")
     inst_keys = {i: seeded_key(i) for i in INSTITUTIONS}
+    inst_keys.update(genesis_keys or {})
     clock = StepClock()
     log = directory / f"{run_id}.audit.jsonl"
-    auditor = RunAuditor.create(log, server_key, "fed-eu-fraud", run_id, clock=clock)
+    auditor = auditor_cls.create(log, server_key, "fed-eu-fraud", run_id, clock=clock)
     inst_logs = {i: directory / f"{run_id}.{i}.witness.jsonl" for i in INSTITUTIONS}
     witnesses = {
         i: InstitutionWitness(inst_logs[i], i, inst_keys[i], public_key_bytes(server_key), clock=clock)
@@ -148,18 +155,65 @@ def build_run(
             auditor.dropout(rnd, ["bank-b"], "unmask")
             survivors.remove("bank-b")
         for inst in survivors:
-            auditor.receipt(make_receipt(inst_keys[inst], inst, auditor.log_id, rnd,
-                                         h(f"update:{inst}:{rnd}"), policy_hash(inst)))
+            if receipt_for is not None:
+                receipt = receipt_for(run, inst, rnd)
+            else:
+                ph = policy_hash_for(inst, rnd) if policy_hash_for else policy_hash(inst)
+                receipt = make_receipt(inst_keys[inst], inst, auditor.log_id, rnd, h(f"update:{inst}:{rnd}"), ph)
+            auditor.receipt(receipt)
         if hook is not None:
             hook(auditor, rnd)
-        auditor.round_closed(rnd, survivors, h(f"model:{rnd}"), released)
+        salt = (model_salt or {}).get(rnd, "")
+        auditor.round_closed(rnd, survivors, h(f"model:{rnd}{salt}"), released)
         if witness:
             witness_all(run, witnesses)
+        if snapshot_after and rnd in snapshot_after:
+            snapshot_after[rnd].mkdir(parents=True, exist_ok=True)
+            for inst, path in inst_logs.items():
+                if path.exists():
+                    (snapshot_after[rnd] / path.name).write_bytes(path.read_bytes())
     if close:
         auditor.close("completed", h(f"model:{rounds}"))
         if witness_final:
             witness_all(run, witnesses)
     return run
+
+
+class DishonestAuditor(RunAuditor):
+    """A server that logs receipts without checking them (to build attack logs)."""
+
+    def receipt(self, receipt: dict[str, Any]):  # type: ignore[override]
+        from audit.record import RecordKind
+
+        record = self._writer.append(
+            RecordKind.RECEIPT, {"round": self._round, "institution": receipt["institution"], "receipt": receipt}
+        )
+        self._receipts.append(receipt)
+        return record
+
+
+def resign(lines: list[bytes], key: Ed25519PrivateKey, edit: Callable[[int, str, dict[str, Any]], tuple[str, dict[str, Any]]]) -> list[bytes]:
+    """Re-encode a whole log with ``key`` after ``edit(seq, ts, body)`` (a dishonest server rewriting history).
+
+    Checkpoint records are re-signed over the rewritten records.
+    """
+    from audit.checkpoint import sign_checkpoint
+    from audit.merkle import MerkleFrontier, leaf_hash
+    from audit.record import GENESIS_PREV, RecordKind, decode_record, encode_record
+
+    out: list[bytes] = []
+    prev = GENESIS_PREV
+    frontier = MerkleFrontier()
+    for raw in lines:
+        rec = decode_record(raw.rstrip(b"\n"))
+        ts, body = edit(rec.seq, rec.ts, rec.body)
+        if rec.kind is RecordKind.CHECKPOINT:
+            body = {"checkpoint": sign_checkpoint(key, rec.log_id, frontier.size, frontier.root().hex()).to_dict()}
+        new = encode_record(key, rec.log_id, rec.seq, ts, rec.kind, prev, body)
+        out.append(new.line + b"\n")
+        prev = new.hash
+        frontier.append(leaf_hash(bytes.fromhex(new.hash)))
+    return out
 
 
 @pytest.fixture

@@ -1,0 +1,323 @@
+"""``fedfraud audit``: verify, show and report on audit logs.
+
+Mount with ``root_app.add_typer(audit.cli.app, name="audit")``.
+
+Exit codes of ``verify`` (and ``report`` with ``--strict``)::
+
+    0   VALID            authentic, complete, policies kept
+    10  TAMPERED         modified, deleted, inserted, reordered, forged, spliced, torn, truncated
+    11  INCOMPLETE       truncation cannot be ruled out (no late enough institution witness)
+    12  POLICY_VIOLATED  authentic, but an institution's policy was broken
+    13  EQUIVOCATION     the server signed two conflicting checkpoints
+    3   unreadable input (log, key or policy file)
+    2   usage error (bad options)
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fedfraud.errors import InputError
+
+from .canonical import CanonicalEncodingError, strict_loads
+from .errors import AuditInputError, KeyFileError
+from .keys import load_public_key, public_key_bytes, public_key_from_b64
+from .summary import LogSummary, summarize_log
+from .verify import EXIT_UNREADABLE_INPUT, VerificationReport, Verdict, verify_log
+
+__all__ = ["app", "load_trusted_keys", "load_policy_file"]
+
+_EXIT_HELP = (
+    "Exit codes: 0 VALID; 10 TAMPERED; 11 INCOMPLETE (truncation cannot be ruled out); "
+    "12 POLICY_VIOLATED; 13 EQUIVOCATION; 3 unreadable input; 2 usage error."
+)
+
+app = typer.Typer(
+    name="audit",
+    help="Verify, inspect and report on signed audit logs of federated runs. " + _EXIT_HELP,
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def load_trusted_keys(path: Path) -> dict[str, bytes]:
+    """Read ``{institution_id: base64 Ed25519 public key}`` from a JSON file.
+
+    Raises
+    ------
+    AuditInputError
+        If the file cannot be read or a key is malformed.
+    """
+    try:
+        data = strict_loads(path.read_bytes())
+    except OSError as exc:
+        raise AuditInputError(f"{path}: cannot read key file ({exc.strerror})") from exc
+    except CanonicalEncodingError as exc:
+        raise AuditInputError(f"{path}: not a JSON object: {exc}") from exc
+    keys: dict[str, bytes] = {}
+    for inst, value in data.items():
+        if not isinstance(value, str):
+            raise AuditInputError(f"{path}: key of {inst!r} must be a base64 string")
+        try:
+            keys[inst] = public_key_bytes(public_key_from_b64(value))
+        except KeyFileError as exc:
+            raise AuditInputError(f"{path}: key of {inst!r}: {exc}") from exc
+    return keys
+
+
+def load_policy_file(path: Path) -> tuple[str, bytes, dict[str, Any]]:
+    """Read the few facts the verifier needs from a policy TOML file.
+
+    Only ``identity.id``, ``identity.public_key`` (or ``signing_public_key``;
+    base64 of 32 raw bytes) and the ``protection``, ``outputs`` and ``audit``
+    tables are read; every other field is ignored.
+
+    Returns
+    -------
+    (institution id, raw public key, {"protection": ..., "outputs": ..., "audit": ...})
+
+    Raises
+    ------
+    AuditInputError
+        If the file cannot be read or the identity is missing or malformed.
+    """
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise AuditInputError(f"{path}: cannot read policy file ({exc.strerror})") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise AuditInputError(f"{path}: not valid TOML: {exc}") from exc
+    identity = doc.get("identity")
+    if not isinstance(identity, dict) or not isinstance(identity.get("id"), str):
+        raise AuditInputError(f"{path}: identity.id is missing")
+    b64 = identity.get("signing_public_key", identity.get("public_key"))
+    if not isinstance(b64, str):
+        raise AuditInputError(f"{path}: identity.public_key is missing")
+    try:
+        raw = public_key_bytes(public_key_from_b64(b64))
+    except KeyFileError as exc:
+        raise AuditInputError(f"{path}: identity.public_key: {exc}") from exc
+    tables = {name: dict(doc.get(name) or {}) for name in ("protection", "outputs", "audit")}
+    return identity["id"], raw, tables
+
+
+def _load_inputs(
+    server_key: Path, keys: Optional[Path], policy: Optional[list[Path]]
+) -> tuple[bytes, dict[str, bytes], dict[str, dict[str, Any]] | None]:
+    if keys is None and not policy:
+        raise typer.BadParameter("give --keys FILE or at least one --policy FILE (trusted institution keys)")
+    try:
+        server = public_key_bytes(load_public_key(server_key))
+    except KeyFileError as exc:
+        raise AuditInputError(str(exc)) from exc
+    trusted: dict[str, bytes] = load_trusted_keys(keys) if keys else {}
+    policies: dict[str, dict[str, Any]] | None = None
+    for file in policy or []:
+        inst, raw, tables = load_policy_file(file)
+        if inst in trusted and trusted[inst] != raw:
+            raise AuditInputError(f"{file}: key of {inst!r} differs from the one in --keys")
+        trusted[inst] = raw
+        policies = policies or {}
+        policies[inst] = tables
+    return server, trusted, policies
+
+
+def _print_report(console: Console, report: VerificationReport) -> None:
+    for check in report.checks:
+        mark = "[green]ok  [/green]" if check.ok else "[red]FAIL[/red]"
+        where = []
+        if check.line is not None:
+            where.append(f"line {check.line}")
+        if check.seq is not None:
+            where.append(f"record {check.seq}")
+        if check.offset is not None and not check.ok:
+            where.append(f"byte {check.offset}")
+        loc = f" ({', '.join(where)})" if where and not check.ok else ""
+        console.print(f"{mark} {check.step:<6} {check.name}: {check.message}{loc}", highlight=False, markup=True)
+        if not check.ok and (check.expected or check.found):
+            console.print(f"       expected: {check.expected}\n       found:    {check.found}", highlight=False)
+    for item in report.evidence:
+        console.print("[bold]Evidence of equivocation[/bold]:", json.dumps(item, indent=2), highlight=False)
+    color = "green" if report.verdict is Verdict.VALID else "red"
+    console.print(
+        f"[bold {color}]Verdict: {report.verdict.value}[/bold {color}] (exit {report.exit_code}) - "
+        f"{report.verdict.description}"
+    )
+
+
+def _exit_for_input_error(exc: InputError) -> typer.Exit:
+    Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+    return typer.Exit(EXIT_UNREADABLE_INPUT)
+
+
+@app.command("verify", help="Verify LOG against trusted keys; print every check and one verdict. " + _EXIT_HELP)
+def verify_command(
+    log: Annotated[Path, typer.Argument(help="The server's JSONL audit log.")],
+    server_key: Annotated[Path, typer.Option("--server-key", help="Trusted server public key (PEM or base64).")],
+    keys: Annotated[Optional[Path], typer.Option("--keys", help="JSON file {institution_id: base64 public key}.")] = None,
+    policy: Annotated[Optional[list[Path]], typer.Option("--policy", help="Institution policy TOML (repeatable); gives trusted key and limits.")] = None,
+    institution_log: Annotated[Optional[list[Path]], typer.Option("--institution-log", help="An institution's local witness log (repeatable).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    try:
+        server, trusted, policies = _load_inputs(server_key, keys, policy)
+        report = verify_log(log, trusted, server, institution_log or [], policies)
+    except InputError as exc:
+        raise _exit_for_input_error(exc) from None
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        _print_report(Console(), report)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command("show", help="Show LOG round by round (not a verification; use 'verify').")
+def show_command(log: Annotated[Path, typer.Argument(help="The server's JSONL audit log.")]) -> None:
+    try:
+        summary = summarize_log(log)
+    except InputError as exc:
+        raise _exit_for_input_error(exc) from None
+    console = Console()
+    if summary.genesis:
+        g = summary.genesis
+        console.print(
+            f"run [bold]{g.get('run_id')}[/bold] of federation {g.get('federation_id')}, "
+            f"aggregation {g.get('aggregation', {}).get('mode')}, code {g.get('code_version')}",
+            highlight=False,
+        )
+    table = Table(title=f"{log} (unverified view)")
+    for column in ("round", "cohort", "refusals", "dropouts", "survivors", "model hash", "metrics"):
+        table.add_column(column)
+    for r in summary.rounds:
+        table.add_row(
+            str(r.round), ", ".join(r.cohort), "; ".join(r.refusals) or "-", "; ".join(r.dropouts) or "-",
+            ", ".join(r.survivors), (r.model_hash[:16] + "…") if r.model_hash else "-",
+            ", ".join(f"{k}={v}" for k, v in sorted(r.metrics.items())) or "-",
+        )
+    console.print(table)
+    if summary.undecodable_lines:
+        console.print(f"[red]{len(summary.undecodable_lines)} line(s) do not decode: {summary.undecodable_lines}[/red]")
+    state = "closed" if summary.run_closed else "NOT closed"
+    console.print(f"{len(summary.records)} records, {summary.checkpoints} checkpoints, {summary.witnesses} witnesses; run {state}.")
+
+
+def _report_markdown(summary: LogSummary, report: VerificationReport, policies: dict[str, dict[str, Any]] | None) -> str:
+    g = summary.genesis or {}
+    plan = g.get("run_plan", {}) if isinstance(g.get("run_plan"), dict) else {}
+    agg = g.get("aggregation", {}) if isinstance(g.get("aggregation"), dict) else {}
+    insts = [i.get("id") for i in g.get("institutions", []) if isinstance(i, dict)]
+    purposes = plan.get("purposes") or plan.get("purpose") or g.get("run_config", {}).get("purpose", "not stated in the log")
+    retention = sorted({str(p.get("audit", {}).get("retention_days")) for p in (policies or {}).values() if p.get("audit", {}).get("retention_days")})
+    recipients = sorted({r for p in (policies or {}).values() for r in p.get("outputs", {}).get("model_recipients", [])})
+    failed = report.failures
+    lines = [
+        f"# Compliance report: run {g.get('run_id', '?')} (federation {g.get('federation_id', '?')})",
+        "",
+        f"**Verification verdict: {report.verdict.value}** (exit {report.exit_code}). {report.verdict.description}",
+        "",
+        f"Log: `{summary.path}`; {len(summary.records)} records from {summary.first_ts} to {summary.last_ts}; "
+        f"witnessed by institutions up to record {report.witnessed_size}.",
+        "",
+        "## GDPR Art. 30: record of processing activities",
+        "",
+        f"- **Purposes of the processing:** {purposes if isinstance(purposes, str) else ', '.join(map(str, purposes))}",
+        f"- **Categories of participants (controllers):** {', '.join(map(str, insts)) or 'none listed'}; "
+        "categories of data subjects: customers whose transactions each institution holds locally "
+        "(no personal data leaves an institution or enters this log).",
+        "- **Categories of personal data in this log:** none; only institution ids, hashes, protocol "
+        "parameters and the aggregate metrics the policies allow.",
+        f"- **Recipients:** {', '.join(recipients) if recipients else 'members of the federation (the aggregated model)'}",
+        f"- **Retention:** {', '.join(d + ' days' for d in retention) if retention else 'per institution policy (not supplied)'}",
+        f"- **Security measures (Art. 32):** aggregation `{agg.get('mode')}` with parameters "
+        f"`{json.dumps(agg.get('params', {}), sort_keys=True)}`; Ed25519-signed, SHA-256 hash-chained "
+        "records; RFC 9162 Merkle checkpoints countersigned by each institution; institution-signed receipts.",
+        "",
+        "## EU AI Act Art. 12: record-keeping (logging of events)",
+        "",
+        f"- Period of use: {summary.first_ts} to {summary.last_ts}; run "
+        + ("closed: " + str((summary.run_closed or {}).get("reason")) if summary.run_closed else "not closed"),
+        f"- Code version: {g.get('code_version', '?')}; run configuration hash `{g.get('run_config_hash', '?')}`",
+        "",
+        "| round | opened | closed | cohort | refusals | dropouts | survivors (receipts) | model hash | metrics |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary.rounds:
+        lines.append(
+            f"| {r.round} | {r.opened_at} | {r.closed_at} | {', '.join(r.cohort)} | {'; '.join(r.refusals) or '-'} | "
+            f"{'; '.join(r.dropouts) or '-'} | {', '.join(r.survivors)} ({len(r.receipts)}) | `{r.model_hash[:16]}` | "
+            f"{', '.join(f'{k}={v}' for k, v in sorted(r.metrics.items())) or '-'} |"
+        )
+    lines += ["", "## Verification checks", ""]
+    for c in report.checks:
+        lines.append(f"- {'PASS' if c.ok else 'FAIL'} {c.step} {c.name}: {c.message}"
+                     + (f" (line {c.line}, record {c.seq})" if not c.ok and c.line is not None else ""))
+    if failed:
+        lines += ["", f"{len(failed)} check(s) failed."]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_to_html(text: str) -> str:
+    body = []
+    in_table = False
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= {"-"}:
+                continue
+            if not in_table:
+                body.append("<table>")
+                in_table = True
+            body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("- "):
+            body.append(f"<p>&bull; {html.escape(line[2:])}</p>")
+        elif line:
+            body.append(f"<p>{html.escape(line)}</p>")
+    if in_table:
+        body.append("</table>")
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>fedfraud audit report</title></head><body>\n"
+            + "\n".join(body) + "\n</body></html>\n")
+
+
+@app.command("report", help="Write a compliance report (GDPR Art. 30, EU AI Act Art. 12) including verification. " + _EXIT_HELP)
+def report_command(
+    log: Annotated[Path, typer.Argument(help="The server's JSONL audit log.")],
+    server_key: Annotated[Path, typer.Option("--server-key", help="Trusted server public key (PEM or base64).")],
+    keys: Annotated[Optional[Path], typer.Option("--keys", help="JSON file {institution_id: base64 public key}.")] = None,
+    policy: Annotated[Optional[list[Path]], typer.Option("--policy", help="Institution policy TOML (repeatable).")] = None,
+    institution_log: Annotated[Optional[list[Path]], typer.Option("--institution-log", help="An institution's witness log (repeatable).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="md or html.")] = "md",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write here instead of stdout.")] = None,
+) -> None:
+    if fmt not in ("md", "html"):
+        raise typer.BadParameter("--format must be md or html")
+    try:
+        server, trusted, policies = _load_inputs(server_key, keys, policy)
+        report = verify_log(log, trusted, server, institution_log or [], policies)
+        summary = summarize_log(log)
+    except InputError as exc:
+        raise _exit_for_input_error(exc) from None
+    text = _report_markdown(summary, report, policies)
+    if fmt == "html":
+        text = _markdown_to_html(text)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"report written to {out}; verdict {report.verdict.value}")
+    raise typer.Exit(report.exit_code)
