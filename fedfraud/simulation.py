@@ -6,8 +6,8 @@ and keeps connection settings in ``$FLWR_HOME/config.toml`` rather than in
 ``pyproject.toml``. This module owns that whole arrangement, so the product
 depends on nothing outside the project folder and its virtual environment:
 
-1. ``FLWR_HOME`` points at the project's own ``.flwr/`` folder, and the
-   connection file there is written by us for every run;
+1. ``FLWR_HOME`` points at a fresh folder under the project's own ``.flwr/``
+   for every run, with a connection file written by us (removed afterwards);
 2. a SuperLink is started on a free loopback port, in simulation mode, with
    runtime dependency installation disabled (everything is pre-installed);
 3. ``flwr run`` submits the app with the run config and the federation size,
@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 import urllib.error
@@ -203,7 +204,11 @@ def run_simulation(
     ``on_poll`` is called periodically while the run goes on, so a caller can
     show progress from the run directory.
     """
-    flwr_home = request.project_dir / ".flwr"
+    # A Flower home of its own per run: concurrent runs never share the
+    # connection file, and nothing is left behind once the run ends.
+    flwr_home = Path(
+        tempfile.mkdtemp(prefix="home-", dir=_ensure_dir(request.project_dir / ".flwr"))
+    )
     request.run_dir.mkdir(parents=True, exist_ok=True)
     flower_log = request.run_dir / "flower.log"
     overrides = write_run_config(request.run_dir / "run-config.toml", request.run_config)
@@ -211,7 +216,28 @@ def run_simulation(
         f"num-supernodes={request.num_institutions} "
         f"init-args-num-cpus={request.num_cpus} client-resources-num-cpus=1"
     )
-    with simulation_superlink(flwr_home, flower_log) as _port:
+    try:
+        _submit(request, flwr_home, flower_log, overrides, federation, on_poll, poll_seconds)
+    finally:
+        shutil.rmtree(flwr_home, ignore_errors=True)
+    if not (request.run_dir / "summary.json").exists():
+        raise RunFailed(
+            f"the run did not finish (no summary.json in {request.run_dir}); "
+            f"last lines of {flower_log}:\n{_tail(flower_log)}"
+        )
+
+
+def _submit(
+    request: SimulationRequest,
+    flwr_home: Path,
+    flower_log: Path,
+    overrides: Path,
+    federation: str,
+    on_poll: Callable[[], None] | None,
+    poll_seconds: float,
+) -> None:
+    """Start the SuperLink, submit the run with ``flwr run`` and wait for it."""
+    with simulation_superlink(flwr_home, flower_log):
         command = [
             _flower_tool("flwr"),
             "run",
@@ -240,11 +266,11 @@ def run_simulation(
                 _stop(process)
         if on_poll is not None:
             on_poll()
-    if not (request.run_dir / "summary.json").exists():
-        raise RunFailed(
-            f"the run did not finish (no summary.json in {request.run_dir}); "
-            f"last lines of {flower_log}:\n{_tail(flower_log)}"
-        )
+
+
+def _ensure_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _tail(path: Path, lines: int = 25) -> str:
