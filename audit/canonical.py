@@ -15,7 +15,7 @@ Scheme, JCS):
 
 The reader (:func:`strict_loads`) rejects what the writer can never produce:
 duplicate member names, NaN/Infinity literals, numbers that overflow to
-infinity, out-of-range integers and invalid UTF-8.  :func:`loads_canonical`
+infinity and invalid UTF-8; integers beyond ±(2**53-1) are read as doubles.  :func:`loads_canonical`
 additionally demands that the bytes are *exactly* the canonical encoding of
 what they parse to; a log line that is not byte-identical to its canonical form
 is treated as tampered, even if it would decode to the same value (whitespace,
@@ -187,10 +187,16 @@ def _reject_constant(name: str) -> Any:
     raise CanonicalEncodingError(f"JSON literal {name} is not allowed (NaN/Infinity)")
 
 
-def _parse_int(text: str) -> int:
+def _parse_int(text: str) -> int | float:
+    # Like every RFC 8785 reader, treat numbers as IEEE-754 doubles: an
+    # integer literal beyond ±(2**53-1) is read as the nearest double, so a
+    # literal that does not round-trip fails the canonical-bytes check.
     value = int(text)
     if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-        raise CanonicalEncodingError(f"integer {text} is outside ±(2**53-1)")
+        as_float = float(value)
+        if not math.isfinite(as_float):
+            raise CanonicalEncodingError(f"number {text[:20]}… overflows to infinity")
+        return as_float
     return value
 
 
@@ -253,7 +259,7 @@ def strict_loads(data: bytes | str, *, require_object: bool = True) -> Any:
     ------
     CanonicalEncodingError
         On duplicate member names, NaN/Infinity, overflowing numbers,
-        out-of-range integers, invalid UTF-8, syntax errors, or a non-object
+        invalid UTF-8, syntax errors, or a non-object
         top level when ``require_object`` is set.
     """
     return _loads(data, None, require_object)
