@@ -221,13 +221,19 @@ def _loads(data: bytes | str, flag: _FloatSeen | None, require_object: bool) -> 
             flag.seen = True
         return value
 
+    def parse_int(literal: str) -> int | float:
+        value = _parse_int(literal)
+        if flag is not None and isinstance(value, float):
+            flag.seen = True
+        return value
+
     try:
         value = json.loads(
             text,
             object_pairs_hook=_object_pairs,
             parse_constant=_reject_constant,
             parse_float=parse_float,
-            parse_int=_parse_int,
+            parse_int=parse_int,
         )
     except CanonicalEncodingError:
         raise
