@@ -1,0 +1,809 @@
+"""Provision a production federation: CA, TLS, SuperNode auth keys, audit keys.
+
+``fedfraud provision init federation.toml --out keys`` reads one federation
+file (see ``federation.example.toml``) and writes, under the output folder::
+
+    ca/ca.pem, ca/ca.key                     private CA (keep ca.key offline)
+    superlink/server.pem, server.key         the SuperLink's TLS certificate
+    superlink/ca.pem                         copy of the CA certificate
+    server/audit.key, server/audit.pub       the server's Ed25519 audit key
+    institutions/<id>/supernode-auth.key     SuperNode auth key (EC P-384, OpenSSH)
+    institutions/<id>/supernode-auth.pub     its public half, for `flwr supernode register`
+    institutions/<id>/audit.key, audit.pub   the institution's Ed25519 signing key
+    institutions/<id>/ca.pem                 copy of the CA certificate
+    institutions/<id>/policy.toml            the institution's policy, with its public key
+    institutions/<id>/node-config.toml       node config for `flower-supernode --node-config`
+    trusted_keys.json                        {institution: base64 Ed25519 public key}
+    federation.json                          what was provisioned (public data only)
+
+How Flower 1.42 authenticates SuperNodes (read from its source): the SuperLink
+is started with ``--enable-supernode-auth`` (TLS required); SuperNodes cannot
+register themselves any more, an operator registers each SuperNode's *public*
+key through the Control API with ``flwr supernode register <key.pub>``; the
+SuperNode is started with ``--auth-supernode-private-key`` and signs a
+timestamp on every Fleet request with it. The key must be an elliptic-curve
+key on a NIST curve, private half in OpenSSH format, public half in OpenSSH
+format (``ecdsa-sha2-nistp384 ...``); that is what this module writes.
+
+Private keys are created with ``os.open(O_CREAT | O_EXCL, 0o600)`` and never
+printed; an existing key is never replaced unless ``--force`` is given.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from rich.console import Console
+
+from fedfraud.errors import ConfigError, InputError
+
+#: Version of the output layout, recorded in ``federation.json``.
+LAYOUT_VERSION = 1
+#: Flower 1.42 accepts any NIST curve for SuperNode auth; P-384 is what its docs use.
+SUPERNODE_AUTH_CURVE = ec.SECP384R1()
+#: The CA and the SuperLink certificate use ECDSA P-384 with SHA-384 (NSA CNSA suite).
+TLS_CURVE = ec.SECP384R1()
+CA_DAYS = 5 * 365
+SERVER_CERT_DAYS = 397  # CA/Browser Forum maximum for a leaf certificate
+PRIVATE_MODE = 0o600
+PUBLIC_MODE = 0o644
+_ID_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
+
+app = typer.Typer(
+    help="Create the CA, TLS certificate and keys of a production federation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(highlight=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------
+# The federation file
+# ---------------------------------------------------------------------------
+
+
+class InstitutionSpec(BaseModel):
+    """One institution of the federation file."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    id: str
+    data_dir: str = Field(min_length=1)
+    policy: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not _ID_PATTERN.fullmatch(value):
+            raise ValueError(
+                "must be 1-63 characters of lower-case letters, digits and '-', "
+                f"starting with a letter or digit; found {value!r}"
+            )
+        return value
+
+
+class FederationSection(BaseModel):
+    """The ``[federation]`` table."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    id: str
+    superlink: str
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not _ID_PATTERN.fullmatch(value):
+            raise ValueError(f"must match {_ID_PATTERN.pattern}; found {value!r}")
+        return value
+
+    @field_validator("superlink")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        split_address(value)
+        return value
+
+
+class FederationFile(BaseModel):
+    """The whole federation file (``schema_version = 1``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    schema_version: int
+    federation: FederationSection
+    institutions: list[InstitutionSpec] = Field(min_length=2)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _check_version(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(f"only schema_version 1 exists; found {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> FederationFile:
+        seen: set[str] = set()
+        for spec in self.institutions:
+            if spec.id in seen:
+                raise ValueError(f"institution id {spec.id!r} appears more than once")
+            seen.add(spec.id)
+        return self
+
+
+@dataclass(frozen=True)
+class Institution:
+    """An institution with its paths resolved against the federation file."""
+
+    id: str
+    data_dir: Path
+    policy: Path | None
+
+
+@dataclass(frozen=True)
+class Federation:
+    """A validated federation file."""
+
+    source: Path
+    id: str
+    superlink_host: str
+    superlink_port: int
+    institutions: tuple[Institution, ...]
+
+    @property
+    def names(self) -> list[str]:
+        """The institution ids, in file order."""
+        return [inst.id for inst in self.institutions]
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """Split ``host:port`` (IPv4, ``[IPv6]`` or a DNS name); raise ValueError."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"must be host:port, found {address!r}")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be 1..65535, found {port}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, port
+
+
+def load_federation(path: Path) -> Federation:
+    """Read and validate a federation file; errors name the file and field.
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read or is not TOML.
+    ConfigError
+        If a field is missing, unknown or invalid.
+    """
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read federation file ({exc.strerror})") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: not valid TOML ({exc})") from exc
+    try:
+        parsed = FederationFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(
+                _field_name(raw, error["loc"][: i + 1]) for i in range(len(error["loc"]))
+            ).replace(".[", "[")
+            problems.append(f"  {where or '(top level)'}: {error['msg']}")
+        raise ConfigError(f"{path}: invalid federation file\n" + "\n".join(problems)) from None
+    base = path.resolve().parent
+    host, port = split_address(parsed.federation.superlink)
+    return Federation(
+        source=path.resolve(),
+        id=parsed.federation.id,
+        superlink_host=host,
+        superlink_port=port,
+        institutions=tuple(
+            Institution(
+                id=spec.id,
+                data_dir=(base / spec.data_dir).resolve(),
+                policy=(base / spec.policy).resolve() if spec.policy else None,
+            )
+            for spec in parsed.institutions
+        ),
+    )
+
+
+def _field_name(raw: Any, loc: Sequence[Any]) -> str:
+    """Render one step of a pydantic error location; list items by their id."""
+    key = loc[-1]
+    if isinstance(key, int):
+        parent: Any = raw
+        for step in loc[:-1]:
+            try:
+                parent = parent[step]
+            except (KeyError, IndexError, TypeError):
+                return f"[{key}]"
+        try:
+            item = parent[key]
+        except (KeyError, IndexError, TypeError):
+            return f"[{key}]"
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            return f"[{key}] (id {item['id']!r})"
+        return f"[{key}]"
+    return str(key)
+
+
+# ---------------------------------------------------------------------------
+# The output layout
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstitutionFiles:
+    """Where one institution's files are written."""
+
+    root: Path
+
+    @property
+    def auth_key(self) -> Path:
+        """SuperNode auth private key (OpenSSH, EC P-384), mode 0600."""
+        return self.root / "supernode-auth.key"
+
+    @property
+    def auth_pub(self) -> Path:
+        """SuperNode auth public key (OpenSSH), registered at the SuperLink."""
+        return self.root / "supernode-auth.pub"
+
+    @property
+    def audit_key(self) -> Path:
+        """Ed25519 audit signing key (PEM PKCS#8), mode 0600."""
+        return self.root / "audit.key"
+
+    @property
+    def audit_pub(self) -> Path:
+        """Ed25519 audit public key (PEM)."""
+        return self.root / "audit.pub"
+
+    @property
+    def ca_cert(self) -> Path:
+        """Copy of the federation's CA certificate."""
+        return self.root / "ca.pem"
+
+    @property
+    def policy(self) -> Path:
+        """The institution's policy with its own public key filled in."""
+        return self.root / "policy.toml"
+
+    @property
+    def node_config(self) -> Path:
+        """Node config for ``flower-supernode --node-config``."""
+        return self.root / "node-config.toml"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths of everything ``provision init`` writes under ``root``."""
+
+    root: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        """The CA certificate (public)."""
+        return self.root / "ca" / "ca.pem"
+
+    @property
+    def ca_key(self) -> Path:
+        """The CA private key: keep it offline once provisioning is done."""
+        return self.root / "ca" / "ca.key"
+
+    @property
+    def server_cert(self) -> Path:
+        """The SuperLink's TLS certificate."""
+        return self.root / "superlink" / "server.pem"
+
+    @property
+    def server_key(self) -> Path:
+        """The SuperLink's TLS private key."""
+        return self.root / "superlink" / "server.key"
+
+    @property
+    def superlink_ca(self) -> Path:
+        """Copy of the CA certificate beside the SuperLink's files."""
+        return self.root / "superlink" / "ca.pem"
+
+    @property
+    def server_audit_key(self) -> Path:
+        """The server's Ed25519 audit signing key."""
+        return self.root / "server" / "audit.key"
+
+    @property
+    def server_audit_pub(self) -> Path:
+        """The server's Ed25519 audit public key."""
+        return self.root / "server" / "audit.pub"
+
+    @property
+    def trusted_keys(self) -> Path:
+        """``{institution: base64 raw Ed25519 public key}`` for ``audit verify --keys``."""
+        return self.root / "trusted_keys.json"
+
+    @property
+    def manifest(self) -> Path:
+        """What was provisioned: public data only."""
+        return self.root / "federation.json"
+
+    def institution(self, institution_id: str) -> InstitutionFiles:
+        """One institution's folder."""
+        return InstitutionFiles(self.root / "institutions" / institution_id)
+
+
+# ---------------------------------------------------------------------------
+# Writing files
+# ---------------------------------------------------------------------------
+
+
+def write_file(path: Path, data: bytes, mode: int, force: bool) -> None:
+    """Create ``path`` with ``mode`` in one ``os.open`` call; replace only if ``force``.
+
+    The file is created with ``O_CREAT | O_EXCL`` so that a private key is
+    never readable by anyone else, not even for a moment, and never written
+    through a symbolic link.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if force and (path.exists() or path.is_symlink()):
+        path.unlink()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, mode)
+    except FileExistsError:
+        raise ConfigError(f"{path} exists; pass --force to replace it") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot create ({exc.strerror})") from exc
+    try:
+        os.fchmod(fd, mode)  # the umask may have narrowed it; never widen beyond mode
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _private_pem(key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _public_pem(key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def ssh_fingerprint(public_openssh: bytes) -> str:
+    """``SHA256:<base64>`` of an OpenSSH public key, as ``ssh-keygen -lf`` prints it."""
+    blob = base64.b64decode(public_openssh.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def ed25519_fingerprint(key: Ed25519PrivateKey) -> str:
+    """``ed25519:<sha256 hex of the raw public key>`` (the audit log's key id form)."""
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "ed25519:" + hashlib.sha256(raw).hexdigest()
+
+
+def ed25519_b64(key: Ed25519PrivateKey) -> str:
+    """Base64 of the raw 32-byte public key (the policy files' ``public_key`` form)."""
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def cert_fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 fingerprint of a certificate, colon-separated hex."""
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def _name(common_name: str, federation_id: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, f"fedfraud federation {federation_id}"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def make_ca(federation_id: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A self-signed CA allowed to sign leaf certificates only (pathLen 0)."""
+    key = ec.generate_private_key(TLS_CURVE)
+    now = dt.datetime.now(dt.timezone.utc)
+    name = _name(f"fedfraud {federation_id} CA", federation_id)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .sign(key, hashes.SHA384())
+    )
+    return key, cert
+
+
+def server_alt_names(host: str) -> list[x509.GeneralName]:
+    """SANs of the SuperLink certificate: ``host``, 127.0.0.1 and localhost."""
+    names: list[x509.GeneralName] = []
+    for candidate in (host, "127.0.0.1", "localhost"):
+        try:
+            entry: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(candidate))
+        except ValueError:
+            entry = x509.DNSName(candidate)
+        if entry not in names:
+            names.append(entry)
+    return names
+
+
+def make_server_cert(
+    host: str,
+    federation_id: str,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """The SuperLink's TLS server certificate, signed by the CA."""
+    key = ec.generate_private_key(TLS_CURVE)
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(f"fedfraud {federation_id} SuperLink", federation_id))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=SERVER_CERT_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(server_alt_names(host)), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+        .sign(ca_key, hashes.SHA384())
+    )
+    return key, cert
+
+
+def make_supernode_auth_key() -> tuple[bytes, bytes]:
+    """A SuperNode auth key pair as Flower 1.42 reads it: (OpenSSH private, OpenSSH public)."""
+    key = ec.generate_private_key(SUPERNODE_AUTH_CURVE)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return private, public + b"\n"
+
+
+def policy_with_key(source: Path, institution_id: str, public_key_b64: str) -> bytes:
+    """The policy file ``source`` with ``[identity] public_key`` set to this key.
+
+    Only that one line changes (comments and layout stay as approved); the
+    result is parsed again to check the identity is the institution's.
+
+    Raises
+    ------
+    InputError
+        If the policy cannot be read, has no ``public_key`` line in its
+        ``[identity]`` table, or names another institution.
+    """
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{source}: cannot read policy ({exc.strerror})") from exc
+    lines = text.splitlines(keepends=True)
+    table = ""
+    replaced = 0
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("[") and not stripped.startswith("[["):
+            table = stripped.strip("[]").strip()
+        elif table == "identity" and re.match(r"public_key\s*=", stripped):
+            lines[index] = f'public_key = "{public_key_b64}"\n'
+            replaced += 1
+    if replaced != 1:
+        raise InputError(f"{source}: expected one 'public_key' line in [identity], found {replaced}")
+    result = "".join(lines)
+    try:
+        parsed = tomllib.loads(result)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{source}: not valid TOML ({exc})") from exc
+    found = parsed.get("identity", {}).get("id")
+    if found != institution_id:
+        raise InputError(
+            f"{source}: [identity] id is {found!r}, expected {institution_id!r}"
+        )
+    return result.encode("utf-8")
+
+
+def node_config_toml(institution: Institution, files: InstitutionFiles) -> bytes:
+    """The SuperNode's node config (absolute paths), read by ``client/node.py``."""
+    entries = {
+        "institution-id": institution.id,
+        "data-dir": str(institution.data_dir),
+        "policy-file": str(files.policy) if institution.policy else "",
+        "signing-key": str(files.audit_key),
+    }
+    lines = ["# Node config of this institution's SuperNode; written by fedfraud provision.\n"]
+    for key, value in entries.items():
+        lines.append(f"{key} = {json.dumps(value)}\n")
+    return "".join(lines).encode("utf-8")
+
+
+# ---------------------------------------------------------------------------
+# Provisioning
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Written:
+    """One file written, with the fingerprint of its public key if it holds one."""
+
+    path: Path
+    what: str
+    fingerprint: str = ""
+
+
+def planned_files(federation: Federation, layout: Layout, only: str | None) -> list[Path]:
+    """Every file ``provision`` would write (for the overwrite check)."""
+    paths: list[Path] = []
+    if only is None:
+        paths += [
+            layout.ca_cert,
+            layout.ca_key,
+            layout.server_cert,
+            layout.server_key,
+            layout.superlink_ca,
+            layout.server_audit_key,
+            layout.server_audit_pub,
+        ]
+    for inst in federation.institutions:
+        if only is not None and inst.id != only:
+            continue
+        files = layout.institution(inst.id)
+        paths += [files.auth_key, files.auth_pub, files.audit_key, files.audit_pub, files.node_config]
+        if only is None:
+            paths.append(files.ca_cert)
+        if inst.policy is not None:
+            paths.append(files.policy)
+    return paths
+
+
+def provision(
+    federation: Federation, out: Path, force: bool = False, only: str | None = None
+) -> list[Written]:
+    """Write the federation's CA, certificates and keys under ``out``.
+
+    With ``only`` set, just that institution's keys (and policy, node config)
+    are made again: the key-rotation path. Nothing is written if any target
+    exists and ``force`` is false.
+
+    Raises
+    ------
+    ConfigError
+        If files exist without ``force``, or ``only`` names no institution.
+    """
+    layout = Layout(out.resolve())
+    if only is not None and only not in federation.names:
+        raise ConfigError(f"--only {only!r} is not an institution of {federation.source}")
+    # 1. Refuse before generating anything if a key would be replaced.
+    existing = [p for p in planned_files(federation, layout, only) if p.exists() or p.is_symlink()]
+    if existing and not force:
+        listed = "\n".join(f"  {p}" for p in existing)
+        raise ConfigError(
+            f"refusing to overwrite {len(existing)} existing file(s); pass --force to "
+            f"replace them (old keys stop working):\n{listed}"
+        )
+    for inst in federation.institutions:
+        if inst.policy is not None and (only is None or inst.id == only):
+            if not inst.policy.is_file():
+                raise InputError(f"{federation.source}: policy of {inst.id!r} not found: {inst.policy}")
+    written: list[Written] = []
+    pem = serialization.Encoding.PEM
+
+    # 2. The CA and the SuperLink's TLS certificate.
+    if only is None:
+        ca_key, ca_cert = make_ca(federation.id)
+        ca_pem = ca_cert.public_bytes(pem)
+        write_file(layout.ca_key, _private_pem(ca_key), PRIVATE_MODE, force)
+        write_file(layout.ca_cert, ca_pem, PUBLIC_MODE, force)
+        written.append(Written(layout.ca_cert, "CA certificate", cert_fingerprint(ca_cert)))
+        written.append(Written(layout.ca_key, "CA private key (keep offline)"))
+        server_key, server_cert = make_server_cert(
+            federation.superlink_host, federation.id, ca_key, ca_cert
+        )
+        del ca_key
+        write_file(layout.server_key, _private_pem(server_key), PRIVATE_MODE, force)
+        write_file(layout.server_cert, server_cert.public_bytes(pem), PUBLIC_MODE, force)
+        write_file(layout.superlink_ca, ca_pem, PUBLIC_MODE, force)
+        written.append(
+            Written(layout.server_cert, "SuperLink TLS certificate", cert_fingerprint(server_cert))
+        )
+        written.append(Written(layout.server_key, "SuperLink TLS private key"))
+        # 3. The server's audit key.
+        audit = Ed25519PrivateKey.generate()
+        write_file(layout.server_audit_key, _private_pem(audit), PRIVATE_MODE, force)
+        write_file(layout.server_audit_pub, _public_pem(audit), PUBLIC_MODE, force)
+        written.append(Written(layout.server_audit_pub, "server audit key", ed25519_fingerprint(audit)))
+    else:
+        ca_pem = layout.ca_cert.read_bytes() if layout.ca_cert.exists() else b""
+
+    # 4. Each institution's SuperNode auth key, audit key, policy, node config.
+    for inst in federation.institutions:
+        if only is not None and inst.id != only:
+            continue
+        files = layout.institution(inst.id)
+        auth_private, auth_public = make_supernode_auth_key()
+        write_file(files.auth_key, auth_private, PRIVATE_MODE, force)
+        write_file(files.auth_pub, auth_public, PUBLIC_MODE, force)
+        del auth_private
+        written.append(
+            Written(files.auth_pub, f"{inst.id} SuperNode auth key", ssh_fingerprint(auth_public))
+        )
+        signing = Ed25519PrivateKey.generate()
+        write_file(files.audit_key, _private_pem(signing), PRIVATE_MODE, force)
+        write_file(files.audit_pub, _public_pem(signing), PUBLIC_MODE, force)
+        written.append(Written(files.audit_pub, f"{inst.id} audit key", ed25519_fingerprint(signing)))
+        if only is None:
+            write_file(files.ca_cert, ca_pem, PUBLIC_MODE, force)
+        if inst.policy is not None:
+            write_file(files.policy, policy_with_key(inst.policy, inst.id, ed25519_b64(signing)), PUBLIC_MODE, force)
+            written.append(Written(files.policy, f"{inst.id} policy (with its public key)"))
+        write_file(files.node_config, node_config_toml(inst, files), PUBLIC_MODE, force)
+        written.append(Written(files.node_config, f"{inst.id} node config"))
+
+    # 5. Public summaries (always rewritten from the public keys on disk).
+    _write_summaries(federation, layout)
+    written.append(Written(layout.trusted_keys, "trusted institution keys"))
+    written.append(Written(layout.manifest, "federation manifest"))
+    return written
+
+
+def _write_summaries(federation: Federation, layout: Layout) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    trusted: dict[str, str] = {}
+    institutions: dict[str, Any] = {}
+    for inst in federation.institutions:
+        files = layout.institution(inst.id)
+        key = serialization.load_pem_public_key(files.audit_pub.read_bytes())
+        if not isinstance(key, Ed25519PublicKey):
+            raise InputError(f"{files.audit_pub}: not an Ed25519 public key")
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        trusted[inst.id] = base64.b64encode(raw).decode("ascii")
+        institutions[inst.id] = {
+            "data_dir": str(inst.data_dir),
+            "supernode_auth_public_key": str(files.auth_pub),
+            "supernode_auth_fingerprint": ssh_fingerprint(files.auth_pub.read_bytes()),
+            "audit_public_key": str(files.audit_pub),
+            "audit_fingerprint": "ed25519:" + hashlib.sha256(raw).hexdigest(),
+            "policy": str(files.policy) if inst.policy else None,
+            "node_config": str(files.node_config),
+        }
+    manifest = {
+        "layout_version": LAYOUT_VERSION,
+        "federation": federation.id,
+        "source": str(federation.source),
+        "superlink": f"{federation.superlink_host}:{federation.superlink_port}",
+        "institutions": institutions,
+    }
+    for path, payload in ((layout.trusted_keys, trusted), (layout.manifest, manifest)):
+        write_file(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode(), PUBLIC_MODE, True)
+
+
+def _print_written(written: Iterable[Written]) -> None:
+    for item in written:
+        tail = f"  {item.fingerprint}" if item.fingerprint else ""
+        console.print(f"  {item.what:<38} {item.path}{tail}")
+
+
+@app.command("init")
+def init_command(
+    federation_file: Annotated[Path, typer.Argument(help="The federation TOML file.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder for keys and certificates.")] = Path("keys"),
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace existing keys (the old ones stop working).")
+    ] = False,
+    only: Annotated[
+        str | None,
+        typer.Option("--only", help="Re-key only this institution (key rotation; needs --force)."),
+    ] = None,
+) -> None:
+    """Create the CA, the SuperLink's TLS certificate and every key of a federation."""
+    federation = load_federation(federation_file)
+    written = provision(federation, out, force=force, only=only)
+    console.print(
+        f"[bold]fedfraud provision[/bold]: federation {federation.id!r}, "
+        f"{len(federation.institutions)} institutions, SuperLink "
+        f"{federation.superlink_host}:{federation.superlink_port}"
+    )
+    _print_written(written)
+    console.print(
+        "Private keys are mode 0600 and were not printed. Register each SuperNode's "
+        "public key at the SuperLink with `flwr supernode register <supernode-auth.pub>`."
+    )
+
+
+@app.command("show")
+def show_command(
+    out: Annotated[Path, typer.Argument(help="A folder written by 'provision init'.")] = Path("keys"),
+) -> None:
+    """Print what a provisioned folder holds (public fingerprints only)."""
+    layout = Layout(out.resolve())
+    if not layout.manifest.is_file():
+        raise InputError(f"{layout.manifest} not found; run 'fedfraud provision init' first")
+    manifest = json.loads(layout.manifest.read_text(encoding="utf-8"))
+    cert = x509.load_pem_x509_certificate(layout.ca_cert.read_bytes())
+    console.print(f"federation {manifest['federation']}  SuperLink {manifest['superlink']}")
+    console.print(f"  CA certificate {layout.ca_cert}  {cert_fingerprint(cert)}")
+    for name, info in manifest["institutions"].items():
+        console.print(
+            f"  {name}: SuperNode auth {info['supernode_auth_fingerprint']}  "
+            f"audit {info['audit_fingerprint']}"
+        )
