@@ -2,7 +2,7 @@
 
 Mount with ``root_app.add_typer(audit.cli.app, name="audit")``.
 
-Exit codes of ``verify`` (and ``report`` with ``--strict``)::
+Exit codes of ``verify`` and ``report`` (the verdict's code)::
 
     0   VALID            authentic, complete, policies kept
     10  TAMPERED         modified, deleted, inserted, reordered, forged, spliced, torn, truncated
