@@ -313,6 +313,9 @@ CONFUSION_CELLS: Final = frozenset(
 )
 
 
+_COUNT_FIELDS: Final = frozenset(metric.value for metric in COUNT_METRICS)
+
+
 @dataclass(frozen=True, slots=True)
 class MetricsRelease:
     """The outcome of :func:`release_metrics`.
@@ -338,7 +341,7 @@ class MetricsRelease:
 def release_metrics(
     policy: Policy,
     metrics: Mapping[str, float | int],
-    count_fields: Collection[str] = frozenset(m.value for m in COUNT_METRICS),
+    count_fields: Collection[str] = _COUNT_FIELDS,
 ) -> MetricsRelease:
     """Decide which metrics may leave the site.
 
@@ -356,7 +359,8 @@ def release_metrics(
     metrics : Mapping[str, float | int]
         Metric name to value, as computed locally. Numpy scalars are accepted.
     count_fields : Collection of str
-        Names of the metrics that are record counts.
+        Names of the metrics that are record counts (default: the count
+        metrics of :data:`policy.model.COUNT_METRICS`).
 
     Returns
     -------

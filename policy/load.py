@@ -46,6 +46,7 @@ MAX_POLICY_BYTES: Final = 64 * 1024
 MAX_NESTING_DEPTH: Final = 5
 
 _LINE_NUMBER = re.compile(r"at line (\d+)")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _KEY_AT_LINE_START = re.compile(r"\s*([A-Za-z0-9_.\-\"' ]+?)\s*=")
 
 
@@ -176,16 +177,33 @@ def problems_from_validation_error(exc: ValidationError, source: str) -> tuple[F
 
 def _read_bounded(path: Path, source: str) -> bytes:
     # 1. Only regular files, and never more than one byte past the limit, so a
-    #    device, a FIFO or a huge file cannot stall or exhaust the reader.
+    #    device, a FIFO or a huge file cannot stall or exhaust the reader. The
+    #    type is checked on the opened descriptor (no race with a swapped path);
+    #    O_NONBLOCK keeps the open itself from waiting on a FIFO.
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(f"{source}: not a regular file")
-        with path.open("rb") as handle:
-            return handle.read(MAX_POLICY_BYTES + 1)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise InputError(f"{source}: cannot read policy file: {reason}") from exc
+        raise InputError(f"{source}: cannot read policy file: {_os_reason(exc)}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise InputError(f"{source}: not a regular file")
+        chunks: list[bytes] = []
+        remaining = MAX_POLICY_BYTES + 1
+        while remaining > 0:
+            chunk = os.read(descriptor, remaining)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise InputError(f"{source}: cannot read policy file: {_os_reason(exc)}") from exc
+    finally:
+        os.close(descriptor)
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
 
 
 # -- nesting ------------------------------------------------------------------
@@ -271,8 +289,11 @@ def _dotted(loc: tuple[str | int, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
+            continue
+        # A key from the file is shown verbatim only if it is a plain name;
+        # anything else (spaces, control characters) is quoted and escaped.
+        name = part if _PLAIN_KEY.fullmatch(part) else repr(part[:60])
+        path += f".{name}" if path else name
     return path
 
 

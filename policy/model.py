@@ -16,7 +16,6 @@ import binascii
 import hashlib
 import json
 import re
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Final, Self, TypeVar
@@ -156,8 +155,8 @@ def _check_institution_id(value: str) -> str:
         raise PydanticCustomError(
             "institution_id",
             "expected an institution id slug such as 'bank-a' (2-48 lowercase letters, "
-            "digits and single inner hyphens), found '{found}'",
-            {"found": value[:60]},
+            "digits and single inner hyphens), found {found}",
+            {"found": repr(value[:60])},
         )
     if value == FEDERATION:
         raise PydanticCustomError(
@@ -178,8 +177,8 @@ def _check_feature(value: str) -> str:
         raise PydanticCustomError(
             "feature_name",
             "expected a column name in lowercase snake_case (at most 64 characters), "
-            "found '{found}'",
-            {"found": value[:80]},
+            "found {found}",
+            {"found": repr(value[:80])},
         )
     return value
 
@@ -595,7 +594,8 @@ class Policy(BaseModel):
             Enums as their values, tuples as lists (already sorted where the
             field is a set), datetimes as RFC 3339 UTC strings.
         """
-        return _to_json_types(self.model_dump(mode="python"))
+        document: dict[str, Any] = _to_json_types(self.model_dump(mode="python"))
+        return document
 
     def canonical_json(self) -> bytes:
         """Return the canonical JSON encoding the policy hash is computed over.
@@ -701,27 +701,3 @@ def _to_json_types(value: Any) -> Any:
     if isinstance(value, (bool, int, str)):
         return value
     raise TypeError(f"no canonical JSON form for {type(value).__name__}")
-
-
-def iter_field_names(model: type[BaseModel], prefix: str = "") -> Iterable[str]:
-    """Yield every dotted field path of a policy model (for docs and tests).
-
-    Parameters
-    ----------
-    model : type of BaseModel
-        The model to walk, usually :class:`Policy`.
-    prefix : str
-        Prefix for nested calls.
-
-    Yields
-    ------
-    str
-        Dotted paths such as ``protection.max_rounds``.
-    """
-    for name, info in model.model_fields.items():
-        annotation = info.annotation
-        path = f"{prefix}{name}"
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            yield from iter_field_names(annotation, f"{path}.")
-        else:
-            yield path

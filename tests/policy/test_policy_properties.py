@@ -33,7 +33,7 @@ KEY = "EnB51ei38SsMn8UYtgGz3whFu3vqgOv414u76gf3FgE="
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 PROPERTY_SETTINGS = settings(
-    max_examples=150,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
