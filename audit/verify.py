@@ -722,7 +722,9 @@ def verify_log(
             # 3.6 A checkpoint commits to exactly the records before it.
             elif kind is RecordKind.CHECKPOINT:
                 cp = SignedCheckpoint.from_dict(body.get("checkpoint"))
-                cp.verify(server_key)
+                # The record signature already authenticates this checkpoint
+                # under the server key; its own signature only matters as
+                # evidence, so it is checked in step 4 when a conflict uses it.
                 if cp.log_id != record.log_id or cp.tree_size != record.seq:
                     fail("checkpoint", Verdict.TAMPERED, f"checkpoint in record {record.seq} covers size {cp.tree_size} of another log or position", ln, record)
                     continue
@@ -789,6 +791,19 @@ def verify_log(
     equivocated = False
     for size in sorted(by_size):
         group = by_size[size]
+        if len({c.cp.root for c in group}) > 1:
+            # Evidence must stand on its own: keep only checkpoints whose own
+            # server signature verifies (institution copies were checked in step 2).
+            kept = []
+            for c in group:
+                try:
+                    c.cp.verify(server_key)
+                    kept.append(c)
+                except AuditError:
+                    checks.fail("4", "checkpoint", Verdict.TAMPERED,
+                                f"{c.where}: checkpoint signature does not verify", source=c.source,
+                                seq=c.seq, line=c.line)
+            group = by_size[size] = kept
         distinct = {c.cp.root for c in group}
         if len(distinct) > 1:
             a = group[0]
@@ -816,18 +831,23 @@ def verify_log(
                 continue
             if size in roots and roots[size].hex() != item.cp.root:
                 later = [s for s in matching_sizes if s > size]
-                if later and not equivocated:
+                other = next((c for s in later for c in by_size[s] if roots[s].hex() == c.cp.root), None)
+                if other is not None:
+                    try:
+                        other.cp.verify(server_key)
+                    except AuditError:
+                        other = None
+                if other is not None and not equivocated:
                     equivocated = True
-                    other = next(c for c in by_size[later[0]] if roots[later[0]].hex() == c.cp.root)
                     evidence.append({"kind": "equivocation", "tree_size": size,
                                      "first": {"where": item.where, "checkpoint": item.cp.to_dict()},
                                      "second": {"where": other.where, "checkpoint": other.cp.to_dict()}})
                     checks.fail("4", "equivocation", Verdict.EQUIVOCATION,
                                 f"{item.where} holds a signed checkpoint of size {size} that is not a prefix of "
-                                f"the signed checkpoint of size {later[0]} in {other.where}",
+                                f"the signed checkpoint of size {other.cp.tree_size} in {other.where}",
                                 source=item.source, seq=item.seq, line=item.line,
                                 expected=roots[size].hex(), found=item.cp.root)
-                elif not later:
+                elif other is None:
                     checks.fail("4", "history", Verdict.TAMPERED,
                                 f"the first {size} records do not match the checkpoint {item.where} countersigned: "
                                 "the log was rewritten after it was witnessed", source=src,
