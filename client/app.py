@@ -10,6 +10,7 @@ from flwr.clientapp import ClientApp
 from fedfraud.settings import RunSettings
 
 from .fraud_client import FraudClient
+from .mods import policy_gate_mod
 from .node import resolve_node
 
 
@@ -20,6 +21,7 @@ def client_fn(context: Context) -> Client:
     return FraudClient(context, settings, node).to_client()
 
 
-# Every message passes through Flower's SecAgg+ mod; training happens only in
-# its "collect masked vectors" stage, and the client's gate checks that.
-app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
+# The gate sees every round open before Flower's SecAgg+ mod does; training
+# happens only inside SecAgg+'s "collect masked vectors" stage, checked again
+# by the client itself.
+app = ClientApp(client_fn=client_fn, mods=[policy_gate_mod, secaggplus_mod])

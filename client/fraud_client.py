@@ -1,13 +1,19 @@
-"""The institution's Flower client: local training and local evaluation.
+"""The institution's Flower client: local training, evaluation and witnessing.
 
 Training returns the full updated weights; Flower's ``secaggplus_mod`` (outside
 this class) quantizes and masks them, so the server only ever sees the sum.
+With the update goes a receipt signed with the institution's own key.
 Evaluation returns score *counts* on a fixed grid, never scores or rows, so
 the server can compute exact pooled metrics from the summed counts.
+``get_properties`` is the channel for audit checkpoints: the institution checks
+that each one extends what it saw before, countersigns it and keeps it in its
+own local audit log.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,20 +23,25 @@ import torch
 from flwr.app import Context
 from flwr.client import NumPyClient
 
-from fedfraud.errors import InputError
+from audit.canonical import canonical_dumps, strict_loads
+from audit.receipt import make_receipt
+from audit.witness import InstitutionWitness
+from fedfraud.errors import InputError, ProtocolError
 from fedfraud.settings import Aggregation, RunSettings
-from fedfraud.wire import encode_counts
+from fedfraud.wire import encode_counts, update_digest
 from fraud.features import FEATURE_COLUMNS, to_arrays
 from fraud.metrics import SCORE_GRID_BINS, score_histograms
 from fraud.model import build_model, get_weights, set_weights
 from fraud.train import TrainConfig, evaluate_loss, predict_scores, train_local
 from secagg.params import check_update_in_range, check_weight
 
-from .gate import RoundView, check_round
+from .gate import Institution, RoundView, check_round, load_institution
 from .node import InstitutionNode, require_file
 from .secagg_adapter import observed_secagg
 
 Arrays = list[npt.NDArray[np.float32]]
+Config = dict[str, bool | bytes | float | int | str]
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def load_split(path: Path, what: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
@@ -51,6 +62,13 @@ def round_seed(settings: RunSettings, institution_id: str, server_round: int) ->
     return settings.seed * 1_000_003 + server_round * 1_009 + index
 
 
+def _round(config: Config) -> int:
+    value = config.get("server-round")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError("instructions carry no round number")
+    return value
+
+
 class FraudClient(NumPyClient):
     """One institution's participation in a run."""
 
@@ -58,22 +76,21 @@ class FraudClient(NumPyClient):
         self.context = context
         self.settings = settings
         self.node = node
+        self.institution: Institution = load_institution(node)
 
-    def fit(
-        self, parameters: Arrays, config: dict[str, bool | bytes | float | int | str]
-    ) -> tuple[Arrays, int, dict[str, bool | bytes | float | int | str]]:
+    def fit(self, parameters: Arrays, config: Config) -> tuple[Arrays, int, Config]:
         """Train locally on this round's global model, inside SecAgg+ only."""
         # 1. The round must run inside SecAgg+, with parameters this
-        #    institution agreed to, before it touches its data.
-        server_round = int(config.get("server-round", 0))
+        #    institution agreed to and a cohort its policy accepts, before
+        #    the institution touches its data.
+        server_round = _round(config)
+        unsafe = self.settings.aggregation is Aggregation.UNSAFE_PLAIN
+        secagg = None if unsafe else observed_secagg(self.context)
+        cohort = len(self.settings.institutions) if secagg is None else secagg.key_holders
         observed = check_round(
-            RoundView(
-                self.node.institution_id,
-                server_round,
-                None if self.settings.aggregation is Aggregation.UNSAFE_PLAIN
-                else observed_secagg(self.context),
-            ),
+            RoundView(self.node.institution_id, server_round, secagg, cohort),
             self.settings,
+            self.institution,
         )
         # 2. Train on the private training split.
         features, labels = load_split(self.node.train_path, "training data")
@@ -89,18 +106,36 @@ class FraudClient(NumPyClient):
         weights = get_weights(model)
         # 3. Refuse to send anything SecAgg+ would clip or overflow on.
         check_weight(result.num_examples, observed.max_weight)
-        check_update_in_range(weights, observed.clipping_range, names=self.layer_names(model))
-        return weights, result.num_examples, {"institution": self.node.institution_id}
+        check_update_in_range(weights, observed.clipping_range, names=_layer_names(model))
+        # 4. A signed receipt: this institution, this log, this round, this update.
+        metrics: Config = {"institution": self.node.institution_id}
+        log_id = config.get("log-id")
+        if isinstance(log_id, str) and log_id:
+            receipt = make_receipt(
+                self.institution.signing_key,
+                self.node.institution_id,
+                strict_loads(log_id),
+                server_round,
+                update_digest(weights),
+                self.institution.policy.policy_hash,
+            )
+            metrics["receipt"] = canonical_dumps(receipt).decode("utf-8")
+        return weights, result.num_examples, metrics
 
-    @staticmethod
-    def layer_names(model: torch.nn.Module) -> list[str]:
-        """Layer names in weight order, for error messages."""
-        return list(model.state_dict().keys())
-
-    def evaluate(
-        self, parameters: Arrays, config: dict[str, bool | bytes | float | int | str]
-    ) -> tuple[float, int, dict[str, bool | bytes | float | int | str]]:
+    def evaluate(self, parameters: Arrays, config: Config) -> tuple[float, int, Config]:
         """Score the global model locally; return loss and score counts only."""
+        server_round = _round(config)
+        check_round(
+            RoundView(
+                self.node.institution_id,
+                server_round,
+                None,
+                len(self.settings.institutions),
+                training=False,
+            ),
+            self.settings,
+            self.institution,
+        )
         model = build_model(len(FEATURE_COLUMNS), seed=self.settings.seed)
         set_weights(model, parameters)
         test_x, test_y = load_split(self.node.test_path, "test data")
@@ -121,3 +156,41 @@ class FraudClient(NumPyClient):
                 "train-neg": encode_counts(train_neg),
             },
         )
+
+    def get_properties(self, config: Config) -> Config:
+        """Witness an audit checkpoint: check, countersign, keep a local copy."""
+        if config.get("task") != "witness":
+            raise ProtocolError(f"unknown request {config.get('task')!r}")
+        checkpoint_text = config.get("checkpoint")
+        proof_text = config.get("proof")
+        if not isinstance(checkpoint_text, str) or not isinstance(proof_text, str):
+            raise ProtocolError("witness request lacks a checkpoint or proof")
+        checkpoint = strict_loads(checkpoint_text)
+        try:
+            proof = json.loads(proof_text)
+        except ValueError as exc:
+            raise ProtocolError("witness request has a malformed proof") from exc
+        if not isinstance(checkpoint, dict) or not isinstance(proof, list):
+            raise ProtocolError("witness request is malformed")
+        run_id = str(checkpoint.get("log_id", {}).get("run_id", ""))
+        if not run_id:
+            raise ProtocolError("checkpoint names no run")
+        self.node.audit_dir.mkdir(parents=True, exist_ok=True)
+        witness = InstitutionWitness(
+            self.node.audit_dir / f"{_SAFE_NAME.sub('_', run_id)}.jsonl",
+            self.node.institution_id,
+            self.institution.signing_key,
+            self.institution.server_key,
+        )
+        try:
+            countersignature = witness.witness(checkpoint, [str(p) for p in proof])
+        finally:
+            witness.close()
+        return {
+            "institution": self.node.institution_id,
+            "countersignature": json.dumps(countersignature, sort_keys=True),
+        }
+
+
+def _layer_names(model: torch.nn.Module) -> list[str]:
+    return list(model.state_dict().keys())

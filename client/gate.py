@@ -1,107 +1,204 @@
 """The institution's gate: every decision to take part in a round is made here.
 
 The gate runs at the institution before any training and before anything
-derived from its data leaves the site. It looks only at what the institution
-can observe itself (its own settings and its own SecAgg+ protocol state), never
-at the server's description of the rules. Later rules (the institution's
-policy file, CKKS keys) are added here, in one place.
+derived from its data leaves the site. It decides from what the institution
+can observe itself: its **own** policy file, the run's own settings, and the
+SecAgg+ parameters its own protocol state recorded. It never takes the server's
+description of the rules. New rules go here (or into :mod:`policy.decide`,
+which this module calls), in one place.
+
+A refusal raises :class:`RoundRefused`, whose text carries a
+:class:`fedfraud.wire.Refusal` token so the server can log it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
 from dataclasses import dataclass
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from audit.keys import load_private_key, load_public_key
 from fedfraud.errors import PolicyViolation
 from fedfraud.settings import Aggregation, RunSettings
+from fedfraud.wire import Refusal
+from fraud.features import FEATURE_COLUMNS
+from policy import Policy, PolicyRefusal, RoundInstructions, load_policy
+from policy import check_round as policy_check_round
 
+from .node import InstitutionNode, require_file
 from .secagg_adapter import ObservedSecAgg
+
+
+#: An institution's own opt-in, in its site folder, to unprotected benchmark runs.
+UNSAFE_OPT_IN = "UNSAFE-ALLOW-PLAIN"
+
+
+class RoundRefused(PolicyViolation):
+    """This institution refuses a round; the message carries a refusal token."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        rules = "; ".join(refusal.rules)
+        super().__init__(
+            f"{refusal.institution} refuses round {refusal.server_round}: {rules} "
+            f"[{refusal.token()}]",
+            refusal.rules,
+        )
+        self.refusal = refusal
+
+
+@dataclass(frozen=True)
+class Institution:
+    """What an institution brings to every decision: its files, loaded and checked."""
+
+    node: InstitutionNode
+    policy: Policy
+    signing_key: Ed25519PrivateKey
+    server_key: Ed25519PublicKey
+
+
+def load_institution(node: InstitutionNode, now: dt.datetime | None = None) -> Institution:
+    """Load the institution's own policy and keys; refuse to start if invalid or expired."""
+    policy = load_policy(require_file(node.policy_path, "institution policy"))
+    if policy.institution_id != node.institution_id:
+        raise PolicyViolation(
+            f"{node.policy_path}: policy is for {policy.institution_id!r}, "
+            f"but this node is {node.institution_id!r}"
+        )
+    policy.ensure_current(now or dt.datetime.now(dt.timezone.utc))
+    key = load_private_key(require_file(node.signing_key_path, "institution signing key"))
+    server_key = load_public_key(require_file(node.server_key_path, "trusted server audit key"))
+    return Institution(node=node, policy=policy, signing_key=key, server_key=server_key)
 
 
 @dataclass(frozen=True)
 class RoundView:
-    """What the institution knows about the round it is asked to train in.
+    """What the institution knows about the round it is asked to take part in.
 
     ``secagg`` is the SecAgg+ state the institution observed itself, or
-    ``None`` when the run is configured without protection.
+    ``None`` when the run is configured without protection (or for evaluation).
+    ``cohort_size`` is how many institutions' contributions the round combines,
+    as the institution can count them.
     """
 
     institution_id: str
     server_round: int
     secagg: ObservedSecAgg | None
+    cohort_size: int
+    training: bool = True
 
 
-def check_round(view: RoundView, settings: RunSettings) -> ObservedSecAgg:
+def check_round(
+    view: RoundView, settings: RunSettings, institution: Institution | None = None
+) -> ObservedSecAgg:
     """Refuse the round, naming every broken rule, or return what was checked.
 
     Returns
     -------
     ObservedSecAgg
         The SecAgg+ parameters the update will be protected with (for an
-        ``unsafe-plain`` run: the run's own settings, used for range checks).
+        ``unsafe-plain`` run or an evaluation: the run's own settings).
 
     Raises
     ------
-    PolicyViolation
-        With one entry per broken rule.
+    RoundRefused
+        With one entry per broken rule (the run's own rules and, if given,
+        every rule of the institution's policy).
     """
     broken: list[str] = []
     expected = settings.secagg
     if not 1 <= view.server_round <= settings.num_rounds:
         broken.append(
-            f"rounds: round {view.server_round} is outside the run's "
+            f"run.num-server-rounds: round {view.server_round} is outside the run's "
             f"{settings.num_rounds} rounds"
         )
     observed = view.secagg
     if observed is None:
-        if settings.aggregation is not Aggregation.UNSAFE_PLAIN:
-            broken.append("aggregation: training requested without SecAgg+")
-        else:
+        if view.training and settings.aggregation is not Aggregation.UNSAFE_PLAIN:
+            broken.append("run.aggregation: training requested without SecAgg+")
+        elif view.training:
             warnings.warn(
                 f"{view.institution_id}: UNSAFE run, the update is sent unprotected",
                 stacklevel=2,
             )
         observed = ObservedSecAgg(
             stage_before="none",
-            sample_num=len(settings.institutions),
+            sample_num=view.cohort_size,
             share_num=0,
-            threshold=0,
+            threshold=expected.reconstruction_threshold,
             clipping_range=expected.clipping_range,
             quantization_range=expected.quantization_range,
             modulus_range=expected.modulus_range,
             max_weight=expected.max_weight,
         )
     else:
-        _check_secagg(observed, settings, broken)
+        _check_secagg(observed, view.cohort_size, settings, broken)
+    policy_hash = ""
+    aggregation = settings.aggregation.value
+    if settings.aggregation is Aggregation.UNSAFE_PLAIN and institution is not None:
+        # A benchmark baseline: only with this institution's own opt-in file;
+        # every other rule of its policy still applies.
+        if not (institution.node.site_dir / UNSAFE_OPT_IN).exists():
+            broken.append(
+                "run.aggregation: 'unsafe-plain' without this institution's "
+                f"opt-in file {UNSAFE_OPT_IN}"
+            )
+        aggregation = Aggregation.SECAGG_PLUS.value
+    if institution is not None:
+        policy_hash = institution.policy.policy_hash
+        instructions = RoundInstructions(
+            purpose=settings.purpose,
+            partners=tuple(i for i in settings.institutions if i != view.institution_id),
+            server_round=view.server_round,
+            num_rounds=settings.num_rounds,
+            aggregation=aggregation,
+            secagg_threshold=observed.threshold,
+            cohort_size=view.cohort_size,
+            local_epochs=settings.local_epochs,
+            features=tuple(FEATURE_COLUMNS),
+        )
+        try:
+            policy_check_round(
+                institution.policy, instructions, dt.datetime.now(dt.timezone.utc)
+            )
+        except PolicyRefusal as refusal:
+            broken.extend(refusal.violations)
     if broken:
-        raise PolicyViolation(
-            f"{view.institution_id} refuses round {view.server_round}: " + "; ".join(broken),
-            tuple(broken),
+        raise RoundRefused(
+            Refusal(
+                institution=view.institution_id,
+                server_round=view.server_round,
+                rules=tuple(broken),
+                policy_hash=policy_hash,
+            )
         )
     return observed
 
 
-def _check_secagg(observed: ObservedSecAgg, settings: RunSettings, broken: list[str]) -> None:
+def _check_secagg(
+    observed: ObservedSecAgg, cohort_size: int, settings: RunSettings, broken: list[str]
+) -> None:
     expected = settings.secagg
-    if observed.sample_num < settings.min_cohort:
+    if cohort_size < settings.min_cohort:
         broken.append(
-            f"min-cohort: the round sums {observed.sample_num} institutions, "
+            f"run.min-cohort: the round sums {cohort_size} institutions, "
             f"fewer than {settings.min_cohort}"
         )
     if observed.threshold < expected.reconstruction_threshold:
         broken.append(
-            f"reconstruction-threshold: the server set {observed.threshold}, "
+            f"run.reconstruction-threshold: the server set {observed.threshold}, "
             f"below {expected.reconstruction_threshold}"
         )
     if observed.clipping_range != expected.clipping_range:
         broken.append(
-            f"clipping-range: the server set {observed.clipping_range:g}, "
+            f"run.clipping-range: the server set {observed.clipping_range:g}, "
             f"the run agreed {expected.clipping_range:g}"
         )
     if (observed.quantization_range, observed.modulus_range) != (
         expected.quantization_range,
         expected.modulus_range,
     ):
-        broken.append("quantization-range/modulus-range differ from the agreed run config")
+        broken.append("run.quantization-range: quantization or modulus differ from the run's")
     if observed.max_weight != expected.max_weight:
-        broken.append("max-weight differs from the agreed run config")
+        broken.append("run.max-weight: differs from the agreed run config")

@@ -1,8 +1,19 @@
-"""Which institution this ClientApp is, and where its data lives.
+"""Which institution this ClientApp is, and where its own files live.
 
-In the Deployment Engine every SuperNode is started with its own node config
-(``institution-id``, ``data-dir``). In the simulation engine Flower gives each
-virtual SuperNode a ``partition-id`` only; it indexes the run's institution list.
+An institution keeps everything it controls in its **site folder**:
+
+* ``policy.toml``: its own policy, enforced on its side (never taken from the
+  server);
+* ``signing.key``: its Ed25519 key for receipts and countersignatures (0600);
+* ``server-audit.pub``: the server audit key it trusts for checkpoints;
+* ``audit/``: its own local audit logs, one per run.
+
+Its data lives in a data folder (``train.csv``, ``test.csv``), which may be
+elsewhere. In the Deployment Engine each SuperNode is started with its own node
+config (``institution-id``, ``site-dir``, ``data-dir``). In the simulation
+engine Flower gives each virtual SuperNode only a ``partition-id``, which
+indexes the run's institution list; the folders are then
+``<sites-dir>/<institution>`` and ``<data-dir>/<institution>``.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ class InstitutionNode:
 
     institution_id: str
     data_dir: Path
+    site_dir: Path
 
     @property
     def train_path(self) -> Path:
@@ -32,9 +44,38 @@ class InstitutionNode:
         """The institution's test split (never leaves the site)."""
         return self.data_dir / "test.csv"
 
+    @property
+    def policy_path(self) -> Path:
+        """The institution's own policy file."""
+        return self.site_dir / "policy.toml"
+
+    @property
+    def signing_key_path(self) -> Path:
+        """The institution's Ed25519 signing key (private, 0600)."""
+        return self.site_dir / "signing.key"
+
+    @property
+    def server_key_path(self) -> Path:
+        """The server audit public key this institution trusts."""
+        return self.site_dir / "server-audit.pub"
+
+    @property
+    def audit_dir(self) -> Path:
+        """Where this institution keeps its own audit logs."""
+        return self.site_dir / "audit"
+
+
+def _path(node_config: Mapping[str, object], key: str) -> Path | None:
+    value = node_config.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"node config {key!r} must be a path string, found {value!r}")
+    return Path(value)
+
 
 def resolve_node(node_config: Mapping[str, object], settings: RunSettings) -> InstitutionNode:
-    """Work out this node's institution from its node config.
+    """Work out this node's institution and folders from its node config.
 
     Raises
     ------
@@ -57,17 +98,15 @@ def resolve_node(node_config: Mapping[str, object], settings: RunSettings) -> In
             f"node config institution-id {institution!r} is not one of the run's "
             f"institutions {', '.join(settings.institutions)}"
         )
-    data_dir = node_config.get("data-dir")
-    if data_dir is None:
-        base = settings.data_dir
-        if not str(base):
-            raise ConfigError("neither node config 'data-dir' nor run config 'data-dir' is set")
-        path = base / institution
-    elif isinstance(data_dir, str):
-        path = Path(data_dir)
-    else:
-        raise ConfigError(f"node config 'data-dir' must be a path string, found {data_dir!r}")
-    return InstitutionNode(institution_id=institution, data_dir=path)
+    data_dir = _path(node_config, "data-dir") or _under(settings.data_dir, "data-dir", institution)
+    site_dir = _path(node_config, "site-dir") or _under(settings.sites_dir, "sites-dir", institution)
+    return InstitutionNode(institution_id=institution, data_dir=data_dir, site_dir=site_dir)
+
+
+def _under(base: Path, key: str, institution: str) -> Path:
+    if not str(base) or str(base) == ".":
+        raise ConfigError(f"neither node config nor run config {key!r} is set")
+    return base / institution
 
 
 def require_file(path: Path, what: str) -> Path:

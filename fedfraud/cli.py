@@ -123,6 +123,13 @@ def demo(
         Path, typer.Option(help="Where institution data is generated (reused if it matches).")
     ] = Path("data/demo"),
     runs_dir: Annotated[Path, typer.Option(help="Parent folder of run directories.")] = Path("runs"),
+    parties_dir: Annotated[
+        Path,
+        typer.Option(
+            help="Where the demo keeps each party's own files: sites/<institution>/ "
+            "(policy, signing key, local audit logs) and server/ (audit key, policy copies)."
+        ),
+    ] = Path("demo"),
     set_: Annotated[
         list[str],
         typer.Option(
@@ -134,10 +141,14 @@ def demo(
 ) -> None:
     """Generate demo data if absent and train the institutions together with SecAgg+."""
     from fedfraud.settings import RunSettings
+    from server.planning import checked_plan
     from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
     from fraud.generator import ensure_federation_data
 
+    from fedfraud.sites import prepare_demo_sites
+
     names = [name.strip() for name in institutions.split(",") if name.strip()]
+    sites = prepare_demo_sites(parties_dir.resolve(), names, project_dir() / "policies")
     run_name = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
     run_dir = (runs_dir / run_name).resolve()
     data_root = data_dir.resolve()
@@ -148,12 +159,15 @@ def demo(
             "institutions": ",".join(names),
             "seed": seed,
             "data-dir": str(data_root),
+            "sites-dir": str(sites.sites_dir),
+            "server-dir": str(sites.server_dir),
             "run-dir": str(run_dir),
             "run-name": run_name,
         }
     )
     config.update(_parse_overrides(set_))
     settings = RunSettings.from_run_config(config)  # fail before starting anything
+    checked_plan(settings)  # the server checks again; this says it before Flower starts
 
     console.print(f"[bold]fedfraud[/bold] demo: {len(names)} institutions, {rounds} rounds, SecAgg+")
     with console.status("preparing institution data..."):
@@ -180,6 +194,15 @@ def demo(
     console.print(
         f"done in {summary['seconds']:.1f}s: {summary['rounds_completed']}/"
         f"{summary['rounds_requested']} rounds aggregated; model at {run_dir / 'model.pt'}"
+    )
+    console.print(
+        f"signed audit log: {run_dir / 'audit.jsonl'} (final checkpoint witnessed by "
+        f"{', '.join(summary['final_checkpoint_witnessed_by']) or 'nobody'})\n"
+        f"verify it: fedfraud audit verify {run_dir / 'audit.jsonl'} "
+        f"--server-key {sites.server_dir / 'audit.pub'} "
+        + " ".join(f"--policy {sites.site(n) / 'policy.toml'}" for n in names)
+        + " "
+        + " ".join(f"--institution-log {sites.site(n) / 'audit' / (run_name + '.jsonl')}" for n in names)
     )
 
 
@@ -220,7 +243,7 @@ _mount_subcommands()
 def main() -> None:
     """Entry point: run the app, turning product errors into clean exits."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except FedFraudError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise SystemExit(exc.exit_code) from None
@@ -236,3 +259,6 @@ def main() -> None:
         if isinstance(exc, click.exceptions.Exit):
             raise SystemExit(exc.exit_code) from None
         raise
+    # In non-standalone mode click returns the exit code of typer.Exit.
+    if isinstance(code, int) and code != 0:
+        raise SystemExit(code)

@@ -7,12 +7,15 @@ file (see ``federation.example.toml``) and writes, under the output folder::
     superlink/server.pem, server.key         the SuperLink's TLS certificate
     superlink/ca.pem                         copy of the CA certificate
     server/audit.key, server/audit.pub       the server's Ed25519 audit key
-    institutions/<id>/supernode-auth.key     SuperNode auth key (EC P-384, OpenSSH)
-    institutions/<id>/supernode-auth.pub     its public half, for `flwr supernode register`
-    institutions/<id>/audit.key, audit.pub   the institution's Ed25519 signing key
-    institutions/<id>/ca.pem                 copy of the CA certificate
-    institutions/<id>/policy.toml            the institution's policy, with its public key
-    institutions/<id>/node-config.toml       node config for `flower-supernode --node-config`
+    server/policies/<id>.toml                the server's copies of the policies
+    institutions/<id>/                       the institution's site folder:
+        supernode-auth.key, .pub             SuperNode auth key (EC P-384, OpenSSH)
+        signing.key, signing.pub             Ed25519 receipt/countersignature key
+        server-audit.pub                     the server audit key it trusts
+        ca.pem                               the CA certificate (to check the SuperLink)
+        policy.toml                          its policy, with its own public key
+        node-config.toml                     for `flower-supernode --node-config`
+        audit/                               its own audit logs (one per run)
     trusted_keys.json                        {institution: base64 Ed25519 public key}
     federation.json                          what was provisioned (public data only)
 
@@ -53,7 +56,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from rich.console import Console
 
-from fedfraud.errors import ConfigError, InputError
+from fedfraud.errors import ConfigError, FedFraudError, InputError
 
 #: Version of the output layout, recorded in ``federation.json``.
 LAYOUT_VERSION = 1
@@ -274,13 +277,23 @@ class InstitutionFiles:
 
     @property
     def audit_key(self) -> Path:
-        """Ed25519 audit signing key (PEM PKCS#8), mode 0600."""
-        return self.root / "audit.key"
+        """Ed25519 signing key for receipts and countersignatures (PEM PKCS#8), 0600."""
+        return self.root / "signing.key"
 
     @property
     def audit_pub(self) -> Path:
-        """Ed25519 audit public key (PEM)."""
-        return self.root / "audit.pub"
+        """Its public half (PEM)."""
+        return self.root / "signing.pub"
+
+    @property
+    def server_audit_pub(self) -> Path:
+        """The server audit key this institution trusts for checkpoints."""
+        return self.root / "server-audit.pub"
+
+    @property
+    def audit_dir(self) -> Path:
+        """Where the institution's own audit logs are written (one per run)."""
+        return self.root / "audit"
 
     @property
     def ca_cert(self) -> Path:
@@ -338,6 +351,15 @@ class Layout:
     def server_audit_pub(self) -> Path:
         """The server's Ed25519 audit public key."""
         return self.root / "server" / "audit.pub"
+
+    @property
+    def server_dir(self) -> Path:
+        """The server's folder (run config ``server-dir``)."""
+        return self.root / "server"
+
+    def server_policy(self, institution_id: str) -> Path:
+        """The server's copy of an institution's policy."""
+        return self.root / "server" / "policies" / f"{institution_id}.toml"
 
     @property
     def trusted_keys(self) -> Path:
@@ -586,6 +608,7 @@ def node_config_toml(institution: Institution, files: InstitutionFiles) -> bytes
     """The SuperNode's node config (absolute paths), read by ``client/node.py``."""
     entries = {
         "institution-id": institution.id,
+        "site-dir": str(files.root),
         "data-dir": str(institution.data_dir),
         "policy-file": str(files.policy) if institution.policy else "",
         "signing-key": str(files.audit_key),
@@ -629,9 +652,9 @@ def planned_files(federation: Federation, layout: Layout, only: str | None) -> l
         files = layout.institution(inst.id)
         paths += [files.auth_key, files.auth_pub, files.audit_key, files.audit_pub, files.node_config]
         if only is None:
-            paths.append(files.ca_cert)
+            paths += [files.ca_cert, files.server_audit_pub]
         if inst.policy is not None:
-            paths.append(files.policy)
+            paths += [files.policy, layout.server_policy(inst.id)]
     return paths
 
 
@@ -693,6 +716,9 @@ def provision(
         written.append(Written(layout.server_audit_pub, "server audit key", ed25519_fingerprint(audit)))
     else:
         ca_pem = layout.ca_cert.read_bytes() if layout.ca_cert.exists() else b""
+        server_pub = b""
+    if only is None:
+        server_pub = layout.server_audit_pub.read_bytes()
 
     # 4. Each institution's SuperNode auth key, audit key, policy, node config.
     for inst in federation.institutions:
@@ -712,8 +738,12 @@ def provision(
         written.append(Written(files.audit_pub, f"{inst.id} audit key", ed25519_fingerprint(signing)))
         if only is None:
             write_file(files.ca_cert, ca_pem, PUBLIC_MODE, force)
+            write_file(files.server_audit_pub, server_pub, PUBLIC_MODE, force)
+        files.audit_dir.mkdir(mode=0o700, exist_ok=True)
         if inst.policy is not None:
-            write_file(files.policy, policy_with_key(inst.policy, inst.id, ed25519_b64(signing)), PUBLIC_MODE, force)
+            policy = policy_with_key(inst.policy, inst.id, ed25519_b64(signing))
+            write_file(files.policy, policy, PUBLIC_MODE, force)
+            write_file(layout.server_policy(inst.id), policy, PUBLIC_MODE, force)
             written.append(Written(files.policy, f"{inst.id} policy (with its public key)"))
         write_file(files.node_config, node_config_toml(inst, files), PUBLIC_MODE, force)
         written.append(Written(files.node_config, f"{inst.id} node config"))
@@ -807,3 +837,32 @@ def show_command(
             f"  {name}: SuperNode auth {info['supernode_auth_fingerprint']}  "
             f"audit {info['audit_fingerprint']}"
         )
+
+
+def main() -> None:
+    """Entry point for ``python -m fedfraud.provision`` (until mounted as ``fedfraud provision``)."""
+    run_app(app)
+
+
+def run_app(typer_app: typer.Typer) -> None:
+    """Run a typer app, turning product errors into clean exits with their codes."""
+    import click
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        typer_app(standalone_mode=False)
+    except FedFraudError as exc:
+        err.print(f"[red]error:[/red] {exc}", markup=True)
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Abort:
+        err.print("aborted")
+        raise SystemExit(130) from None
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+
+
+if __name__ == "__main__":
+    main()

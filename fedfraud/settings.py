@@ -32,7 +32,10 @@ class RunSettings:
     num_rounds: int
     institutions: tuple[str, ...]
     purpose: str
+    federation_id: str
     data_dir: Path
+    sites_dir: Path
+    server_dir: Path
     run_dir: Path
     run_name: str
     seed: int
@@ -68,7 +71,10 @@ class RunSettings:
             num_rounds=_int(config, "num-server-rounds", minimum=1),
             institutions=institutions,
             purpose=_str(config, "purpose"),
+            federation_id=_str(config, "federation-id"),
             data_dir=Path(_str(config, "data-dir")),
+            sites_dir=Path(_str(config, "sites-dir")),
+            server_dir=Path(_str(config, "server-dir")),
             run_dir=Path(_str(config, "run-dir")),
             run_name=_str(config, "run-name"),
             seed=_int(config, "seed", minimum=0),

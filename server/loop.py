@@ -1,6 +1,14 @@
-"""The round loop: FedAvg under Flower's SecAgg+ workflow, with run files.
+"""The round loop: FedAvg under Flower's SecAgg+ workflow, with policy and audit.
 
-Kept apart from :mod:`server.app` so the entry point stays a few lines.
+Kept apart from :mod:`server.app` so the entry point stays a few lines. The
+steps, in order:
+
+1. check the run config against the combined plan of every policy the server
+   knows (refuse to start, listing every conflict);
+2. open the signed audit log (genesis) and the run directory;
+3. run the rounds (each audited and witnessed by the institutions);
+4. save the final model, close the log, have the close witnessed, and write
+   the summary (last: its presence means the run finished).
 """
 
 from __future__ import annotations
@@ -18,23 +26,32 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
+from audit.keys import load_private_key
 from fedfraud import __version__
 from fedfraud.errors import ConfigError
 from fedfraud.settings import Aggregation, RunSettings
+from fedfraud.wire import update_digest
 from fraud.features import FEATURE_COLUMNS
 from fraud.model import build_model, get_weights, max_abs_weight
 
+from .auditing import ServerAudit
+from .planning import checked_plan, load_server_policies, plan_record
 from .rundir import SUMMARY_FILE, RunDirectory
 from .strategy import FraudFedAvg, RoundLog
 
 # The initial model must sit well inside the clipping range: weights grow
 # during training, and an update outside the range is refused (not clipped).
 CLIPPING_HEADROOM = 4.0
+INFO, WARNING = 20, 30
 
 
 def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
     """Run every round of a federation and write the run directory."""
     settings = RunSettings.from_run_config(context.run_config)
+
+    # 1. Policies first: nothing is written for a run that may not happen.
+    plan = checked_plan(settings)
+    policies = load_server_policies(settings)
     run_dir = RunDirectory(settings.run_dir)
     run_dir.write_json(
         "config.json",
@@ -44,10 +61,11 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
             "run_config": dict(context.run_config),
             "secagg": settings.secagg.as_record(),
             "features": list(FEATURE_COLUMNS),
+            "plan": plan_record(plan),
         },
     )
 
-    # 1. The initial global model, deterministic for the run's seed.
+    # 2. The initial global model, deterministic for the run's seed.
     model = build_model(len(FEATURE_COLUMNS), seed=settings.seed)
     layer_names = list(model.state_dict().keys())
     initial = get_weights(model)
@@ -59,57 +77,75 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
             f"({peak:.3f}); raise clipping-range"
         )
 
-    def on_round_end(round_log: RoundLog) -> None:
-        record = asdict(round_log)
-        record["seconds"] = round(time.monotonic() - round_log.started, 3)
-        record.pop("started")
-        record.pop("fit_started")
-        run_dir.append_round(_finite(record))
-        log(20, "fedfraud round %s: %s", round_log.server_round, json.dumps(_finite(record)))
+    # 3. The audit log's genesis.
+    server_key = load_private_key(settings.server_dir / "audit.key")
+    audit = ServerAudit.start(
+        settings, settings.run_dir, server_key, dict(context.run_config), policies, plan_record(plan)
+    )
 
-    strategy = FraudFedAvg(settings, ndarrays_to_parameters(initial), on_round_end)
-    secagg = settings.secagg
-    if settings.aggregation is Aggregation.UNSAFE_PLAIN:
-        log(30, "UNSAFE: aggregation 'unsafe-plain' shows every update to the server")
-        workflow = DefaultWorkflow()
-    else:
-        workflow = DefaultWorkflow(
-            fit_workflow=SecAggPlusWorkflow(
-                num_shares=secagg.num_shares,
-                reconstruction_threshold=secagg.reconstruction_threshold,
-                max_weight=secagg.max_weight,
-                clipping_range=secagg.clipping_range,
-                quantization_range=secagg.quantization_range,
-                modulus_range=secagg.modulus_range,
-                timeout=secagg.timeout,
-            )
-        )
+    def on_round_end(round_log: RoundLog) -> None:
+        record = _round_record(round_log)
+        run_dir.append_round(record)
+        log(INFO, "fedfraud round %s: %s", round_log.server_round, json.dumps(record))
+
+    strategy = FraudFedAvg(settings, plan, audit, ndarrays_to_parameters(initial), on_round_end)
+    workflow = _workflow(settings)
     legacy = LegacyContext(
         context=context,
-        config=ServerConfig(num_rounds=settings.num_rounds, round_timeout=secagg.timeout),
+        config=ServerConfig(num_rounds=settings.num_rounds, round_timeout=settings.secagg.timeout),
         strategy=strategy,
     )
 
-    # 2. The rounds.
+    # 4. The rounds.
     started = time.monotonic()
     workflow(grid, legacy)
 
-    # 3. The final model and the summary (written last: it marks completion).
+    # 5. Final model, closing record, final witnessing, summary (last).
     run_dir.write_model(strategy.latest, layer_names)
-    rounds = [asdict(strategy.rounds[r]) for r in sorted(strategy.rounds)]
-    for entry in rounds:
-        entry.pop("started")
-        entry.pop("fit_started")
+    final_hash = update_digest(strategy.latest)
+    audit.auditor.close("completed", final_hash)
+    final_witnesses = strategy.witness(settings.num_rounds)
+    audit.auditor.close_file()
+    rounds = [_round_record(strategy.rounds[r]) for r in sorted(strategy.rounds)]
     summary = {
         "run_name": settings.run_name,
         "rounds_completed": sum(1 for r in rounds if r["accepted"]),
         "rounds_requested": settings.num_rounds,
         "seconds": round(time.monotonic() - started, 3),
-        "final_metrics": _finite(rounds[-1]["metrics"]) if rounds else {},
+        "final_metrics": rounds[-1]["metrics"] if rounds else {},
+        "final_model_hash": final_hash,
         "institutions": list(settings.institutions),
+        "audit_log": str(settings.run_dir / "audit.jsonl"),
+        "final_checkpoint_witnessed_by": final_witnesses,
     }
     run_dir.write_json(SUMMARY_FILE, summary)
     return summary
+
+
+def _workflow(settings: RunSettings) -> DefaultWorkflow:
+    if settings.aggregation is Aggregation.UNSAFE_PLAIN:
+        log(WARNING, "UNSAFE: aggregation 'unsafe-plain' shows every update to the server")
+        return DefaultWorkflow()
+    secagg = settings.secagg
+    return DefaultWorkflow(
+        fit_workflow=SecAggPlusWorkflow(
+            num_shares=secagg.num_shares,
+            reconstruction_threshold=secagg.reconstruction_threshold,
+            max_weight=secagg.max_weight,
+            clipping_range=secagg.clipping_range,
+            quantization_range=secagg.quantization_range,
+            modulus_range=secagg.modulus_range,
+            timeout=secagg.timeout,
+        )
+    )
+
+
+def _round_record(round_log: RoundLog) -> dict[str, Any]:
+    record = asdict(round_log)
+    record["seconds"] = round(time.monotonic() - round_log.started, 3)
+    for key in ("started", "fit_started", "fit_done"):
+        record.pop(key)
+    return _finite(record)
 
 
 def _finite(value: Any) -> Any:

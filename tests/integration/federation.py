@@ -10,6 +10,7 @@ import numpy.typing as npt
 
 from client.fraud_client import load_split, round_seed
 from fedfraud.settings import RunSettings
+from fedfraud.sites import prepare_demo_sites
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
 from fraud.features import FEATURE_COLUMNS
 from fraud.generator import ensure_federation_data
@@ -31,12 +32,15 @@ def run_federation(
 ) -> tuple[Path, RunSettings]:
     """Run a real simulated federation and return its run directory and settings."""
     run_dir = tmp_path / "run"
+    sites = prepare_demo_sites(tmp_path / "parties", INSTITUTIONS, project_dir() / "policies")
     config = default_run_config()
     config.update(
         {
             "num-server-rounds": rounds,
             "institutions": ",".join(INSTITUTIONS),
             "data-dir": str(data_dir),
+            "sites-dir": str(sites.sites_dir),
+            "server-dir": str(sites.server_dir),
             "run-dir": str(run_dir),
             "run-name": "test",
             "local-epochs": 1,

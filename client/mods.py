@@ -1,0 +1,35 @@
+"""Client mods: the gate, applied where a round opens.
+
+``policy_gate_mod`` sits *outside* Flower's ``secaggplus_mod``. When a SecAgg+
+round opens (its "setup" stage), it checks the round against the institution's
+own policy and the run's settings before any key material is generated, so a
+refusing institution leaves the round at once, cleanly, and the others go on if
+the remaining cohort still satisfies them. Training itself is checked again
+inside the client, once the real cohort (who shared keys) is known.
+"""
+
+from __future__ import annotations
+
+from flwr.app import Context, Message
+from flwr.clientapp.typing import ClientAppCallable
+
+from fedfraud.settings import RunSettings
+
+from .gate import RoundView, check_round, load_institution
+from .node import resolve_node
+from .secagg_adapter import round_of, setup_request
+
+
+def policy_gate_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
+    """Refuse a SecAgg+ round at its setup stage when a rule would be broken."""
+    observed = setup_request(msg)
+    if observed is not None:
+        settings = RunSettings.from_run_config(ctxt.run_config)
+        node = resolve_node(ctxt.node_config, settings)
+        institution = load_institution(node)
+        check_round(
+            RoundView(node.institution_id, round_of(msg), observed, observed.sample_num),
+            settings,
+            institution,
+        )
+    return call_next(msg, ctxt)

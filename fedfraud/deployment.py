@@ -1,0 +1,622 @@
+"""Run a federation on Flower's Deployment Engine: SuperLink, SuperNodes, ``flwr run``.
+
+This is the production path, runnable on one machine over loopback for tests
+and rehearsals. It uses only the files written by :mod:`fedfraud.provision`
+and Flower's own commands:
+
+1. the SuperLink starts with TLS (``--ssl-ca-certfile/--ssl-certfile/
+   --ssl-keyfile``), SuperNode authentication (``--enable-supernode-auth``)
+   and runtime dependency installation disabled. In Flower 1.42 one HTTPS
+   port serves the Fleet API (SuperNodes), the Control API (``flwr``) and the
+   Runtime API (the ServerApp);
+2. each institution's SuperNode public key is registered with
+   ``flwr supernode register`` (with authentication on, a SuperNode can no
+   longer register itself; an unknown key is refused);
+3. each SuperNode starts with its private auth key, the CA certificate and
+   its own node config file (``institution-id``, ``site-dir``, ``data-dir``,
+   ``policy-file``, ``signing-key``);
+4. ``flwr run`` submits the project's app with the run config, through a
+   connection file in a ``FLWR_HOME`` of its own that names the CA
+   certificate as ``root-certificates``.
+
+Every process starts in a session of its own; :class:`Deployment` stops each
+one with its process group *and* its descendants (Flower detaches its
+SuperExec into another session), also on errors and Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from fedfraud.errors import ConfigError
+from fedfraud.provision import Federation, InstitutionFiles, Layout, load_federation, run_app
+from fedfraud.simulation import (
+    RunFailed,
+    _flower_tool,
+    default_run_config,
+    flower_env,
+    free_port,
+    project_dir,
+    write_run_config,
+)
+
+#: Name of the SuperLink connection in the ``flwr`` CLI's config.toml.
+CONNECTION_NAME = "fedfraud"
+LOOPBACK = "127.0.0.1"
+STARTUP_TIMEOUT = 60.0
+ONLINE_TIMEOUT = 90.0
+STOP_GRACE = 10.0
+
+__all__ = [
+    "CONNECTION_NAME",
+    "Deployment",
+    "ManagedProcess",
+    "RunFailed",
+    "deployment_run_config",
+    "superlink_command",
+    "supernode_command",
+    "write_connection",
+]
+
+
+# ---------------------------------------------------------------------------
+# Commands (kept as plain argv builders so the runbook can show them)
+# ---------------------------------------------------------------------------
+
+
+def superlink_command(
+    layout: Layout, host: str, port: int, database: Path | None = None
+) -> list[str]:
+    """``flower-superlink`` with TLS, SuperNode auth and no runtime installs.
+
+    ``database`` keeps the SuperLink's state (registered SuperNodes, runs) in
+    an SQLite file across restarts; without it the state is in memory.
+    """
+    command = [
+        _flower_tool("flower-superlink"),
+        "--ssl-ca-certfile",
+        str(layout.superlink_ca),
+        "--ssl-certfile",
+        str(layout.server_cert),
+        "--ssl-keyfile",
+        str(layout.server_key),
+        "--enable-supernode-auth",
+        "--disable-runtime-dependency-installation",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    if database is not None:
+        command += ["--database", str(database)]
+    return command
+
+
+def supernode_command(
+    files: InstitutionFiles,
+    superlink: str,
+    runtime_port: int,
+    auth_key: Path | None = None,
+) -> list[str]:
+    """``flower-supernode`` for one institution (TLS, auth key, node config).
+
+    The SuperNode's own Runtime API (for its ClientApp processes) listens on
+    ``127.0.0.1:runtime_port``; it never leaves the institution's machine.
+    """
+    return [
+        _flower_tool("flower-supernode"),
+        "--superlink",
+        superlink,
+        "--root-certificates",
+        str(files.ca_cert),
+        "--auth-supernode-private-key",
+        str(auth_key or files.auth_key),
+        "--node-config",
+        str(files.node_config),
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(runtime_port),
+        "--max-retries",
+        "5",
+    ]
+
+
+def write_connection(flwr_home: Path, address: str, ca_cert: Path) -> Path:
+    """Write ``$FLWR_HOME/config.toml`` naming the SuperLink and the CA to trust."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    text = (
+        "[superlink]\n"
+        f'default = "{CONNECTION_NAME}"\n\n'
+        f"[superlink.{CONNECTION_NAME}]\n"
+        f'address = "{address}"\n'
+        f"root-certificates = {json.dumps(str(ca_cert))}\n"
+    )
+    path = flwr_home / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def deployment_run_config(
+    layout: Layout,
+    federation: Federation,
+    run_dir: Path,
+    run_name: str,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The app's run config for a deployment run (absolute ``run-dir``).
+
+    ``data-dir`` and ``sites-dir`` stay empty: every SuperNode carries its own
+    folders in its node config.
+    """
+    config = default_run_config()
+    config.update(
+        {
+            "institutions": ",".join(federation.names),
+            "run-dir": str(run_dir.resolve()),
+            "run-name": run_name,
+            "data-dir": "",
+        }
+    )
+    # Keys the app may or may not define (policy and audit are being added).
+    optional = {
+        "federation-id": federation.id,
+        "sites-dir": "",
+        "server-dir": str(layout.server_dir),
+    }
+    config.update({key: value for key, value in optional.items() if key in config})
+    config.update(overrides or {})
+    return config
+
+
+# ---------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: parse after the last ')'.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (Linux ``/proc``), children first."""
+    tree = _children_map()
+    found: list[int] = []
+    stack = list(tree.get(pid, []))
+    while stack:
+        child = stack.pop()
+        found.append(child)
+        stack.extend(tree.get(child, []))
+    return found
+
+
+@dataclass
+class ManagedProcess:
+    """A Flower process started by us, in a session of its own."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        """The process id (also its process group id)."""
+        return self.process.pid
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole tree at once: a machine dying, not a shutdown."""
+        self._signal_tree(signal.SIGKILL)
+        self.process.wait(timeout=STOP_GRACE)
+
+    def stop(self) -> None:
+        """SIGTERM the process group and descendants; SIGKILL what remains."""
+        if not self.alive():
+            self._signal_tree(signal.SIGKILL)  # orphans of a dead parent
+            return
+        self._signal_tree(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            pass
+        self._signal_tree(signal.SIGKILL)
+        self.process.wait(timeout=STOP_GRACE)
+
+    def _signal_tree(self, sig: signal.Signals) -> None:
+        targets = descendants(self.pid) if self.alive() else []
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for pid in targets:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+@dataclass
+class Deployment:
+    """A SuperLink and SuperNodes on this machine; a context manager that stops them.
+
+    Parameters
+    ----------
+    layout : Layout
+        The folder written by ``fedfraud provision init``.
+    federation : Federation
+        The federation file it was written from.
+    work_dir : Path
+        Where logs and each process's ``FLWR_HOME`` go.
+    """
+
+    layout: Layout
+    federation: Federation
+    work_dir: Path
+    host: str = LOOPBACK
+    processes: list[ManagedProcess] = field(default_factory=list)
+    supernodes: dict[str, ManagedProcess] = field(default_factory=dict)
+    address: str = ""
+
+    def __enter__(self) -> Deployment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the SuperLink --------------------------------------------------------
+
+    @property
+    def cli_home(self) -> Path:
+        """``FLWR_HOME`` of the ``flwr`` CLI (holds the connection file)."""
+        return self.work_dir / "cli-home"
+
+    def _spawn(self, name: str, command: list[str], home: Path, log_path: Path) -> ManagedProcess:
+        home.mkdir(parents=True, exist_ok=True)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as handle:
+            process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                command,
+                env=flower_env(home),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.work_dir,
+            )
+        managed = ManagedProcess(name, process, log_path)
+        self.processes.append(managed)
+        return managed
+
+    def start_superlink(self, port: int | None = None, database: Path | None = None) -> str:
+        """Start the SuperLink; wait until it answers over TLS; write the connection."""
+        port = port or free_port()
+        managed = self._spawn(
+            "superlink",
+            superlink_command(self.layout, self.host, port, database),
+            self.work_dir / "superlink-home",
+            self.work_dir / "logs" / "superlink.log",
+        )
+        context = ssl.create_default_context(cafile=str(self.layout.ca_cert))
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not _healthy_tls(self.host, port, context):
+            if not managed.alive():
+                raise RunFailed(
+                    f"the SuperLink exited during start-up; see {managed.log_path}:\n"
+                    + _tail(managed.log_path)
+                )
+            if time.monotonic() > deadline:
+                raise RunFailed(f"the SuperLink did not start within {STARTUP_TIMEOUT:g}s")
+            time.sleep(0.2)
+        self.address = f"{self.host}:{port}"
+        write_connection(self.cli_home, self.address, self.layout.ca_cert)
+        return self.address
+
+    def flwr(self, *args: str, timeout: float = 60.0) -> str:
+        """Run a ``flwr`` CLI command against this SuperLink; return its stdout."""
+        result = subprocess.run(  # noqa: S603 - fixed argv, no shell
+            [_flower_tool("flwr"), *args],
+            env=flower_env(self.cli_home),
+            capture_output=True,
+            timeout=timeout,
+            cwd=self.work_dir,
+        )
+        if result.returncode != 0:
+            raise RunFailed(
+                f"`flwr {' '.join(args)}` failed ({result.returncode}):\n"
+                + (result.stdout + result.stderr).decode("utf-8", "replace")[-2000:]
+            )
+        return result.stdout.decode("utf-8", "replace")
+
+    def register(self, institution_id: str) -> int:
+        """Register an institution's SuperNode public key; return its node id."""
+        files = self.layout.institution(institution_id)
+        output = self.flwr(
+            "supernode", "register", str(files.auth_pub), CONNECTION_NAME,
+            "--name", institution_id, "--format", "json",
+        )
+        return int(_json_tail(output)["node-id"])
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The SuperLink's SuperNodes as ``flwr supernode list --format json`` gives them."""
+        output = self.flwr("supernode", "list", CONNECTION_NAME, "--format", "json")
+        nodes = _json_tail(output).get("nodes", [])
+        return list(nodes) if isinstance(nodes, list) else []
+
+    # -- SuperNodes -----------------------------------------------------------
+
+    def start_supernode(self, institution_id: str, auth_key: Path | None = None) -> ManagedProcess:
+        """Start one institution's SuperNode (its key must be registered first)."""
+        if not self.address:
+            raise ConfigError("start the SuperLink before any SuperNode")
+        files = self.layout.institution(institution_id)
+        managed = self._spawn(
+            f"supernode-{institution_id}",
+            supernode_command(files, self.address, free_port(), auth_key),
+            self.work_dir / f"supernode-home-{institution_id}",
+            self.work_dir / "logs" / f"supernode-{institution_id}.log",
+        )
+        self.supernodes[institution_id] = managed
+        return managed
+
+    def wait_online(self, count: int, timeout: float = ONLINE_TIMEOUT) -> None:
+        """Wait until ``count`` SuperNodes are online (or a SuperNode has died)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            online = [n for n in self.nodes() if n.get("status") == "online"]
+            if len(online) >= count:
+                return
+            for name, managed in self.supernodes.items():
+                if not managed.alive():
+                    raise RunFailed(
+                        f"SuperNode {name} exited ({managed.process.returncode}); "
+                        f"see {managed.log_path}:\n{_tail(managed.log_path)}"
+                    )
+            if time.monotonic() > deadline:
+                raise RunFailed(f"only {len(online)} of {count} SuperNodes online after {timeout:g}s")
+            time.sleep(1.0)
+
+    def start_all(self, port: int | None = None, database: Path | None = None) -> None:
+        """SuperLink, registration of every institution, every SuperNode, all online."""
+        self.start_superlink(port, database)
+        for name in self.federation.names:
+            self.register(name)
+        for name in self.federation.names:
+            self.start_supernode(name)
+        self.wait_online(len(self.federation.names))
+
+    # -- runs -----------------------------------------------------------------
+
+    def submit(
+        self,
+        run_dir: Path,
+        run_config: Mapping[str, Any],
+        on_poll: Callable[[], None] | None = None,
+        poll_seconds: float = 0.5,
+        timeout: float | None = None,
+    ) -> None:
+        """Submit the project's app with ``flwr run --stream``; wait for the run to end.
+
+        Raises
+        ------
+        RunFailed
+            If the run did not write ``summary.json``.
+        """
+        run_dir.mkdir(parents=True, exist_ok=True)
+        overrides = write_run_config(run_dir / "run-config.toml", run_config)
+        flower_log = run_dir / "flower.log"
+        managed = self._spawn(
+            "flwr-run",
+            [
+                _flower_tool("flwr"), "run", str(project_dir()), CONNECTION_NAME,
+                "--stream", "--run-config", str(overrides),
+            ],
+            self.cli_home,
+            flower_log,
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while managed.alive():
+                if on_poll is not None:
+                    on_poll()
+                if deadline is not None and time.monotonic() > deadline:
+                    raise RunFailed(f"the run did not end within {timeout:g}s; see {flower_log}")
+                time.sleep(poll_seconds)
+        finally:
+            managed.stop()
+        if on_poll is not None:
+            on_poll()
+        if not (run_dir / "summary.json").exists():
+            raise RunFailed(
+                f"the run did not finish (no summary.json in {run_dir}); "
+                f"last lines of {flower_log}:\n{_tail(flower_log)}"
+            )
+
+    def close(self) -> None:
+        """Stop every process we started, newest first."""
+        errors: list[BaseException] = []
+        for managed in reversed(self.processes):
+            try:
+                managed.stop()
+            except (OSError, subprocess.SubprocessError) as exc:  # keep stopping the rest
+                errors.append(exc)
+        self.processes.clear()
+        self.supernodes.clear()
+        if errors:
+            raise RunFailed(f"could not stop every Flower process: {errors[0]}") from errors[0]
+
+
+def _healthy_tls(host: str, port: int, context: ssl.SSLContext) -> bool:
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - fixed https URL on loopback
+            f"https://{host}:{port}/health", timeout=1.0, context=context
+        ) as response:
+            return bool(200 <= response.status < 300)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _json_tail(output: str) -> dict[str, Any]:
+    """The JSON object ``flwr ... --format json`` prints (after any banner lines)."""
+    start = output.find("{")
+    if start < 0:
+        raise RunFailed(f"expected JSON from flwr, found: {output[-500:]!r}")
+    value = json.loads(output[start:])
+    if not isinstance(value, dict):
+        raise RunFailed("expected a JSON object from flwr")
+    return value
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+@contextmanager
+def _terminate_raises() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so ``finally`` blocks clean up."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# ---------------------------------------------------------------------------
+# Command line (``python -m fedfraud.deployment local ...``)
+# ---------------------------------------------------------------------------
+
+app = typer.Typer(
+    help="Run a federation on Flower's Deployment Engine (SuperLink + SuperNodes).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(highlight=False, soft_wrap=True)
+
+
+@app.callback()
+def _group() -> None:
+    """Run a federation on Flower's Deployment Engine (SuperLink + SuperNodes)."""
+
+
+def _data_root(federation: Federation) -> Path:
+    """The common parent of the institutions' data folders, named by institution id."""
+    parents = {inst.data_dir.parent for inst in federation.institutions}
+    if len(parents) != 1 or any(i.data_dir.name != i.id for i in federation.institutions):
+        raise ConfigError(
+            f"{federation.source}: to generate demo data, every data_dir must be "
+            "<one folder>/<institution id>; bring your own data otherwise (--no-generate)"
+        )
+    return parents.pop()
+
+
+@app.command("local")
+def local_command(
+    federation_file: Annotated[Path, typer.Argument(help="The federation TOML file.")],
+    keys: Annotated[Path, typer.Option("--keys", help="Folder written by 'provision init'.")] = Path("keys"),
+    rounds: Annotated[int, typer.Option(help="Federated rounds.", min=1)] = 3,
+    rows: Annotated[int, typer.Option(help="Demo transactions per institution.", min=500)] = 20000,
+    seed: Annotated[int, typer.Option(help="Seed for data generation and training.")] = 42,
+    generate: Annotated[bool, typer.Option(help="Generate demo data into the data_dirs.")] = True,
+    runs_dir: Annotated[Path, typer.Option(help="Parent folder of run directories.")] = Path("runs"),
+    port: Annotated[int, typer.Option(help="SuperLink port; 0 picks a free one.", min=0)] = 0,
+    set_: Annotated[
+        list[str], typer.Option("--set", help="Override a run-config key, e.g. --set timeout=60.0")
+    ] = [],  # noqa: B006 - typer needs a literal default
+) -> None:
+    """Run a whole production federation on this machine over 127.0.0.1, then stop it."""
+    import datetime as dt
+    import secrets
+
+    from fedfraud.cli import _final_table, _parse_overrides, _Progress
+    from fedfraud.settings import RunSettings
+    from fraud.generator import ensure_federation_data
+
+    federation = load_federation(federation_file)
+    layout = Layout(keys.resolve())
+    if not layout.manifest.is_file():
+        raise ConfigError(f"{layout.manifest} not found; run provisioning first")
+    run_name = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    run_dir = (runs_dir / run_name).resolve()
+    overrides = {"num-server-rounds": rounds, "seed": seed}
+    overrides.update(_parse_overrides(set_))
+    config = deployment_run_config(layout, federation, run_dir, run_name, overrides)
+    settings = RunSettings.from_run_config(config)  # fail before starting anything
+    if generate:
+        ensure_federation_data(_data_root(federation), federation.names, rows, seed)
+    work = Path(tempfile.mkdtemp(prefix="deploy-", dir=_ensure(project_dir() / ".flwr")))
+    console.print(
+        f"[bold]fedfraud[/bold] production federation {federation.id!r}: "
+        f"{len(federation.names)} SuperNodes, {rounds} rounds, TLS + SuperNode auth, SecAgg+"
+    )
+    try:
+        with _terminate_raises(), Deployment(layout, federation, work) as deployment:
+            deployment.start_all(port=port or None)
+            console.print(f"SuperLink https://{deployment.address}; SuperNodes online: "
+                          + ", ".join(federation.names))
+            console.print(f"run directory: {run_dir}")
+            deployment.submit(run_dir, config, on_poll=_Progress(run_dir, settings.num_rounds))
+        console.print(_final_table(run_dir))
+        console.print(f"Flower logs: {run_dir / 'flower.log'}")
+    finally:
+        logs = run_dir / "logs"
+        if (work / "logs").is_dir():
+            shutil.copytree(work / "logs", logs, dirs_exist_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def main() -> None:
+    """Entry point for ``python -m fedfraud.deployment``."""
+    try:
+        run_app(app)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("stopped; every Flower process was shut down")
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The server's view of the institutions' policies: the combined run plan.
+
+The server is handed copies of the institutions' policies (``<server-dir>/
+policies/*.toml``). Before the first round it combines them into the
+strictest plan and refuses to start, listing every conflict at once, if the
+run config breaks it. The institutions enforce their *own* copies regardless.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from fedfraud.errors import ConfigError
+from fedfraud.settings import Aggregation, RunSettings
+from fraud.features import FEATURE_COLUMNS
+from policy import Policy, RunPlan, RunRequest, combine, load_policy
+
+COUNT_METRICS = frozenset(
+    {"false_negatives", "false_positives", "true_positives", "true_negatives", "num_examples"}
+)
+
+
+def load_server_policies(settings: RunSettings) -> list[Policy]:
+    """Load the policy copies the server was given, one per institution of the run."""
+    folder = settings.server_dir / "policies"
+    if not folder.is_dir():
+        raise ConfigError(f"the server has no policies folder: {folder}")
+    policies = {}
+    for path in sorted(folder.glob("*.toml")):
+        policy = load_policy(path)
+        policies[policy.institution_id] = policy
+    missing = [i for i in settings.institutions if i not in policies]
+    if missing:
+        raise ConfigError(
+            f"the server has no policy for {', '.join(missing)} in {folder}; "
+            "it refuses to run without every institution's policy"
+        )
+    return [policies[i] for i in settings.institutions]
+
+
+UNSAFE_OPT_IN = "UNSAFE-ALLOW-PLAIN"
+
+
+def run_request(settings: RunSettings) -> RunRequest:
+    """The run the server proposes, in the terms policies speak.
+
+    An ``unsafe-plain`` baseline (benchmarks only) needs the server's own
+    opt-in file ``<server-dir>/UNSAFE-ALLOW-PLAIN``; every other rule of every
+    policy still applies, judged as for a SecAgg+ run.
+    """
+    aggregation = settings.aggregation.value
+    if settings.aggregation is Aggregation.UNSAFE_PLAIN:
+        if not (settings.server_dir / UNSAFE_OPT_IN).exists():
+            raise ConfigError(
+                f"aggregation 'unsafe-plain' needs the opt-in file "
+                f"{settings.server_dir / UNSAFE_OPT_IN} (benchmarks only)"
+            )
+        aggregation = Aggregation.SECAGG_PLUS.value
+    return RunRequest(
+        purpose=settings.purpose,
+        institutions=settings.institutions,
+        num_rounds=settings.num_rounds,
+        aggregation=aggregation,
+        secagg_threshold=settings.secagg.reconstruction_threshold,
+        cohort_size=len(settings.institutions),
+        local_epochs=settings.local_epochs,
+        features=tuple(FEATURE_COLUMNS),
+    )
+
+
+def checked_plan(settings: RunSettings, now: dt.datetime | None = None) -> RunPlan:
+    """Combine the policies and check the run against the plan (raises on conflicts)."""
+    plan = combine(load_server_policies(settings))
+    plan.check_run(run_request(settings), now or dt.datetime.now(dt.timezone.utc))
+    return plan
+
+
+def plan_record(plan: RunPlan) -> dict[str, Any]:
+    """The plan as plain JSON-ready values (for the audit genesis and run files)."""
+    return {
+        "plan_hash": plan.plan_hash,
+        "policies": {inst: digest for inst, digest in plan.policy_hashes},
+        "purposes": [str(p.value) for p in plan.purposes],
+        "aggregation_modes": [str(m.value) for m in plan.aggregation_modes],
+        "min_cohort_size": plan.min_cohort_size,
+        "min_secagg_threshold": plan.min_secagg_threshold,
+        "min_partners": plan.min_partners,
+        "max_rounds": plan.max_rounds,
+        "max_local_epochs": plan.max_local_epochs,
+        "allowed_metrics": [str(m.value) for m in plan.allowed_metrics],
+        "min_cell_count": plan.min_cell_count,
+        "retention_days": plan.retention_days,
+        "model_recipients": list(plan.model_recipients),
+        "synthetic_release_allowed": plan.synthetic_release_allowed,
+        "require_countersigned_receipts": plan.require_countersigned_receipts,
+    }
+
+
+def release(plan: RunPlan, metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The pooled metrics every policy allows to be released, small counts suppressed.
+
+    Returns the released metrics and the names withheld (not allowed, or a
+    count below the strictest ``min_cell_count``).
+    """
+    allowed = {str(m.value) for m in plan.allowed_metrics}
+    released: dict[str, Any] = {}
+    withheld: list[str] = []
+    for name, value in metrics.items():
+        if name not in allowed:
+            withheld.append(name)
+        elif name in COUNT_METRICS and isinstance(value, int) and 0 < value < plan.min_cell_count:
+            withheld.append(name)
+        else:
+            released[name] = value
+    return released, sorted(withheld)
