@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Run a 3-institution *production* federation on this machine, end to end:
+# provisioning (CA, TLS certificate, SuperNode auth keys, audit keys), a
+# SuperLink with TLS and SuperNode authentication, one SuperNode per
+# institution, registration of their keys, and a SecAgg+ run submitted with
+# `flwr run`. Everything listens on 127.0.0.1 only; every process is stopped
+# at the end, also on errors and Ctrl-C.
+#
+# Usage: scripts/run-local-federation.sh [options for `python -m fedfraud.deployment local`]
+#   e.g. scripts/run-local-federation.sh --rounds 2 --rows 5000 --set timeout=60.0
+# Environment: FEDERATION (default federation.example.toml), KEYS (default keys),
+#              PYTHON (default: .venv/bin/python if present, else python3).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+FEDERATION="${FEDERATION:-federation.example.toml}"
+KEYS="${KEYS:-keys}"
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+export FLWR_TELEMETRY_ENABLED=0
+# Flower's commands (flower-superlink, flower-supernode, flwr) live beside the interpreter.
+PATH="$(dirname "$(command -v "$PYTHON")"):$PATH"
+export PATH
+
+# 1. Provision once; an existing folder is reused (never overwritten).
+if [[ ! -f "$KEYS/federation.json" ]]; then
+    "$PYTHON" -m fedfraud.provision init "$FEDERATION" --out "$KEYS"
+else
+    echo "reusing the keys in $KEYS (delete the folder, or use --force, to re-provision)"
+fi
+
+# 2. SuperLink + SuperNodes + flwr run, stopped at the end.
+exec "$PYTHON" -m fedfraud.deployment local "$FEDERATION" --keys "$KEYS" "$@"

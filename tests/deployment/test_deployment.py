@@ -1,0 +1,242 @@
+"""The production path: real ``flower-superlink`` and ``flower-supernode`` on 127.0.0.1.
+
+Every federation here runs with TLS (a CA and certificate from
+``fedfraud.provision``), SuperNode authentication (registered EC P-384 keys)
+and SecAgg+. Nothing is mocked; every process is stopped by a finalizer, also
+when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
+
+from fedfraud.deployment import Deployment, ManagedProcess, deployment_run_config
+from fedfraud.errors import ConfigError
+from fedfraud.provision import (
+    PRIVATE_MODE,
+    Federation,
+    Layout,
+    load_federation,
+    make_supernode_auth_key,
+    provision,
+    write_file,
+)
+from fraud.generator import ensure_federation_data
+from server.rundir import read_rounds
+
+INSTITUTIONS = ("bank-a", "bank-b", "insurer-c")
+ROWS = 3000
+REPO = Path(__file__).resolve().parents[2]
+# How long each SecAgg+ stage may wait for an institution. Long enough for a
+# ClientApp process to start on a busy 2-core machine, short enough that the
+# server soon gives up on a SuperNode that was killed.
+STAGE_TIMEOUT = 45.0
+RUN_TIMEOUT = 480.0
+
+
+def _federation_file(root: Path) -> Path:
+    lines = [
+        "schema_version = 1",
+        "[federation]",
+        'id = "fedfraud-test"',
+        'superlink = "127.0.0.1:9093"',
+    ]
+    for name in INSTITUTIONS:
+        lines += [
+            "[[institutions]]",
+            f'id = "{name}"',
+            f'data_dir = "data/{name}"',
+            f'policy = "{REPO / "policies" / f"{name}.toml"}"',
+        ]
+    path = root / "federation.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def provisioned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Federation, Layout]:
+    """Three institutions' data, and a provisioned federation for them."""
+    root = tmp_path_factory.mktemp("federation")
+    ensure_federation_data(root / "data", list(INSTITUTIONS), ROWS, 7)
+    federation = load_federation(_federation_file(root))
+    provision(federation, root / "keys")
+    return federation, Layout((root / "keys").resolve())
+
+
+@pytest.fixture
+def deployment(
+    provisioned: tuple[Federation, Layout], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Deployment]:
+    """A deployment whose processes are always stopped (finalizer)."""
+    federation, layout = provisioned
+    work = tmp_path / "work"
+    work.mkdir()
+    running = Deployment(layout, federation, work)
+    request.addfinalizer(running.close)
+    yield running
+    # Nothing we started may outlive the test.
+    assert all(not p.alive() for p in running.processes), "processes left running"
+
+
+def _run_config(
+    deployment: Deployment, run_dir: Path, rounds: int
+) -> dict[str, object]:
+    return deployment_run_config(
+        deployment.layout,
+        deployment.federation,
+        run_dir,
+        run_dir.name,
+        {"num-server-rounds": rounds, "local-epochs": 1, "timeout": STAGE_TIMEOUT},
+    )
+
+
+# -- provisioning (no Flower processes) ----------------------------------------
+
+
+def test_provisioned_keys_are_in_flower_form_and_private(
+    provisioned: tuple[Federation, Layout],
+) -> None:
+    federation, layout = provisioned
+    for name in federation.names:
+        files = layout.institution(name)
+        # Flower 1.42 reads the SuperNode key with load_ssh_private_key and
+        # wants an EC key; `flwr supernode register` wants the OpenSSH public key.
+        private = load_ssh_private_key(files.auth_key.read_bytes(), None)
+        assert isinstance(private, ec.EllipticCurvePrivateKey)
+        assert isinstance(private.curve, ec.SECP384R1)
+        public = load_ssh_public_key(files.auth_pub.read_bytes())
+        assert isinstance(public, ec.EllipticCurvePublicKey)
+        for secret in (files.auth_key, files.audit_key):
+            assert stat.S_IMODE(secret.stat().st_mode) == PRIVATE_MODE
+        node_config = files.node_config.read_text(encoding="utf-8")
+        assert f'institution-id = "{name}"' in node_config
+        assert "signing-key" in node_config and "policy-file" in node_config
+    for secret in (layout.ca_key, layout.server_key, layout.server_audit_key):
+        assert stat.S_IMODE(secret.stat().st_mode) == PRIVATE_MODE
+    cert = x509.load_pem_x509_certificate(layout.server_cert.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in sans.get_values_for_type(x509.DNSName)
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    trusted = json.loads(layout.trusted_keys.read_text(encoding="utf-8"))
+    assert sorted(trusted) == sorted(INSTITUTIONS)
+
+
+def test_provisioning_never_overwrites_keys_without_force(
+    provisioned: tuple[Federation, Layout],
+) -> None:
+    federation, layout = provisioned
+    before = layout.institution("bank-a").auth_key.read_bytes()
+    with pytest.raises(ConfigError, match="supernode-auth.key") as info:
+        provision(federation, layout.root)
+    assert "--force" in str(info.value)
+    assert layout.institution("bank-a").auth_key.read_bytes() == before
+
+
+def test_bad_federation_file_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "federation.toml"
+    path.write_text(
+        'schema_version = 1\n[federation]\nid = "x"\nsuperlink = "no-port"\n'
+        '[[institutions]]\nid = "Bank A"\ndata_dir = "d"\n'
+        '[[institutions]]\nid = "b"\ndata_dir = "d"\ncolour = "red"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_federation(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "federation.superlink" in message
+    assert "institutions[0] (id 'Bank A').id" in message
+    assert "institutions[1] (id 'b').colour" in message
+
+
+# -- real federations ------------------------------------------------------------
+
+
+def test_federation_runs_two_rounds_over_tls_with_node_auth_and_secagg(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    # Arrange
+    deployment.start_all()
+    run_dir = tmp_path / "run"
+    # Act
+    deployment.submit(run_dir, _run_config(deployment, run_dir, 2), timeout=RUN_TIMEOUT)
+    # Assert
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    assert summary["rounds_completed"] == 2
+    rounds = read_rounds(run_dir)
+    assert [r["server_round"] for r in rounds] == [1, 2]
+    for record in rounds:
+        assert record["accepted"] is True
+        assert record["cohort"] == sorted(INSTITUTIONS)
+        assert record["dropouts"] == []
+
+
+def test_supernode_with_unregistered_key_is_refused(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    # Arrange: a SuperLink, and a well-formed key the SuperLink never saw.
+    deployment.start_superlink()
+    rogue = tmp_path / "rogue.key"
+    private, _ = make_supernode_auth_key()
+    write_file(rogue, private, PRIVATE_MODE, force=False)
+    # Act
+    node = deployment.start_supernode("bank-a", auth_key=rogue)
+    _wait_exit(node, 60.0)
+    # Assert: the SuperNode gives up at once, and the SuperLink never lists it.
+    assert node.process.returncode != 0
+    log = node.log_path.read_text(encoding="utf-8", errors="replace")
+    assert "Failed to initialize the connection to the SuperLink" in log
+    assert "No SuperNode found with the given public key" in log
+    assert deployment.nodes() == []
+
+
+def test_supernode_killed_mid_run_is_survived_by_the_others(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    # Arrange
+    deployment.start_all()
+    run_dir = tmp_path / "run"
+    victim = "insurer-c"
+    killed: list[int] = []
+
+    def kill_after_round_one() -> None:
+        if not killed and read_rounds(run_dir):
+            # The whole machine goes: the SuperNode's process group and every
+            # ClientApp process it started, without a chance to say goodbye.
+            deployment.supernodes[victim].kill()
+            killed.append(len(read_rounds(run_dir)))
+
+    # Act: two rounds. Round 2 is already under way when round 1's record is
+    # written, so the dead SuperNode is part of its SecAgg+ cohort and drops out.
+    deployment.submit(
+        run_dir,
+        _run_config(deployment, run_dir, 2),
+        on_poll=kill_after_round_one,
+        poll_seconds=0.2,
+        timeout=RUN_TIMEOUT,
+    )
+    # Assert
+    assert killed == [1]
+    first, second = read_rounds(run_dir)
+    assert first["accepted"] is True and first["cohort"] == sorted(INSTITUTIONS)
+    assert second["accepted"] is True
+    assert second["cohort"] == ["bank-a", "bank-b"]
+    assert second["dropouts"] == [victim]
+    assert (run_dir / "summary.json").exists()
+
+
+def _wait_exit(process: ManagedProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while process.alive():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{process.name} still running after {timeout:g}s")
+        time.sleep(0.2)
