@@ -135,8 +135,6 @@ def supernode_command(
         LOOPBACK,
         "--port",
         str(runtime_port),
-        "--max-retries",
-        "5",
     ]
 
 

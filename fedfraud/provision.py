@@ -651,8 +651,7 @@ def planned_files(federation: Federation, layout: Layout, only: str | None) -> l
             continue
         files = layout.institution(inst.id)
         paths += [files.auth_key, files.auth_pub, files.audit_key, files.audit_pub, files.node_config]
-        if only is None:
-            paths += [files.ca_cert, files.server_audit_pub]
+        paths += [files.ca_cert, files.server_audit_pub]
         if inst.policy is not None:
             paths += [files.policy, layout.server_policy(inst.id)]
     return paths
@@ -714,11 +713,10 @@ def provision(
         write_file(layout.server_audit_key, _private_pem(audit), PRIVATE_MODE, force)
         write_file(layout.server_audit_pub, _public_pem(audit), PUBLIC_MODE, force)
         written.append(Written(layout.server_audit_pub, "server audit key", ed25519_fingerprint(audit)))
-    else:
-        ca_pem = layout.ca_cert.read_bytes() if layout.ca_cert.exists() else b""
-        server_pub = b""
-    if only is None:
-        server_pub = layout.server_audit_pub.read_bytes()
+    elif not (layout.ca_cert.is_file() and layout.server_audit_pub.is_file()):
+        raise InputError(f"{layout.root}: no CA or server audit key to re-key against; run init first")
+    ca_pem = layout.ca_cert.read_bytes()
+    server_pub = layout.server_audit_pub.read_bytes()
 
     # 4. Each institution's SuperNode auth key, audit key, policy, node config.
     for inst in federation.institutions:
@@ -736,9 +734,8 @@ def provision(
         write_file(files.audit_key, _private_pem(signing), PRIVATE_MODE, force)
         write_file(files.audit_pub, _public_pem(signing), PUBLIC_MODE, force)
         written.append(Written(files.audit_pub, f"{inst.id} audit key", ed25519_fingerprint(signing)))
-        if only is None:
-            write_file(files.ca_cert, ca_pem, PUBLIC_MODE, force)
-            write_file(files.server_audit_pub, server_pub, PUBLIC_MODE, force)
+        write_file(files.ca_cert, ca_pem, PUBLIC_MODE, force)
+        write_file(files.server_audit_pub, server_pub, PUBLIC_MODE, force)
         files.audit_dir.mkdir(mode=0o700, exist_ok=True)
         if inst.policy is not None:
             policy = policy_with_key(inst.policy, inst.id, ed25519_b64(signing))

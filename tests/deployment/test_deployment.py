@@ -191,11 +191,18 @@ def test_supernode_with_unregistered_key_is_refused(
     # Act
     node = deployment.start_supernode("bank-a", auth_key=rogue)
     _wait_exit(node, 60.0)
-    # Assert: the SuperNode gives up at once, and the SuperLink never lists it.
-    assert node.process.returncode != 0
+    # Assert: Flower 1.42 refuses ActivateNode with HTTP 412 / ApiError 2004;
+    # the SuperNode exits with its "connection error" (305, process exit 1)
+    # at once instead of retrying, and the SuperLink never lists it.
+    assert node.process.returncode == 1
     log = node.log_path.read_text(encoding="utf-8", errors="replace")
-    assert "Failed to initialize the connection to the SuperLink" in log
-    assert "No SuperNode found with the given public key" in log
+    assert "Exit Code: 305" in log
+    assert "[code: 2004] Failed to activate SuperNode." in log
+    superlink_log = (deployment.work_dir / "logs" / "superlink.log").read_text(
+        encoding="utf-8", errors="replace"
+    )
+    assert "No SuperNode found with the given public key" in superlink_log
+    assert '"POST /v1/fleet/activate-node HTTP/1.1" 412' in superlink_log
     assert deployment.nodes() == []
 
 
