@@ -147,17 +147,33 @@ def check_round(
         aggregation = Aggregation.SECAGG_PLUS.value
     if institution is not None:
         policy_hash = institution.policy.policy_hash
+        # The institution cannot tell *which* of the run's institutions are
+        # in a round (it sees node ids), so partners are checked against the
+        # whole federation, and the cohort it can count is checked below.
+        partners = tuple(i for i in settings.institutions if i != view.institution_id)
         instructions = RoundInstructions(
             purpose=settings.purpose,
-            partners=tuple(i for i in settings.institutions if i != view.institution_id),
+            partners=partners,
             server_round=view.server_round,
             num_rounds=settings.num_rounds,
             aggregation=aggregation,
             secagg_threshold=observed.threshold,
-            cohort_size=view.cohort_size,
+            cohort_size=len(partners) + 1,
             local_epochs=settings.local_epochs,
             features=tuple(FEATURE_COLUMNS),
         )
+        protection = institution.policy.protection
+        if view.cohort_size < protection.min_cohort_size:
+            broken.append(
+                f"protection.min_cohort_size: the round combines {view.cohort_size} "
+                f"institutions, this policy needs at least {protection.min_cohort_size}"
+            )
+        min_partners = institution.policy.data_use.min_partners
+        if view.cohort_size - 1 < min_partners:
+            broken.append(
+                f"data_use.min_partners: the round has {view.cohort_size - 1} partner(s), "
+                f"this policy needs at least {min_partners}"
+            )
         try:
             policy_check_round(
                 institution.policy, instructions, dt.datetime.now(dt.timezone.utc)

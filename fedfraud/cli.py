@@ -223,18 +223,11 @@ def generate(
 
 def _mount_subcommands() -> None:
     """Attach the policy and audit command groups."""
-    try:
-        from policy.cli import app as policy_app
-    except ImportError:
-        policy_app = None
-    if policy_app is not None:
-        app.add_typer(policy_app, name="policy", help="Check, show and combine policy files.")
-    try:
-        from audit.cli import app as audit_app
-    except ImportError:
-        audit_app = None
-    if audit_app is not None:
-        app.add_typer(audit_app, name="audit", help="Verify, show and report audit logs.")
+    from audit.cli import app as audit_app
+    from policy.cli import app as policy_app
+
+    app.add_typer(policy_app, name="policy", help="Check, show and combine policy files.")
+    app.add_typer(audit_app, name="audit", help="Verify, show and report audit logs.")
 
 
 _mount_subcommands()

@@ -120,4 +120,4 @@ class ServerAudit:
             name = str(countersignature.get("institution"))
             self.last_witnessed[institution] = int(checkpoint["tree_size"])
             signed.append(name)
-        return signed
+        return sorted(signed)

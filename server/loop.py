@@ -22,7 +22,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.common import ndarrays_to_parameters
 from flwr.server import LegacyContext, ServerConfig
-from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow import DefaultWorkflow
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
@@ -35,6 +35,8 @@ from fraud.features import FEATURE_COLUMNS
 from fraud.model import build_model, get_weights, max_abs_weight
 
 from .auditing import ServerAudit
+from .grid_tap import RefusalTap
+from .secagg_workflow import EarlyDropoutSafeSecAggPlus
 from .planning import checked_plan, load_server_policies, plan_record
 from .rundir import SUMMARY_FILE, RunDirectory
 from .strategy import FraudFedAvg, RoundLog
@@ -88,7 +90,10 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
         run_dir.append_round(record)
         log(INFO, "fedfraud round %s: %s", round_log.server_round, json.dumps(record))
 
-    strategy = FraudFedAvg(settings, plan, audit, ndarrays_to_parameters(initial), on_round_end)
+    tapped = RefusalTap(grid)
+    strategy = FraudFedAvg(
+        settings, plan, audit, ndarrays_to_parameters(initial), on_round_end, tapped.take
+    )
     workflow = _workflow(settings)
     legacy = LegacyContext(
         context=context,
@@ -98,7 +103,7 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
 
     # 4. The rounds.
     started = time.monotonic()
-    workflow(grid, legacy)
+    workflow(tapped, legacy)
 
     # 5. Final model, closing record, final witnessing, summary (last).
     run_dir.write_model(strategy.latest, layer_names)
@@ -128,7 +133,7 @@ def _workflow(settings: RunSettings) -> DefaultWorkflow:
         return DefaultWorkflow()
     secagg = settings.secagg
     return DefaultWorkflow(
-        fit_workflow=SecAggPlusWorkflow(
+        fit_workflow=EarlyDropoutSafeSecAggPlus(
             num_shares=secagg.num_shares,
             reconstruction_threshold=secagg.reconstruction_threshold,
             max_weight=secagg.max_weight,

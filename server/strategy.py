@@ -41,7 +41,7 @@ from flwr.supercore import log
 from audit.canonical import strict_loads
 from fedfraud.errors import FedFraudError, ProtocolError
 from fedfraud.settings import RunSettings
-from fedfraud.wire import Refusal, decode_counts, find_refusals, update_digest
+from fedfraud.wire import Refusal, decode_counts, update_digest
 from fraud.metrics import SCORE_GRID_BINS, choose_threshold, metrics_from_histograms
 from policy import RunPlan
 
@@ -83,6 +83,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         audit: ServerAudit,
         initial_parameters: Parameters,
         on_round_end: Callable[[RoundLog], None],
+        refusals: Callable[[int], list[Refusal]],
     ) -> None:
         n = len(settings.institutions)
         super().__init__(
@@ -98,6 +99,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         self.plan = plan
         self.audit = audit
         self.on_round_end = on_round_end
+        self.refusals = refusals
         self.latest: list[npt.NDArray[np.float32]] = parameters_to_ndarrays(initial_parameters)
         self.rounds: dict[int, RoundLog] = {}
         self.client_manager: ClientManager | None = None
@@ -146,7 +148,6 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
                 continue
             survivors.append(str(receipt["institution"]))
         log_.cohort = sorted(survivors)
-        self._record_absent(log_, failures)
         try:
             self.plan.check_cohort(len(survivors))
         except FedFraudError as exc:
@@ -161,24 +162,22 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
             log_.accepted = True
         return parameters, metrics
 
-    def _record_absent(self, log_: RoundLog, failures: list[Any]) -> None:
-        refusals: dict[str, Refusal] = {}
-        for failure in failures:
-            for refusal in find_refusals(repr(failure) + str(failure)):
-                if refusal.server_round == log_.server_round and refusal.institution in self.settings.institutions:
-                    refusals[refusal.institution] = refusal
-        for refusal in refusals.values():
-            log_.refusals.append(
-                {"institution": refusal.institution, "rules": list(refusal.rules)}
-            )
+    def _record_absent(self, log_: RoundLog) -> None:
+        """Log the round's refusals (from the tap) and its other dropouts."""
+        refusals = [
+            r for r in self.refusals(log_.server_round) if r.institution in self.settings.institutions
+        ]
+        for refusal in refusals:
+            log_.refusals.append({"institution": refusal.institution, "rules": list(refusal.rules)})
             if len(refusal.policy_hash) == 64:
                 self.audit.auditor.policy_refusal(
                     log_.server_round, refusal.institution, list(refusal.rules), refusal.policy_hash
                 )
-        absent = set(self.settings.institutions) - set(log_.cohort) - set(refusals)
-        log_.dropouts = sorted(absent)
-        if absent:
-            self.audit.auditor.dropout(log_.server_round, sorted(absent), "secagg+")
+        refusers = {r.institution for r in refusals}
+        log_.dropouts = sorted(set(self.settings.institutions) - set(log_.cohort) - refusers)
+        if log_.dropouts:
+            stage = "secagg+" if log_.fit_done else "secagg+ halted"
+            self.audit.auditor.dropout(log_.server_round, log_.dropouts, stage)
 
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -203,9 +202,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         if not log_.fit_done:
             # SecAgg+ halted before aggregation: nobody's update was used.
             log_.refusal = "secure aggregation halted (too few institutions)"
-            log_.dropouts = sorted(set(self.settings.institutions) - set(log_.cohort))
-            if log_.dropouts:
-                self.audit.auditor.dropout(server_round, log_.dropouts, "secagg+ halted")
+        self._record_absent(log_)
         if results:
             pooled, threshold = pool_evaluation(
                 [res for _, res in results], self.settings.fn_cost, self.settings.fp_cost

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tomllib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 import numpy as np
 import numpy.typing as npt
@@ -27,12 +33,25 @@ def make_data(root: Path, names: tuple[str, ...] = INSTITUTIONS, rows: int = ROW
     return root
 
 
+def edit_site_policy(site_policy: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Change an institution's *own* policy (the server keeps its old copy)."""
+    data = tomllib.loads(site_policy.read_text(encoding="utf-8"))
+    edit(data)
+    site_policy.write_text(tomli_w.dumps(data), encoding="utf-8")
+
+
 def run_federation(
-    tmp_path: Path, data_dir: Path, rounds: int, **overrides: Any
+    tmp_path: Path,
+    data_dir: Path,
+    rounds: int,
+    site_edits: Mapping[str, Callable[[dict[str, Any]], None]] | None = None,
+    **overrides: Any,
 ) -> tuple[Path, RunSettings]:
     """Run a real simulated federation and return its run directory and settings."""
     run_dir = tmp_path / "run"
     sites = prepare_demo_sites(tmp_path / "parties", INSTITUTIONS, project_dir() / "policies")
+    for institution, edit in (site_edits or {}).items():
+        edit_site_policy(sites.site(institution) / "policy.toml", edit)
     config = default_run_config()
     config.update(
         {
@@ -100,3 +119,27 @@ def plain_fedavg_round_one(
         for i, name in enumerate(names)
     }
     return mean, counts
+
+
+def verify_with_cli(
+    run_dir: Path, parties: Path, run_name: str = "test", server_copies: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run the compliance officer's command, ``fedfraud audit verify``, on a run.
+
+    The institutions' own policy files are used, or with ``server_copies`` the
+    copies the server was given.
+    """
+    command = [
+        sys.executable, "-m", "fedfraud", "audit", "verify", str(run_dir / "audit.jsonl"),
+        "--server-key", str(parties / "server" / "audit.pub"),
+    ]
+    for institution in INSTITUTIONS:
+        site = parties / "sites" / institution
+        policy = (
+            parties / "server" / "policies" / f"{institution}.toml"
+            if server_copies
+            else site / "policy.toml"
+        )
+        command += ["--policy", str(policy)]
+        command += ["--institution-log", str(site / "audit" / f"{run_name}.jsonl")]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)

@@ -17,6 +17,7 @@ from .federation import (
     make_data,
     plain_fedavg_round_one,
     run_federation,
+    verify_with_cli,
 )
 
 METRIC_KEYS = ("loss", "precision", "recall", "f1", "auc_roc", "auc_pr", "false_negatives")
@@ -41,7 +42,9 @@ def test_two_rounds_three_institutions_write_the_run_directory(
         assert record["accepted"] is True
         assert record["cohort"] == sorted(INSTITUTIONS)
         assert record["dropouts"] == []
-        assert record["metrics"]["evaluated_by"] == sorted(INSTITUTIONS)
+        assert record["evaluated_by"] == sorted(INSTITUTIONS)
+        assert record["witnessed_by"] == sorted(INSTITUTIONS)
+        assert record["refusals"] == []
         for key in METRIC_KEYS:
             assert record["metrics"][key] is not None, key
         assert 0.0 <= record["metrics"]["auc_pr"] <= 1.0
@@ -53,6 +56,11 @@ def test_two_rounds_three_institutions_write_the_run_directory(
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["rounds_completed"] == 2
     assert (run_dir / "model.pt").stat().st_size > 0
+    assert summary["final_checkpoint_witnessed_by"] == sorted(INSTITUTIONS)
+    # The compliance officer's verifier, run as a person would, says VALID.
+    verdict = verify_with_cli(run_dir, tmp_path / "parties")
+    assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+    assert "VALID" in verdict.stdout
     # The model learned something: better than the base rate on the pooled test set.
     assert rounds[-1]["metrics"]["auc_roc"] > 0.7
 

@@ -1,0 +1,67 @@
+"""A Grid that listens for institutions' refusals on every reply.
+
+Flower's SecAgg+ workflow keeps the errors of institutions that left a round
+to itself (and drops them when the round halts). Refusals matter for the
+audit trail, so the round loop hands the workflow this wrapper: it forwards
+every call to the real Grid unchanged and reads the refusal tokens in error
+replies on the way back (see :mod:`fedfraud.wire`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import Message
+from flwr.serverapp import Grid
+
+from fedfraud.wire import Refusal, find_refusals
+
+
+class RefusalTap(Grid):  # type: ignore[misc]
+    """Forwards to ``inner``; collects refusals per round."""
+
+    def __init__(self, inner: Grid) -> None:
+        self._inner = inner
+        self._refusals: dict[int, dict[str, Refusal]] = {}
+
+    def take(self, server_round: int) -> list[Refusal]:
+        """The refusals seen for a round (each institution once)."""
+        return list(self._refusals.pop(server_round, {}).values())
+
+    def _scan(self, messages: Iterable[Message]) -> list[Message]:
+        replies = list(messages)
+        for message in replies:
+            if message.has_error():
+                reason = message.error.reason or ""
+                for refusal in find_refusals(reason):
+                    self._refusals.setdefault(refusal.server_round, {})[refusal.institution] = refusal
+        return replies
+
+    # -- Grid interface, forwarded -------------------------------------------------
+    def set_run(self, run: Any) -> None:  # noqa: D102
+        self._inner.set_run(run)
+
+    @property
+    def run(self) -> Any:  # noqa: D102
+        return self._inner.run
+
+    def create_message(self, *args: Any, **kwargs: Any) -> Message:  # noqa: D102
+        return self._inner.create_message(*args, **kwargs)
+
+    def get_node_ids(self) -> Iterable[int]:  # noqa: D102
+        return self._inner.get_node_ids()
+
+    def get_nodes(self) -> Iterable[Any]:  # noqa: D102
+        return self._inner.get_nodes()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # noqa: D102
+        return self._inner.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:  # noqa: D102
+        return self._scan(self._inner.pull_messages(message_ids))
+
+    def send_and_receive(  # noqa: D102
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        return self._scan(self._inner.send_and_receive(messages, timeout=timeout))

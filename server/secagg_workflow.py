@@ -1,0 +1,35 @@
+"""Flower's SecAgg+ workflow with one repair: institutions that leave early.
+
+Flower 1.42's ``SecAggPlusWorkflow`` fixes its list of "sampled" nodes before
+the setup stage. A node that leaves during *setup* or *share keys* (for
+example an institution whose policy refuses the round) is therefore counted
+as a dropped node at the unmask stage, and every survivor is asked for key
+shares of that node, which it never received: the survivors fail and the
+whole round is lost. A node that left before distributing its key shares
+never entered anyone's masks, so the right thing is to forget it.
+
+This subclass does exactly that, after each of the two early stages. It is
+the one module on the server side that touches the workflow's internal state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.server.workflow import SecAggPlusWorkflow
+
+
+class EarlyDropoutSafeSecAggPlus(SecAggPlusWorkflow):  # type: ignore[misc]
+    """``SecAggPlusWorkflow`` that survives institutions leaving before key sharing ends."""
+
+    def setup_stage(self, grid: Any, context: Any, state: Any) -> bool:
+        """Run Flower's setup stage, then forget nodes that did not answer it."""
+        ok = bool(super().setup_stage(grid, context, state))
+        state.sampled_node_ids = set(state.active_node_ids)
+        return ok
+
+    def share_keys_stage(self, grid: Any, context: Any, state: Any) -> bool:
+        """Run Flower's share-keys stage, then forget nodes that shared no keys."""
+        ok = bool(super().share_keys_stage(grid, context, state))
+        state.sampled_node_ids = set(state.active_node_ids)
+        return ok
