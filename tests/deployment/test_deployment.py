@@ -83,8 +83,10 @@ def deployment(
     running = Deployment(layout, federation, work)
     request.addfinalizer(running.close)
     yield running
-    # Nothing we started may outlive the test.
-    assert all(not p.alive() for p in running.processes), "processes left running"
+    # Nothing we started may outlive the test (the finalizer stays as a safety net).
+    started = list(running.processes)
+    running.close()
+    assert all(not p.alive() for p in started), "processes left running"
 
 
 def _run_config(
