@@ -3,8 +3,8 @@
 Training returns the full updated weights; Flower's ``secaggplus_mod`` (outside
 this class) quantizes and masks them, so the server only ever sees the sum.
 With the update goes a receipt signed with the institution's own key.
-Evaluation returns score *counts* on a fixed grid, never scores or rows, so
-the server can compute exact pooled metrics from the summed counts.
+Evaluation sends score *counts* on a fixed grid, never scores or rows, and
+only into SecAgg+, so the server learns their sum over institutions alone.
 ``get_properties`` is the channel for audit checkpoints: the institution checks
 that each one extends what it saw before, countersigns it and keeps it in its
 own local audit log.
@@ -28,7 +28,8 @@ from audit.receipt import make_receipt
 from audit.witness import InstitutionWitness
 from fedfraud.errors import InputError, ProtocolError
 from fedfraud.settings import Aggregation, RunSettings
-from fedfraud.wire import encode_counts, update_digest
+from fedfraud.wire import update_digest
+from secagg.secure_sum import counts_to_vector, total_to_vector
 from fraud.features import FEATURE_COLUMNS, to_arrays
 from fraud.metrics import SCORE_GRID_BINS, score_histograms
 from fraud.model import build_model, get_weights, set_weights
@@ -79,7 +80,16 @@ class FraudClient(NumPyClient):
         self.institution: Institution = load_institution(node)
 
     def fit(self, parameters: Arrays, config: Config) -> tuple[Arrays, int, Config]:
-        """Train locally on this round's global model, inside SecAgg+ only."""
+        """Train locally on this round's global model, inside SecAgg+ only.
+
+        The same SecAgg+ channel carries the round's private evaluation
+        (``task = "evaluate"``), see :meth:`_evaluate_securely`.
+        """
+        task = config.get("task", "train")
+        if task == "evaluate":
+            return self._evaluate_securely(parameters, config)
+        if task != "train":
+            raise ProtocolError(f"unknown task {task!r}")
         # 1. The round must run inside SecAgg+, with parameters this
         #    institution agreed to and a cohort its policy accepts, before
         #    the institution touches its data.
@@ -122,16 +132,20 @@ class FraudClient(NumPyClient):
             metrics["receipt"] = canonical_dumps(receipt).decode("utf-8")
         return weights, result.num_examples, metrics
 
-    def evaluate(self, parameters: Arrays, config: Config) -> tuple[float, int, Config]:
-        """Score the global model locally; return loss and score counts only."""
+    def _evaluate_securely(self, parameters: Arrays, config: Config) -> tuple[Arrays, int, Config]:
+        """Score the global model on the test split; send counts into SecAgg+ only.
+
+        The vector holds the score counts of each class on a fixed grid, the
+        total loss and the number of examples, each divided by its public
+        scale (:mod:`secagg.secure_sum`). Its weight is
+        ``max-weight`` for every institution, so SecAgg+'s weighted mean is a
+        plain mean the server turns back into the exact sum.
+        """
         server_round = _round(config)
-        check_round(
+        secagg = observed_secagg(self.context)
+        observed = check_round(
             RoundView(
-                self.node.institution_id,
-                server_round,
-                None,
-                len(self.settings.institutions),
-                training=False,
+                self.node.institution_id, server_round, secagg, secagg.key_holders, training=False
             ),
             self.settings,
             self.institution,
@@ -139,23 +153,15 @@ class FraudClient(NumPyClient):
         model = build_model(len(FEATURE_COLUMNS), seed=self.settings.seed)
         set_weights(model, parameters)
         test_x, test_y = load_split(self.node.test_path, "test data")
-        train_x, train_y = load_split(self.node.train_path, "training data")
-        loss = evaluate_loss(model, test_x, test_y)
-        test_pos, test_neg = score_histograms(predict_scores(model, test_x), test_y, SCORE_GRID_BINS)
-        train_pos, train_neg = score_histograms(
-            predict_scores(model, train_x), train_y, SCORE_GRID_BINS
+        count = int(test_y.shape[0])
+        loss_total = evaluate_loss(model, test_x, test_y) * count
+        pos, neg = score_histograms(predict_scores(model, test_x), test_y, SCORE_GRID_BINS)
+        vector = np.concatenate(
+            [counts_to_vector(pos), counts_to_vector(neg), total_to_vector(loss_total),
+             counts_to_vector([count])]
         )
-        return (
-            loss,
-            int(test_y.shape[0]),
-            {
-                "institution": self.node.institution_id,
-                "test-pos": encode_counts(test_pos),
-                "test-neg": encode_counts(test_neg),
-                "train-pos": encode_counts(train_pos),
-                "train-neg": encode_counts(train_neg),
-            },
-        )
+        check_update_in_range([vector], observed.clipping_range, names=["evaluation counts"])
+        return [vector], int(observed.max_weight), {"institution": self.node.institution_id}
 
     def get_properties(self, config: Config) -> Config:
         """Witness an audit checkpoint: check, countersign, keep a local copy."""

@@ -130,6 +130,14 @@ def demo(
             "(policy, signing key, local audit logs) and server/ (audit key, policy copies)."
         ),
     ] = Path("demo"),
+    validation_rows: Annotated[
+        int,
+        typer.Option(
+            help="Synthetic rows each institution releases (SDV) for the server's "
+            "validation set; 0 to skip (the threshold then defaults to 0.5).",
+            min=0,
+        ),
+    ] = 1000,
     set_: Annotated[
         list[str],
         typer.Option(
@@ -145,7 +153,7 @@ def demo(
     from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
     from fraud.generator import ensure_federation_data
 
-    from fedfraud.sites import prepare_demo_sites
+    from fedfraud.sites import prepare_demo_sites, release_validation_data
 
     names = [name.strip() for name in institutions.split(",") if name.strip()]
     sites = prepare_demo_sites(parties_dir.resolve(), names, project_dir() / "policies")
@@ -178,6 +186,18 @@ def demo(
             f"  {name}: {info['train_rows']} train / {info['test_rows']} test rows, "
             f"fraud rate {100 * info['fraud_rate']:.2f} %"
         )
+    if validation_rows:
+        with console.status("institutions release SDV synthetic validation samples..."):
+            releases = release_validation_data(sites, data_root, names, validation_rows, seed)
+        for name, release in releases.items():
+            if release.get("released"):
+                report = release["report"]
+                console.print(
+                    f"  {name}: released {report['n_rows']} synthetic rows, quality "
+                    f"{report['quality_score']:.2f}, privacy check passed"
+                )
+            else:
+                console.print(f"  {name}: no synthetic release ({release['reason']})")
     console.print(f"run directory: {run_dir}")
     progress = _Progress(run_dir, settings.num_rounds)
     run_simulation(

@@ -17,6 +17,7 @@ call so that they always carry the current keys and partners.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tomllib
@@ -125,3 +126,80 @@ def prepare_demo_sites(
         (site / "policy.toml").write_text(text, encoding="utf-8")
         (server_policies / f"{institution}.toml").write_text(text, encoding="utf-8")
     return sites
+
+
+VALIDATION_DIR = "validation"
+
+
+def release_validation_data(
+    sites: DemoSites,
+    data_root: Path,
+    institutions: Sequence[str],
+    rows: int,
+    seed: int,
+    fraud_share: float | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Each institution releases an SDV synthetic sample of its training split.
+
+    This is what each institution runs on its own site (here: in turn, on one
+    machine). A release is made only if the institution's own policy allows
+    it; it is refused (and not written) if it fails the privacy check. The
+    released file goes to the server's ``validation/`` folder, the union of
+    which is the server's validation set. Releases are reused while the
+    institution's training data and the parameters are unchanged.
+
+    Returns each institution's release report (or its reason for not releasing).
+    """
+    import pandas as pd
+
+    from fraud.synth import SyntheticReleaseRefused, generator_release_frame, release_synthetic
+    from policy import load_policy
+
+    manifest = json.loads((data_root / "manifest.json").read_text(encoding="utf-8"))
+    out = sites.server_dir / VALIDATION_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    reports: dict[str, dict[str, Any]] = {}
+    for institution in institutions:
+        site = sites.site(institution)
+        target = out / f"{institution}.csv"
+        policy = load_policy(site / "policy.toml")
+        if not policy.outputs.synthetic_release_allowed:
+            target.unlink(missing_ok=True)
+            target.with_suffix(".json").unlink(missing_ok=True)
+            reports[institution] = {"released": False, "reason": "policy forbids synthetic release"}
+            continue
+        key = {
+            "train_sha256": manifest["institutions"][institution]["train"]["sha256"],
+            "rows": rows,
+            "seed": seed,
+            "fraud_share": fraud_share,
+        }
+        release_dir = site / "synthetic"
+        release_dir.mkdir(exist_ok=True)
+        report_path = release_dir / "report.json"
+        if report_path.exists() and target.exists() and target.with_suffix(".json").exists():
+            cached = json.loads(report_path.read_text(encoding="utf-8"))
+            if cached.get("key") == key:
+                reports[institution] = cached
+                continue
+        train = pd.read_csv(data_root / institution / "train.csv")
+        test = pd.read_csv(data_root / institution / "test.csv")
+        try:
+            release = release_synthetic(
+                generator_release_frame(train),
+                generator_release_frame(test),
+                rows,
+                seed,
+                fraud_share=fraud_share,
+            )
+        except SyntheticReleaseRefused as exc:
+            target.unlink(missing_ok=True)
+            reports[institution] = {"released": False, "reason": str(exc)}
+            continue
+        release.data.to_csv(release_dir / "release.csv", index=False)
+        report = {"released": True, "key": key, "report": release.report.to_dict()}
+        report_path.write_text(json.dumps(report, indent=2, sort_keys=True), encoding="utf-8")
+        shutil.copyfile(release_dir / "release.csv", target)
+        shutil.copyfile(report_path, target.with_suffix(".json"))
+        reports[institution] = report
+    return reports

@@ -130,6 +130,7 @@ class SyntheticReport:
     n_rows: int
     fraud_share_requested: float | None
     fraud_share: float
+    train_fraud_share: float
     quality_score: float
     column_shapes: float
     column_pair_trends: float
@@ -421,7 +422,6 @@ def release_synthetic(
     from sdmetrics.reports import QualityReport
     from sdv import __version__ as sdv_version
     from sdv.metadata import Metadata
-    from sdv.sampling import Condition
 
     try:
         synth_method = SynthMethod(method)
@@ -435,23 +435,36 @@ def release_synthetic(
     holdout = holdout_frame.reset_index(drop=True).copy()
     holdout[label_column] = pd.to_numeric(holdout[label_column]).astype(np.int64)
 
-    # 1. Fit locally and sample, seeded.
+    # 1. Fit locally and sample, seeded. One synthesizer per class: fraud
+    #    rows are few and differ from legitimate ones in their joint
+    #    structure, which a single copula over both classes washes out (its
+    #    samples of "fraud" then look legitimate). Sampling each class from
+    #    its own model also gives exact control of the released fraud share.
     metadata_dict = _metadata(train, label_column)
     metadata = Metadata.load_from_dict({"tables": {_TABLE: metadata_dict}})
+    train_share = float(train[label_column].mean())
+    share = train_share if fraud_share is None else float(fraud_share)
+    n_fraud = int(round(share * n_rows))
+    if 0 < train_share and n_fraud == 0 and fraud_share is None:
+        n_fraud = 1
+    counts = {1: n_fraud, 0: n_rows - n_fraud}
+    parts = []
     with _seeded(seed):
-        synthesizer = _synthesizer(synth_method, metadata, ctgan_epochs)
-        synthesizer.fit({_TABLE: train})
-        synthesizer._set_random_state(seed)  # SDV's only hook to seed sampling (private).
-        if fraud_share is None:
-            sample = synthesizer.sample(n_rows)[_TABLE]
-        else:
-            n_fraud = int(round(float(fraud_share) * n_rows))
-            conditions = [
-                Condition({label_column: 1}, num_rows=n_fraud),
-                Condition({label_column: 0}, num_rows=n_rows - n_fraud),
-            ]
-            conditions = [c for c in conditions if c.get_num_rows() > 0]
-            sample = synthesizer.sample_from_conditions(conditions)[_TABLE]
+        for label, count in counts.items():
+            rows = train[train[label_column] == label]
+            if count == 0:
+                continue
+            if len(rows) < 2:
+                raise ConfigError(
+                    f"cannot synthesize class {label}: only {len(rows)} training row(s) of it"
+                )
+            synthesizer = _synthesizer(synth_method, metadata, ctgan_epochs)
+            synthesizer.fit({_TABLE: rows})
+            synthesizer._set_random_state(seed + label)  # SDV's only hook to seed sampling (private).
+            part = synthesizer.sample(count)[_TABLE]
+            part[label_column] = label
+            parts.append(part)
+    sample = pd.concat(parts, ignore_index=True)
     sample = sample.loc[:, list(train.columns)].reset_index(drop=True)
     sample[label_column] = pd.to_numeric(sample[label_column]).astype(np.int64)
 
@@ -470,6 +483,7 @@ def release_synthetic(
             n_rows=len(sample),
             fraud_share_requested=None if fraud_share is None else float(fraud_share),
             fraud_share=float(sample[label_column].mean()),
+            train_fraud_share=train_share,
             quality_score=_finite(report.get_score()),
             column_shapes=_finite(properties.get("Column Shapes", math.nan)),
             column_pair_trends=_finite(properties.get("Column Pair Trends", math.nan)),

@@ -35,7 +35,9 @@ from fraud.features import FEATURE_COLUMNS
 from fraud.model import build_model, get_weights, max_abs_weight
 
 from .auditing import ServerAudit
+from .evaluation import SecureEvaluation
 from .grid_tap import RefusalTap
+from .validation import load_validation
 from .secagg_workflow import EarlyDropoutSafeSecAggPlus
 from .planning import checked_plan, load_server_policies, plan_record
 from .rundir import SUMMARY_FILE, RunDirectory
@@ -92,9 +94,15 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
 
     tapped = RefusalTap(grid)
     strategy = FraudFedAvg(
-        settings, plan, audit, ndarrays_to_parameters(initial), on_round_end, tapped.take
+        settings,
+        plan,
+        audit,
+        ndarrays_to_parameters(initial),
+        on_round_end,
+        tapped.take,
+        load_validation(settings.server_dir),
     )
-    workflow = _workflow(settings)
+    workflow = _workflow(settings, strategy)
     legacy = LegacyContext(
         context=context,
         config=ServerConfig(num_rounds=settings.num_rounds, round_timeout=settings.secagg.timeout),
@@ -127,12 +135,14 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
     return summary
 
 
-def _workflow(settings: RunSettings) -> DefaultWorkflow:
+def _workflow(settings: RunSettings, strategy: FraudFedAvg) -> DefaultWorkflow:
+    evaluation = SecureEvaluation(settings, strategy.close_round)
     if settings.aggregation is Aggregation.UNSAFE_PLAIN:
         log(WARNING, "UNSAFE: aggregation 'unsafe-plain' shows every update to the server")
-        return DefaultWorkflow()
+        return DefaultWorkflow(evaluate_workflow=evaluation)
     secagg = settings.secagg
     return DefaultWorkflow(
+        evaluate_workflow=evaluation,
         fit_workflow=EarlyDropoutSafeSecAggPlus(
             num_shares=secagg.num_shares,
             reconstruction_threshold=secagg.reconstruction_threshold,

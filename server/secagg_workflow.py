@@ -33,3 +33,10 @@ class EarlyDropoutSafeSecAggPlus(SecAggPlusWorkflow):  # type: ignore[misc]
         ok = bool(super().share_keys_stage(grid, context, state))
         state.sampled_node_ids = set(state.active_node_ids)
         return ok
+
+
+def current_round(context: Any) -> int:
+    """The round Flower's default workflow is in (kept in the context's state)."""
+    from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
+
+    return int(context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])

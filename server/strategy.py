@@ -9,9 +9,10 @@ returns that aggregate unchanged. What the strategy adds:
   says so);
 * it records every round in the audit log: opened, receipts, refusals,
   dropouts, closed (with the released metrics), then the witnessed checkpoint;
-* it pools evaluation by *summing score counts* across institutions, then
-  computes every metric once on the sum, which is exact (up to the score
-  grid) where averaging per-institution metrics would be wrong for AUC and F1.
+* it computes every metric once, from the institutions' score counts summed
+  under SecAgg+ (:mod:`server.evaluation`), which is exact up to the score
+  grid where averaging per-institution metrics would be wrong for AUC and F1;
+  the operating threshold comes from the synthetic validation set.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from flwr.common import (
-    EvaluateIns,
-    EvaluateRes,
     FitIns,
     FitRes,
     Parameters,
@@ -39,14 +38,16 @@ from flwr.server.strategy import FedAvg
 from flwr.supercore import log
 
 from audit.canonical import strict_loads
-from fedfraud.errors import FedFraudError, ProtocolError
+from fedfraud.errors import FedFraudError
 from fedfraud.settings import RunSettings
-from fedfraud.wire import Refusal, decode_counts, update_digest
-from fraud.metrics import SCORE_GRID_BINS, choose_threshold, metrics_from_histograms
+from fedfraud.wire import Refusal, update_digest
+from fraud.metrics import metrics_from_histograms
 from policy import RunPlan
 
 from .auditing import ServerAudit
+from .evaluation import EvaluationSums
 from .planning import release
+from .validation import DEFAULT_THRESHOLD, ValidationSet
 
 WARNING = 30
 
@@ -67,6 +68,8 @@ class RoundLog:
     refusal: str = ""
     model_hash: str = ""
     threshold: float | None = None
+    threshold_source: str = ""
+    validation_auc_pr: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     withheld: list[str] = field(default_factory=list)
     evaluated_by: list[str] = field(default_factory=list)
@@ -84,6 +87,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         initial_parameters: Parameters,
         on_round_end: Callable[[RoundLog], None],
         refusals: Callable[[int], list[Refusal]],
+        validation: ValidationSet | None,
     ) -> None:
         n = len(settings.institutions)
         super().__init__(
@@ -100,6 +104,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         self.audit = audit
         self.on_round_end = on_round_end
         self.refusals = refusals
+        self.validation = validation
         self.latest: list[npt.NDArray[np.float32]] = parameters_to_ndarrays(initial_parameters)
         self.rounds: dict[int, RoundLog] = {}
         self.client_manager: ClientManager | None = None
@@ -179,37 +184,25 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
             stage = "secagg+" if log_.fit_done else "secagg+ halted"
             self.audit.auditor.dropout(log_.server_round, log_.dropouts, stage)
 
-    def configure_evaluate(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        """Ask every institution to evaluate the global model locally."""
-        self.client_manager = client_manager
-        pairs: list[tuple[ClientProxy, EvaluateIns]] = super().configure_evaluate(
-            server_round, parameters, client_manager
-        )
-        for _, ins in pairs:
-            ins.config["server-round"] = server_round
-        return pairs
-
-    def aggregate_evaluate(
-        self,
-        server_round: int,
-        results: list[tuple[ClientProxy, EvaluateRes]],
-        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
-    ) -> tuple[float | None, dict[str, Scalar]]:
-        """Pool the institutions' score counts, close the round, have it witnessed."""
+    def close_round(self, server_round: int, sums: EvaluationSums | None) -> None:
+        """Pool the securely summed evaluation, close the round, have it witnessed."""
         log_ = self._round(server_round)
         if not log_.fit_done:
             # SecAgg+ halted before aggregation: nobody's update was used.
             log_.refusal = "secure aggregation halted (too few institutions)"
         self._record_absent(log_)
-        if results:
-            pooled, threshold = pool_evaluation(
-                [res for _, res in results], self.settings.fn_cost, self.settings.fp_cost
+        if self.validation is not None:
+            log_.threshold, log_.validation_auc_pr = self.validation.choose(
+                self.latest, self.settings.fn_cost, self.settings.fp_cost
             )
-            log_.threshold = threshold
+            log_.threshold_source = "synthetic validation (" + ", ".join(self.validation.sources) + ")"
+        else:
+            log_.threshold = DEFAULT_THRESHOLD
+            log_.threshold_source = "default: no institution released validation data"
+        if sums is not None:
+            pooled = pooled_metrics(sums, log_.threshold)
             log_.metrics, log_.withheld = release(self.plan, pooled)
-        log_.evaluated_by = sorted(str(res.metrics.get("institution", "?")) for _, res in results)
+            log_.evaluated_by = sums.institutions
         log_.model_hash = update_digest(self.latest)
         self.audit.auditor.round_closed(
             server_round,
@@ -223,8 +216,6 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         )
         log_.witnessed_by = self.witness(server_round)
         self.on_round_end(log_)
-        loss = log_.metrics.get("loss")
-        return (float(loss) if isinstance(loss, float) else None), {}
 
     def witness(self, server_round: int) -> list[str]:
         """Have the institutions witness the log as it stands."""
@@ -233,34 +224,11 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         return self.audit.witness(self.client_manager.all().values(), server_round)
 
 
-def pool_evaluation(
-    results: list[EvaluateRes], fn_cost: float, fp_cost: float
-) -> tuple[dict[str, Any], float]:
-    """Pooled metrics on the combined test sets from summed score counts.
-
-    The operating threshold is chosen on the summed *training* counts (never
-    on test data) to minimise ``fn_cost * FN + fp_cost * FP``, then held
-    fixed for the test counts. Returns the metrics and the threshold.
-    """
-    if not results:
-        raise ProtocolError("no institution returned an evaluation")
-    sums = {
-        key: np.zeros(SCORE_GRID_BINS, dtype=np.int64)
-        for key in ("test-pos", "test-neg", "train-pos", "train-neg")
-    }
-    total_examples = 0
-    weighted_loss = 0.0
-    for res in results:
-        for key, acc in sums.items():
-            acc += decode_counts(res.metrics.get(key), SCORE_GRID_BINS)
-        total_examples += res.num_examples
-        weighted_loss += res.num_examples * float(res.loss)
-    threshold = choose_threshold(
-        sums["train-pos"], sums["train-neg"], fn_cost=fn_cost, fp_cost=fp_cost
-    )
-    pooled = metrics_from_histograms(sums["test-pos"], sums["test-neg"], threshold)
-    metrics = {
-        "loss": weighted_loss / max(total_examples, 1),
+def pooled_metrics(sums: EvaluationSums, threshold: float) -> dict[str, Any]:
+    """Metrics on the combined test sets from the securely summed counts."""
+    pooled = metrics_from_histograms(sums.test_pos, sums.test_neg, threshold)
+    return {
+        "loss": sums.loss,
         "precision": float(pooled.precision),
         "recall": float(pooled.recall),
         "f1": float(pooled.f1),
@@ -272,4 +240,3 @@ def pool_evaluation(
         "true_negatives": int(pooled.tn),
         "num_examples": int(pooled.num_examples),
     }
-    return metrics, float(threshold)

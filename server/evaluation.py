@@ -1,0 +1,115 @@
+"""Private evaluation: every institution's test counts are summed under SecAgg+.
+
+After each training round, Flower's default workflow runs its evaluation
+step; fedfraud replaces it with :class:`SecureEvaluation`. The global model
+goes to every institution, each scores its own test split and turns the
+scores into counts on a fixed grid, and those counts enter a SecAgg+ round of
+their own (see :mod:`secagg.secure_sum`). The server learns only the sum over
+institutions: exact pooled metrics on the combined test sets, and nothing
+about any one institution's results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from flwr.common import FitIns, FitRes, Parameters, Scalar, parameters_to_ndarrays
+from flwr.server import LegacyContext
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import FedAvg
+from flwr.serverapp import Grid
+
+from fedfraud.settings import RunSettings
+from fraud.metrics import SCORE_GRID_BINS
+from secagg.secure_sum import counts_from_sum, split, total_from_sum, unscaled_sum
+
+from .secagg_workflow import EarlyDropoutSafeSecAggPlus, current_round
+
+#: Layout of an institution's evaluation vector: positive-class counts,
+#: negative-class counts, total loss, number of examples.
+EVAL_PARTS = (SCORE_GRID_BINS, SCORE_GRID_BINS, 1, 1)
+
+
+class EvaluationSums:
+    """The securely summed evaluation of one round."""
+
+    def __init__(
+        self, summed: npt.NDArray[np.float64], institutions: list[str], settings: RunSettings
+    ) -> None:
+        pos, neg, loss_total, count = split(summed, EVAL_PARTS)
+        survivors = len(institutions)
+        self.test_pos = counts_from_sum(pos, survivors, settings.secagg)
+        self.test_neg = counts_from_sum(neg, survivors, settings.secagg)
+        self.num_examples = int(counts_from_sum(count, survivors, settings.secagg)[0])
+        self.loss = total_from_sum(float(loss_total[0])) / max(self.num_examples, 1)
+        self.institutions = institutions
+
+
+class _SumStrategy(FedAvg):  # type: ignore[misc]
+    """Sends the global model with an "evaluate" task; keeps the secure sum."""
+
+    def __init__(self, settings: RunSettings) -> None:
+        n = len(settings.institutions)
+        super().__init__(min_fit_clients=n, min_available_clients=n, accept_failures=True)
+        self.settings = settings
+        self.result: EvaluationSums | None = None
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        n = len(self.settings.institutions)
+        clients = client_manager.sample(num_clients=n, min_num_clients=n)
+        config: dict[str, Scalar] = {"task": "evaluate", "server-round": server_round}
+        return [(client, FitIns(parameters, dict(config))) for client in clients]
+
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[Any],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        if results:
+            mean = np.concatenate(
+                [a.ravel() for a in parameters_to_ndarrays(results[0][1].parameters)]
+            )
+            names = sorted(str(res.metrics.get("institution", "?")) for _, res in results)
+            self.result = EvaluationSums(unscaled_sum(mean, len(results)), names, self.settings)
+        return None, {}
+
+
+class SecureEvaluation:
+    """Flower evaluate-workflow that sums test counts under SecAgg+."""
+
+    def __init__(
+        self,
+        settings: RunSettings,
+        on_evaluated: Callable[[int, EvaluationSums | None], None],
+    ) -> None:
+        self.settings = settings
+        self.on_evaluated = on_evaluated
+
+    def __call__(self, grid: Grid, context: LegacyContext) -> None:
+        """Run one secure evaluation of the current global model."""
+        server_round = current_round(context)
+        strategy = _SumStrategy(self.settings)
+        view = LegacyContext(
+            context=context,
+            config=context.config,
+            strategy=strategy,
+            client_manager=context.client_manager,
+        )
+        secagg = self.settings.secagg
+        EarlyDropoutSafeSecAggPlus(
+            num_shares=secagg.num_shares,
+            reconstruction_threshold=secagg.reconstruction_threshold,
+            max_weight=secagg.max_weight,
+            clipping_range=secagg.clipping_range,
+            quantization_range=secagg.quantization_range,
+            modulus_range=secagg.modulus_range,
+            timeout=secagg.timeout,
+        )(grid, view)
+        self.on_evaluated(server_round, strategy.result)

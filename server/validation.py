@@ -1,0 +1,120 @@
+"""The server's validation set: the union of the institutions' synthetic releases.
+
+It never contains a real row. Each round the server scores it with the new
+global model, chooses the operating threshold on it (cost-minimising, a
+missed fraud costing ``fn-cost / fp-cost`` false alarms), and records the
+validation AUC-PR to monitor the rounds. The threshold is then held fixed for
+the institutions' test counts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from fedfraud.errors import InputError
+from fraud.features import FEATURE_COLUMNS, to_arrays
+from fraud.metrics import (
+    SCORE_GRID_BINS,
+    choose_threshold,
+    grid_edges,
+    metrics_from_histograms,
+    score_histograms,
+)
+from fraud.model import build_model, set_weights
+from fraud.train import predict_scores
+
+#: Threshold used when no institution released validation data (recorded as such).
+DEFAULT_THRESHOLD = 0.5
+
+
+#: Class weights are applied to counts in units of 1/PRIOR_RESOLUTION.
+PRIOR_RESOLUTION = 1000
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """Synthetic, labelled rows the server may look at.
+
+    ``row_weights`` undo an amplified fraud share: an institution that
+    released, say, 20 % frauds from training data with 2 % frauds has its
+    fraud rows weighted by 2/20 and its legitimate rows by 98/80, so the
+    cost-minimising threshold is chosen for the real class balance.
+    """
+
+    features: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.float32]
+    row_weights: npt.NDArray[np.float64]
+    sources: tuple[str, ...]
+
+    def choose(
+        self, weights: list[npt.NDArray[np.float32]], fn_cost: float, fp_cost: float
+    ) -> tuple[float, float]:
+        """(threshold, validation AUC-PR) for a global model."""
+        model = build_model(len(FEATURE_COLUMNS), seed=0)
+        set_weights(model, weights)
+        scores = predict_scores(model, self.features)
+        pos, neg = score_histograms(scores, self.labels, SCORE_GRID_BINS)
+        w_pos, w_neg = _weighted_histograms(scores, self.labels, self.row_weights)
+        threshold = float(choose_threshold(w_pos, w_neg, fn_cost=fn_cost, fp_cost=fp_cost))
+        return threshold, float(metrics_from_histograms(pos, neg, threshold).auc_pr)
+
+
+def _weighted_histograms(
+    scores: npt.NDArray[np.float64], labels: npt.NDArray[np.float32], weights: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    # The same binning as fraud.metrics.score_histograms (left-closed bins).
+    bins = np.clip(
+        np.searchsorted(grid_edges(SCORE_GRID_BINS), scores, side="right") - 1, 0, SCORE_GRID_BINS - 1
+    )
+    scaled = np.rint(weights * PRIOR_RESOLUTION)
+    positive = labels > 0.5
+    pos = np.bincount(bins[positive], weights=scaled[positive], minlength=SCORE_GRID_BINS)
+    neg = np.bincount(bins[~positive], weights=scaled[~positive], minlength=SCORE_GRID_BINS)
+    return pos.astype(np.int64), neg.astype(np.int64)
+
+
+def _prior_weights(report_path: Path, labels: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    weights = np.ones(labels.shape[0], dtype=np.float64)
+    if not report_path.is_file():
+        return weights
+    try:
+        report = json.loads(report_path.read_text(encoding="utf-8"))["report"]
+        real = float(report["train_fraud_share"])
+        released = float(report["fraud_share"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"validation report {report_path} is unreadable: {exc}") from exc
+    if 0 < released < 1 and 0 <= real < 1:
+        positive = labels > 0.5
+        weights[positive] = real / released
+        weights[~positive] = (1 - real) / (1 - released)
+    return weights
+
+
+def load_validation(server_dir: Path) -> ValidationSet | None:
+    """Load ``<server-dir>/validation/*.csv``, or None when nobody released any."""
+    folder = server_dir / "validation"
+    files = sorted(folder.glob("*.csv")) if folder.is_dir() else []
+    if not files:
+        return None
+    features, labels, weights = [], [], []
+    for path in files:
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"validation release {path} cannot be read: {exc}") from exc
+        x, y = to_arrays(frame)
+        features.append(x)
+        labels.append(y)
+        weights.append(_prior_weights(path.with_suffix(".json"), y))
+    return ValidationSet(
+        np.concatenate(features),
+        np.concatenate(labels),
+        np.concatenate(weights),
+        tuple(p.stem for p in files),
+    )
