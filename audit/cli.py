@@ -11,6 +11,11 @@ Exit codes of ``verify`` and ``report`` (the verdict's code)::
     13  EQUIVOCATION     the server signed two conflicting checkpoints
     3   unreadable input (log, key or policy file)
     2   usage error (bad options)
+
+``verify`` and ``report`` authenticate the log through its hash chain, anchored
+by the last record's signature, and fall back to checking every record's
+signature when anything looks wrong; ``--full`` checks every signature always
+(see :mod:`audit.verify`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ __all__ = ["app", "load_trusted_keys", "load_policy_file"]
 _EXIT_HELP = (
     "Exit codes: 0 VALID; 10 TAMPERED; 11 INCOMPLETE (truncation cannot be ruled out); "
     "12 POLICY_VIOLATED; 13 EQUIVOCATION; 3 unreadable input; 2 usage error."
+)
+
+_FULL_HELP = (
+    "Check every record's own signature. By default the last record's signature anchors the "
+    "hash chain and so authenticates every record (every receipt and countersignature is still "
+    "verified, and any problem triggers the full check to pinpoint it); --full is slower and "
+    "additionally notices a damaged signature on an otherwise intact record."
 )
 
 app = typer.Typer(
@@ -166,10 +178,11 @@ def verify_command(
     policy: Annotated[Optional[list[Path]], typer.Option("--policy", help="Institution policy TOML (repeatable); gives trusted key and limits.")] = None,
     institution_log: Annotated[Optional[list[Path]], typer.Option("--institution-log", help="An institution's local witness log (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    full: Annotated[bool, typer.Option("--full", help=_FULL_HELP)] = False,
 ) -> None:
     try:
         server, trusted, policies = _load_inputs(server_key, keys, policy)
-        report = verify_log(log, trusted, server, institution_log or [], policies)
+        report = verify_log(log, trusted, server, institution_log or [], policies, full=full)
     except InputError as exc:
         raise _exit_for_input_error(exc) from None
     if as_json:
@@ -303,12 +316,13 @@ def report_command(
     institution_log: Annotated[Optional[list[Path]], typer.Option("--institution-log", help="An institution's witness log (repeatable).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="md or html.")] = "md",
     out: Annotated[Optional[Path], typer.Option("--out", help="Write here instead of stdout.")] = None,
+    full: Annotated[bool, typer.Option("--full", help=_FULL_HELP)] = False,
 ) -> None:
     if fmt not in ("md", "html"):
         raise typer.BadParameter("--format must be md or html")
     try:
         server, trusted, policies = _load_inputs(server_key, keys, policy)
-        report = verify_log(log, trusted, server, institution_log or [], policies)
+        report = verify_log(log, trusted, server, institution_log or [], policies, full=full)
         summary = summarize_log(log)
     except InputError as exc:
         raise _exit_for_input_error(exc) from None

@@ -212,8 +212,15 @@ def parse_timestamp(text: object) -> datetime:
         raise RecordFormatError(
             f"timestamp {text!r} is not RFC 3339 UTC 'YYYY-MM-DDTHH:MM:SS.ffffffZ'"
         )
+    # The regex fixed every field's position and width, so building the
+    # datetime from the fields accepts exactly what ``strptime`` with
+    # "%Y-%m-%dT%H:%M:%S.%fZ" accepts (both reject month 00, day 31 of a
+    # 30-day month, hour 24, second 60, year 0000 ...), at a tenth of the cost.
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        return datetime(
+            int(text[0:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]),
+            int(text[14:16]), int(text[17:19]), int(text[20:26]), tzinfo=timezone.utc,
+        )
     except ValueError:
         raise RecordFormatError(f"timestamp {text!r} is not a valid date/time") from None
 
@@ -300,8 +307,12 @@ class DecodeFailure(RecordFormatError):
         self.check = check
 
 
-def decode_record(line: bytes) -> Record:
+def decode_record(line: bytes, known_log_id: LogId | None = None) -> Record:
     """Decode one line and check its form and hash (not its signature).
+
+    ``known_log_id`` (optional) is a speed-up for reading a whole log: when the
+    record's ``log_id`` member equals it, that object is reused instead of
+    being parsed and validated again.  It never changes the result.
 
     Steps:
 
@@ -347,7 +358,11 @@ def decode_record(line: bytes) -> Record:
     if not isinstance(content["body"], dict):
         raise DecodeFailure("format", "'body' must be an object")
     try:
-        log_id = LogId.from_dict(content["log_id"])
+        raw_log_id = content["log_id"]
+        if known_log_id is not None and raw_log_id == known_log_id.to_dict():
+            log_id = known_log_id
+        else:
+            log_id = LogId.from_dict(raw_log_id)
         parse_timestamp(content["ts"])
     except RecordFormatError as exc:
         raise DecodeFailure("format", str(exc)) from None
