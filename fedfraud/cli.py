@@ -138,6 +138,13 @@ def demo(
             min=0,
         ),
     ] = 1000,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            help="After the run, train local-only, pooled and GBT models the same way "
+            "and write <run-dir>/report/report.md with plots."
+        ),
+    ] = True,
     set_: Annotated[
         list[str],
         typer.Option(
@@ -215,6 +222,12 @@ def demo(
         f"done in {summary['seconds']:.1f}s: {summary['rounds_completed']}/"
         f"{summary['rounds_requested']} rounds aggregated; model at {run_dir / 'model.pt'}"
     )
+    if compare:
+        from fedfraud.comparison import write_comparison
+
+        with console.status("training local-only, pooled and GBT reference models..."):
+            report = write_comparison(run_dir)
+        console.print(f"comparison report: {report}")
     console.print(
         f"signed audit log: {run_dir / 'audit.jsonl'} (final checkpoint witnessed by "
         f"{', '.join(summary['final_checkpoint_witnessed_by']) or 'nobody'})\n"
@@ -224,6 +237,18 @@ def demo(
         + " "
         + " ".join(f"--institution-log {sites.site(n) / 'audit' / (run_name + '.jsonl')}" for n in names)
     )
+
+
+@app.command("compare")
+def compare_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished simulated run directory.")],
+) -> None:
+    """(Re)write a run's comparison report: federated vs local-only vs pooled vs GBT."""
+    from fedfraud.comparison import write_comparison
+
+    with console.status("training local-only, pooled and GBT reference models..."):
+        report = write_comparison(run_dir.resolve())
+    console.print(f"comparison report: {report}")
 
 
 @app.command()

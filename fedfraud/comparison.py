@@ -1,0 +1,89 @@
+"""The comparison run: federated against local-only, pooled and a GBT reference.
+
+After a simulated federation, this trains, with the same model and budget
+(``rounds x local-epochs`` epochs): each institution's **local-only** model,
+the **pooled** model (all training data in one place: the upper bound, which
+exists only in simulation) and a pooled scikit-learn
+``HistGradientBoostingClassifier`` ("what a central team would use"). All of
+them and the **federated** model from the run are evaluated the same way: the
+threshold chosen on the synthetic validation set, then held fixed for the
+combined test set (A+B+...) and each institution's. ``report.md`` and its
+plots go into ``<run-dir>/report/``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from fedfraud.errors import InputError
+from fraud.compare import ThresholdRule, add_model, run_comparison
+from fraud.features import FEATURE_COLUMNS, to_arrays
+from fraud.model import build_model
+from fraud.report import write_report
+from fraud.synth import PrivacyCheck, SyntheticReport
+
+XY = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]
+
+
+def _split(path: Path) -> XY:
+    if not path.is_file():
+        raise InputError(f"data file not found: {path}")
+    return to_arrays(pd.read_csv(path))
+
+
+def _synthetic_reports(validation_dir: Path) -> dict[str, SyntheticReport]:
+    reports: dict[str, SyntheticReport] = {}
+    for path in sorted(validation_dir.glob("*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))["report"]
+        data["privacy"] = PrivacyCheck(**data["privacy"])
+        reports[path.stem] = SyntheticReport(**data)
+    return reports
+
+
+def _validation(validation_dir: Path) -> XY:
+    files = sorted(validation_dir.glob("*.csv"))
+    if not files:
+        raise InputError(
+            f"no synthetic validation releases in {validation_dir}: the comparison "
+            "chooses every model's threshold on them"
+        )
+    return to_arrays(pd.concat([pd.read_csv(f) for f in files], ignore_index=True))
+
+
+def write_comparison(run_dir: Path) -> Path:
+    """Run the comparison for a finished simulated run; return ``report.md``'s path."""
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["run_config"]
+    names = [n.strip() for n in str(config["institutions"]).split(",") if n.strip()]
+    data_root = Path(config["data-dir"])
+    validation_dir = Path(config["server-dir"]) / "validation"
+    train = {n: _split(data_root / n / "train.csv") for n in names}
+    test = {n: _split(data_root / n / "test.csv") for n in names}
+    rule = ThresholdRule(fn_cost=float(config["fn-cost"]), fp_cost=float(config["fp-cost"]))
+    result = run_comparison(
+        train,
+        test,
+        _validation(validation_dir),
+        rounds=int(config["num-server-rounds"]),
+        local_epochs=int(config["local-epochs"]),
+        batch_size=int(config["batch-size"]),
+        lr=float(config["lr"]),
+        seed=int(config["seed"]),
+        rule=rule,
+    )
+    layer_names = list(build_model(len(FEATURE_COLUMNS), seed=0).state_dict().keys())
+    with np.load(run_dir / "model.npz") as archive:
+        weights = [np.asarray(archive[name]) for name in layer_names]
+    mode = str(config.get("aggregation", "secagg+"))
+    result = add_model(result, f"federated ({mode})", weights)
+    rounds: list[dict[str, Any]] = [
+        json.loads(line)
+        for line in (run_dir / "rounds.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    return write_report(run_dir / "report", result, rounds, _synthetic_reports(validation_dir))
