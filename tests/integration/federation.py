@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from client.fraud_client import load_split, round_seed
 from fedfraud.settings import RunSettings
-from fedfraud.sites import prepare_demo_sites
+from fedfraud.sites import prepare_demo_sites, release_validation_data
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
 from fraud.features import FEATURE_COLUMNS
 from fraud.generator import ensure_federation_data
@@ -45,6 +45,7 @@ def run_federation(
     data_dir: Path,
     rounds: int,
     site_edits: Mapping[str, Callable[[dict[str, Any]], None]] | None = None,
+    validation_rows: int = 0,
     **overrides: Any,
 ) -> tuple[Path, RunSettings]:
     """Run a real simulated federation and return its run directory and settings."""
@@ -52,6 +53,8 @@ def run_federation(
     sites = prepare_demo_sites(tmp_path / "parties", INSTITUTIONS, project_dir() / "policies")
     for institution, edit in (site_edits or {}).items():
         edit_site_policy(sites.site(institution) / "policy.toml", edit)
+    if validation_rows:
+        release_validation_data(sites, data_dir, INSTITUTIONS, validation_rows, 7)
     config = default_run_config()
     config.update(
         {

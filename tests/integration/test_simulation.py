@@ -8,6 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from client.fraud_client import load_split
+from fedfraud.comparison import write_comparison
+from fraud.features import FEATURE_COLUMNS
+from fraud.metrics import exact_metrics
+from fraud.model import build_model, set_weights
+from fraud.train import predict_scores
 from secagg.params import aggregation_error_bound
 from server.rundir import read_rounds
 
@@ -20,6 +26,29 @@ from .federation import (
     verify_with_cli,
 )
 
+def check_pooled_metrics(run_dir: Path, data_dir: Path, record: dict[str, object]) -> None:
+    """The round's pooled metrics equal scikit-learn's on the concatenated predictions."""
+    model = build_model(len(FEATURE_COLUMNS), seed=0)
+    weights = final_weights(run_dir)
+    set_weights(model, [weights[name] for name in model.state_dict()])
+    scores, labels = [], []
+    for name in INSTITUTIONS:
+        x, y = load_split(data_dir / name / "test.csv", "test data")
+        scores.append(predict_scores(model, x))
+        labels.append(y)
+    threshold = float(record["threshold"])  # type: ignore[arg-type]
+    exact = exact_metrics(np.concatenate(scores), np.concatenate(labels), threshold)
+    metrics = record["metrics"]
+    assert isinstance(metrics, dict)
+    assert metrics["false_negatives"] == exact.fn
+    assert metrics["false_positives"] == exact.fp
+    assert metrics["true_positives"] == exact.tp
+    assert metrics["recall"] == pytest.approx(exact.recall, abs=1e-12)
+    # AUCs are exact up to the 1000-bin score grid.
+    assert metrics["auc_roc"] == pytest.approx(exact.auc_roc, abs=0.005)
+    assert metrics["auc_pr"] == pytest.approx(exact.auc_pr, abs=0.02)
+
+
 METRIC_KEYS = ("loss", "precision", "recall", "f1", "auc_roc", "auc_pr", "false_negatives")
 
 
@@ -31,7 +60,7 @@ def shared_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_two_rounds_three_institutions_write_the_run_directory(
     tmp_path: Path, shared_data: Path
 ) -> None:
-    run_dir, _ = run_federation(tmp_path, shared_data, rounds=2)
+    run_dir, _ = run_federation(tmp_path, shared_data, rounds=2, validation_rows=600)
 
     config = json.loads((run_dir / "config.json").read_text())
     assert config["run_config"]["num-server-rounds"] == 2
@@ -57,6 +86,17 @@ def test_two_rounds_three_institutions_write_the_run_directory(
     assert summary["rounds_completed"] == 2
     assert (run_dir / "model.pt").stat().st_size > 0
     assert summary["final_checkpoint_witnessed_by"] == sorted(INSTITUTIONS)
+    # The threshold came from the institutions' synthetic releases.
+    assert rounds[-1]["threshold_source"].startswith("synthetic validation")
+    # The securely summed metrics are exactly those of the final model on the
+    # concatenated test splits (recomputed here, where all data is at hand).
+    check_pooled_metrics(run_dir, shared_data, rounds[-1])
+    # The comparison report covers every model, the federated one included.
+    report = write_comparison(run_dir)
+    text = report.read_text()
+    for model in ("local:bank-a", "pooled", "pooled-hgb", "federated (secagg+)"):
+        assert model in text
+    assert (report.parent / "pr_curves.png").stat().st_size > 0
     # The compliance officer's verifier, run as a person would, says VALID.
     verdict = verify_with_cli(run_dir, tmp_path / "parties")
     assert verdict.returncode == 0, verdict.stdout + verdict.stderr
