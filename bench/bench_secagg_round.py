@@ -20,19 +20,30 @@ import tempfile
 from pathlib import Path
 
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
+from fedfraud.settings import UNSAFE_OPT_IN
+from fedfraud.sites import prepare_demo_sites
 from fraud.generator import ensure_federation_data
+
 from server.rundir import read_rounds
 
 
 def fit_seconds(workdir: Path, names: list[str], mode: str, rounds: int) -> list[float]:
     """Run one federation; return the fit seconds of rounds 2..N."""
     run_dir = workdir / f"run-{len(names)}-{mode}"
+    sites = prepare_demo_sites(workdir / f"parties-{len(names)}", names, project_dir() / "policies")
+    if mode == "unsafe-plain":
+        # The baseline needs every party's own, explicit opt-in.
+        (sites.server_dir / UNSAFE_OPT_IN).touch()
+        for name in names:
+            (sites.site(name) / UNSAFE_OPT_IN).touch()
     config = default_run_config()
     config.update(
         {
             "num-server-rounds": rounds,
             "institutions": ",".join(names),
             "data-dir": str(workdir / f"data-{len(names)}"),
+            "sites-dir": str(sites.sites_dir),
+            "server-dir": str(sites.server_dir),
             "run-dir": str(run_dir),
             "run-name": run_dir.name,
             "local-epochs": 1,

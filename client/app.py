@@ -9,13 +9,17 @@ from flwr.clientapp import ClientApp
 
 from fedfraud.settings import RunSettings
 
-from .fraud_client import FraudClient
 from .mods import policy_gate_mod
 from .node import resolve_node
 
 
 def client_fn(context: Context) -> Client:
     """Build this institution's client from its run and node config."""
+    # Imported here, not at module level: in the Deployment Engine every
+    # message starts a fresh ClientApp process, and the SecAgg+ key stages
+    # (handled by the mods, before this runs) need no torch or pandas.
+    from .fraud_client import FraudClient
+
     settings = RunSettings.from_run_config(context.run_config)
     node = resolve_node(context.node_config, settings)
     return FraudClient(context, settings, node).to_client()

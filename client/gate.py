@@ -21,18 +21,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from audit.keys import load_private_key, load_public_key
 from fedfraud.errors import PolicyViolation
-from fedfraud.settings import Aggregation, RunSettings
+from fedfraud.settings import UNSAFE_OPT_IN, Aggregation, RunSettings
 from fedfraud.wire import Refusal
-from fraud.features import FEATURE_COLUMNS
 from policy import Policy, PolicyRefusal, RoundInstructions, load_policy
 from policy import check_round as policy_check_round
 
 from .node import InstitutionNode, require_file
 from .secagg_adapter import ObservedSecAgg
-
-
-#: An institution's own opt-in, in its site folder, to unprotected benchmark runs.
-UNSAFE_OPT_IN = "UNSAFE-ALLOW-PLAIN"
 
 
 class RoundRefused(PolicyViolation):
@@ -147,6 +142,8 @@ def check_round(
         aggregation = Aggregation.SECAGG_PLUS.value
     if institution is not None:
         policy_hash = institution.policy.policy_hash
+        from fraud.features import FEATURE_COLUMNS  # noqa: PLC0415 - keeps key stages light
+
         # The institution cannot tell *which* of the run's institutions are
         # in a round (it sees node ids), so partners are checked against the
         # whole federation, and the cohort it can count is checked below.

@@ -22,7 +22,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from fedfraud.errors import InputError
-from fraud.compare import ThresholdRule, add_model, run_comparison
+from fraud.compare import ComparisonResult, ThresholdRule, add_model, run_comparison
 from fraud.features import FEATURE_COLUMNS, to_arrays
 from fraud.model import build_model
 from fraud.report import write_report
@@ -58,6 +58,14 @@ def _validation(validation_dir: Path) -> XY:
 
 def write_comparison(run_dir: Path) -> Path:
     """Run the comparison for a finished simulated run; return ``report.md``'s path."""
+    result, rounds, reports = build_comparison(run_dir)
+    return write_report(run_dir / "report", result, rounds, reports)
+
+
+def build_comparison(
+    run_dir: Path,
+) -> tuple[ComparisonResult, list[dict[str, Any]], dict[str, SyntheticReport]]:
+    """Train and evaluate every model for a finished run (see the module docstring)."""
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["run_config"]
     names = [n.strip() for n in str(config["institutions"]).split(",") if n.strip()]
     data_root = Path(config["data-dir"])
@@ -86,4 +94,4 @@ def write_comparison(run_dir: Path) -> Path:
         for line in (run_dir / "rounds.jsonl").read_text(encoding="utf-8").splitlines()
         if line.strip()
     ]
-    return write_report(run_dir / "report", result, rounds, _synthetic_reports(validation_dir))
+    return result, rounds, _synthetic_reports(validation_dir)

@@ -25,6 +25,11 @@ class Aggregation(str, Enum):
     UNSAFE_PLAIN = "unsafe-plain"
 
 
+#: The file by which a party (the server in its folder, an institution in its
+#: site folder) opts in, itself, to an ``unsafe-plain`` benchmark run.
+UNSAFE_OPT_IN = "UNSAFE-ALLOW-PLAIN"
+
+
 @dataclass(frozen=True)
 class RunSettings:
     """Everything a run is configured with (see ``[tool.flwr.app.config]``)."""

@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
 from fedfraud.errors import InputError
 
@@ -245,6 +244,9 @@ def exact_metrics(scores: npt.ArrayLike, y: npt.ArrayLike, threshold: float) -> 
     A row is predicted positive when its score is >= ``threshold``; the
     conventions for degenerate data are those of :class:`Metrics`.
     """
+    # scikit-learn is imported here only: institutions scoring a model do not need it.
+    from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
+
     s, labels = _check_scores(scores, y)
     threshold = _check_threshold(threshold)
     predicted = (s >= threshold).astype(np.int64)

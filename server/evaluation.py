@@ -53,16 +53,21 @@ class _SumStrategy(FedAvg):  # type: ignore[misc]
     """Sends the global model with an "evaluate" task; keeps the secure sum."""
 
     def __init__(self, settings: RunSettings) -> None:
-        n = len(settings.institutions)
-        super().__init__(min_fit_clients=n, min_available_clients=n, accept_failures=True)
+        floor = settings.min_cohort
+        super().__init__(min_fit_clients=floor, min_available_clients=floor, accept_failures=True)
         self.settings = settings
         self.result: EvaluationSums | None = None
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
-        n = len(self.settings.institutions)
-        clients = client_manager.sample(num_clients=n, min_num_clients=n)
+        # Never wait for an institution that is gone: take every one online.
+        available = client_manager.num_available()
+        if available < self.settings.min_cohort:
+            return []
+        clients = client_manager.sample(
+            num_clients=available, min_num_clients=self.settings.min_cohort
+        )
         config: dict[str, Scalar] = {"task": "evaluate", "server-round": server_round}
         return [(client, FitIns(parameters, dict(config))) for client in clients]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fedfraud.errors import ConfigError
-from fedfraud.settings import Aggregation, RunSettings
+from fedfraud.settings import UNSAFE_OPT_IN, Aggregation, RunSettings
 from fraud.features import FEATURE_COLUMNS
 from policy import Policy, RunPlan, RunRequest, combine, load_policy
 
@@ -38,9 +38,6 @@ def load_server_policies(settings: RunSettings) -> list[Policy]:
             "it refuses to run without every institution's policy"
         )
     return [policies[i] for i in settings.institutions]
-
-
-UNSAFE_OPT_IN = "UNSAFE-ALLOW-PLAIN"
 
 
 def run_request(settings: RunSettings) -> RunRequest:

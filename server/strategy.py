@@ -93,9 +93,9 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         super().__init__(
             fraction_fit=1.0,
             fraction_evaluate=1.0,
-            min_fit_clients=n,
+            min_fit_clients=settings.min_cohort,
             min_evaluate_clients=1,
-            min_available_clients=n,
+            min_available_clients=settings.min_cohort,
             initial_parameters=initial_parameters,
             accept_failures=True,
         )
