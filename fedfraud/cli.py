@@ -269,10 +269,16 @@ def generate(
 def _mount_subcommands() -> None:
     """Attach the policy and audit command groups."""
     from audit.cli import app as audit_app
+    from fedfraud.provision import app as provision_app
     from policy.cli import app as policy_app
 
     app.add_typer(policy_app, name="policy", help="Check, show and combine policy files.")
     app.add_typer(audit_app, name="audit", help="Verify, show and report audit logs.")
+    app.add_typer(
+        provision_app,
+        name="provision",
+        help="Create a production federation's CA, TLS, node-authentication and audit keys.",
+    )
 
 
 _mount_subcommands()
