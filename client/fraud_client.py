@@ -30,12 +30,13 @@ from fedfraud.errors import InputError, ProtocolError
 from fedfraud.settings import Aggregation, RunSettings
 from fedfraud.wire import update_digest
 from secagg.secure_sum import counts_to_vector, total_to_vector
-from fraud.features import FEATURE_COLUMNS, to_arrays
+from fraud.features import to_arrays
 from fraud.metrics import SCORE_GRID_BINS, score_histograms
 from fraud.model import build_model, get_weights, set_weights
 from fraud.train import TrainConfig, evaluate_loss, predict_scores, train_local
 from secagg.params import check_update_in_range, check_weight
 
+from .data import LocalData
 from .gate import Institution, RoundView, check_round, load_institution
 from .node import InstitutionNode, require_file
 from .secagg_adapter import observed_secagg
@@ -46,7 +47,7 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def load_split(path: Path, what: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Read one of the institution's CSV splits into model arrays."""
+    """Read one of the built-in generator's CSV splits into model arrays."""
     require_file(path, what)
     try:
         frame = pd.read_csv(path)
@@ -77,7 +78,8 @@ class FraudClient(NumPyClient):
         self.context = context
         self.settings = settings
         self.node = node
-        self.institution: Institution = load_institution(node)
+        self.institution: Institution = load_institution(node, settings)
+        self.data = LocalData(node, settings)
 
     def fit(self, parameters: Arrays, config: Config) -> tuple[Arrays, int, Config]:
         """Train locally on this round's global model, inside SecAgg+ only.
@@ -88,6 +90,8 @@ class FraudClient(NumPyClient):
         task = config.get("task", "train")
         if task == "evaluate":
             return self._evaluate_securely(parameters, config)
+        if task == "stats":
+            return self._share_statistics(config)
         if task != "train":
             raise ProtocolError(f"unknown task {task!r}")
         # 1. The round must run inside SecAgg+, with parameters this
@@ -103,8 +107,9 @@ class FraudClient(NumPyClient):
             self.institution,
         )
         # 2. Train on the private training split.
-        features, labels = load_split(self.node.train_path, "training data")
-        model = build_model(len(FEATURE_COLUMNS), seed=self.settings.seed)
+        spec = config.get("feature-spec")
+        features, labels = self.data.arrays("train", spec)
+        model = build_model(self.data.n_features(spec), seed=self.settings.seed)
         set_weights(model, parameters)
         train_config = TrainConfig(
             local_epochs=self.settings.local_epochs,
@@ -150,18 +155,51 @@ class FraudClient(NumPyClient):
             self.settings,
             self.institution,
         )
-        model = build_model(len(FEATURE_COLUMNS), seed=self.settings.seed)
+        spec = config.get("feature-spec")
+        model = build_model(self.data.n_features(spec), seed=self.settings.seed)
         set_weights(model, parameters)
-        test_x, test_y = load_split(self.node.test_path, "test data")
+        test_x, test_y = self.data.arrays("test", spec)
+        train_x, train_y = self.data.arrays("train", spec)
         count = int(test_y.shape[0])
         loss_total = evaluate_loss(model, test_x, test_y) * count
         pos, neg = score_histograms(predict_scores(model, test_x), test_y, SCORE_GRID_BINS)
+        train_pos, train_neg = score_histograms(
+            predict_scores(model, train_x), train_y, SCORE_GRID_BINS
+        )
         vector = np.concatenate(
-            [counts_to_vector(pos), counts_to_vector(neg), total_to_vector(loss_total),
-             counts_to_vector([count])]
+            [
+                counts_to_vector(pos),
+                counts_to_vector(neg),
+                counts_to_vector(train_pos),
+                counts_to_vector(train_neg),
+                total_to_vector(loss_total),
+                counts_to_vector([count]),
+            ]
         )
         check_update_in_range([vector], observed.clipping_range, names=["evaluation counts"])
         return [vector], int(observed.max_weight), {"institution": self.node.institution_id}
+
+    def _share_statistics(self, config: Config) -> tuple[Arrays, int, Config]:
+        """Send this site's numeric column statistics, inside SecAgg+ only.
+
+        Counts, sums and sums of squares of the (signed-log) numeric columns,
+        scaled per row (:func:`fraud.byo.stats_as_means`) and weighted by the
+        row count, so SecAgg+'s weighted mean is the federation's mean, from
+        which the server derives the shared scaling. Nothing else leaves.
+        """
+        server_round = _round(config)
+        secagg = observed_secagg(self.context)
+        observed = check_round(
+            RoundView(
+                self.node.institution_id, server_round, secagg, secagg.key_holders, training=False
+            ),
+            self.settings,
+            self.institution,
+        )
+        vector, weight = self.data.numeric_stats_vector()
+        check_weight(weight, observed.max_weight)
+        check_update_in_range([vector], observed.clipping_range, names=["column statistics"])
+        return [vector], weight, {"institution": self.node.institution_id}
 
     def get_properties(self, config: Config) -> Config:
         """Witness an audit checkpoint: check, countersign, keep a local copy."""

@@ -51,10 +51,17 @@ class Institution:
     policy: Policy
     signing_key: Ed25519PrivateKey
     server_key: Ed25519PublicKey
+    #: The columns this institution's data feeds the model (policy names).
+    features: tuple[str, ...]
 
 
-def load_institution(node: InstitutionNode, now: dt.datetime | None = None) -> Institution:
+def load_institution(
+    node: InstitutionNode, settings: RunSettings, now: dt.datetime | None = None
+) -> Institution:
     """Load the institution's own policy and keys; refuse to start if invalid or expired."""
+    from .data import LocalData
+
+
     policy = load_policy(require_file(node.policy_path, "institution policy"))
     if policy.institution_id != node.institution_id:
         raise PolicyViolation(
@@ -64,7 +71,10 @@ def load_institution(node: InstitutionNode, now: dt.datetime | None = None) -> I
     policy.ensure_current(now or dt.datetime.now(dt.timezone.utc))
     key = load_private_key(require_file(node.signing_key_path, "institution signing key"))
     server_key = load_public_key(require_file(node.server_key_path, "trusted server audit key"))
-    return Institution(node=node, policy=policy, signing_key=key, server_key=server_key)
+    features = LocalData(node, settings).policy_features()
+    return Institution(
+        node=node, policy=policy, signing_key=key, server_key=server_key, features=features
+    )
 
 
 @dataclass(frozen=True)
@@ -142,8 +152,6 @@ def check_round(
         aggregation = Aggregation.SECAGG_PLUS.value
     if institution is not None:
         policy_hash = institution.policy.policy_hash
-        from fraud.features import FEATURE_COLUMNS  # noqa: PLC0415 - keeps key stages light
-
         # The institution cannot tell *which* of the run's institutions are
         # in a round (it sees node ids), so partners are checked against the
         # whole federation, and the cohort it can count is checked below.
@@ -157,7 +165,7 @@ def check_round(
             secagg_threshold=observed.threshold,
             cohort_size=len(partners) + 1,
             local_epochs=settings.local_epochs,
-            features=tuple(FEATURE_COLUMNS),
+            features=institution.features,
         )
         protection = institution.policy.protection
         if view.cohort_size < protection.min_cohort_size:

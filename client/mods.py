@@ -26,7 +26,7 @@ def policy_gate_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -
     if observed is not None:
         settings = RunSettings.from_run_config(ctxt.run_config)
         node = resolve_node(ctxt.node_config, settings)
-        institution = load_institution(node)
+        institution = load_institution(node, settings)
         check_round(
             RoundView(node.institution_id, round_of(msg), observed, observed.sample_num),
             settings,

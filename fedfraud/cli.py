@@ -145,6 +145,20 @@ def demo(
             "and write <run-dir>/report/report.md with plots."
         ),
     ] = True,
+    byo_csv: Annotated[
+        Path | None,
+        typer.Option(
+            help="Bring your own data: one CSV to split into institutions (by --split-by), "
+            "read with --schema instead of the built-in generator."
+        ),
+    ] = None,
+    split_by: Annotated[
+        str, typer.Option(help="With --byo-csv: the column whose values are the institutions.")
+    ] = "policy_state",
+    schema: Annotated[
+        Path | None,
+        typer.Option(help="With --byo-csv: the federation's schema (TOML, see fraud/schemas/)."),
+    ] = None,
     set_: Annotated[
         list[str],
         typer.Option(
@@ -162,11 +176,26 @@ def demo(
 
     from fedfraud.sites import prepare_demo_sites, release_validation_data
 
-    names = [name.strip() for name in institutions.split(",") if name.strip()]
-    sites = prepare_demo_sites(parties_dir.resolve(), names, project_dir() / "policies")
+    data_root = data_dir.resolve()
+    byo_schema = None
+    if byo_csv is not None:
+        from fedfraud.sites import split_byo_demo
+        from fraud.byo import load_schema
+
+        if schema is None:
+            raise ConfigError("--byo-csv needs --schema (e.g. fraud/schemas/insurance_claims.toml)")
+        byo_schema = schema.resolve()
+        label = load_schema(byo_schema).label
+        data_root = (data_dir.parent / f"byo-{byo_csv.stem}").resolve()
+        names = split_byo_demo(byo_csv.resolve(), split_by, label, data_root, seed)
+        validation_rows, compare = 0, False
+    else:
+        names = [name.strip() for name in institutions.split(",") if name.strip()]
+    sites = prepare_demo_sites(
+        parties_dir.resolve(), names, project_dir() / "policies", byo_schema
+    )
     run_name = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
     run_dir = (runs_dir / run_name).resolve()
-    data_root = data_dir.resolve()
     config = default_run_config()
     config.update(
         {
@@ -178,6 +207,7 @@ def demo(
             "server-dir": str(sites.server_dir),
             "run-dir": str(run_dir),
             "run-name": run_name,
+            "data-format": "byo" if byo_schema is not None else "builtin",
         }
     )
     config.update(_parse_overrides(set_))
@@ -185,13 +215,20 @@ def demo(
     checked_plan(settings)  # the server checks again; this says it before Flower starts
 
     console.print(f"[bold]fedfraud[/bold] demo: {len(names)} institutions, {rounds} rounds, SecAgg+")
-    with console.status("preparing institution data..."):
-        manifest = ensure_federation_data(data_root, names, rows, seed)
-    for name in names:
-        info = manifest["institutions"][name]
+    if byo_schema is None:
+        with console.status("preparing institution data..."):
+            manifest = ensure_federation_data(data_root, names, rows, seed)
+        for name in names:
+            info = manifest["institutions"][name]
+            console.print(
+                f"  {name}: {info['train_rows']} train / {info['test_rows']} test rows, "
+                f"fraud rate {100 * info['fraud_rate']:.2f} %"
+            )
+    else:
         console.print(
-            f"  {name}: {info['train_rows']} train / {info['test_rows']} test rows, "
-            f"fraud rate {100 * info['fraud_rate']:.2f} %"
+            f"  bring-your-own data: {byo_csv} split by {split_by} into {', '.join(names)} "
+            f"(in {data_root}); schema {byo_schema}; numeric scaling agreed by a secure "
+            "statistics round; threshold chosen on summed training counts"
         )
     if validation_rows:
         with console.status("institutions release SDV synthetic validation samples..."):

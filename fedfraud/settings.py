@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from fedfraud.datasets import DataFormat
 from fedfraud.errors import ConfigError
 from secagg.params import SecAggSettings
 
@@ -51,6 +52,7 @@ class RunSettings:
     fn_cost: float
     fp_cost: float
     aggregation: Aggregation
+    data_format: DataFormat
     secagg: SecAggSettings
 
     @classmethod
@@ -90,6 +92,7 @@ class RunSettings:
             fn_cost=_positive(config, "fn-cost"),
             fp_cost=_positive(config, "fp-cost"),
             aggregation=aggregation,
+            data_format=_data_format(config),
             secagg=SecAggSettings.from_run_config(config),
         )
         if settings.min_cohort > len(institutions):
@@ -99,6 +102,15 @@ class RunSettings:
             )
         settings.secagg.validate_for(len(institutions))
         return settings
+
+
+def _data_format(config: Mapping[str, object]) -> DataFormat:
+    text = _str(config, "data-format")
+    try:
+        return DataFormat(text)
+    except ValueError:
+        known = ", ".join(f.value for f in DataFormat)
+        raise ConfigError(f"run config 'data-format' must be one of {known}, found {text!r}") from None
 
 
 def _str(config: Mapping[str, object], key: str) -> str:

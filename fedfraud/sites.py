@@ -35,6 +35,7 @@ from audit.keys import (
     save_private_key,
     save_public_key,
 )
+from fedfraud.datasets import SCHEMA_FILE
 from fedfraud.errors import ConfigError, InputError
 
 TEMPLATE_INSTITUTION = "bank-a"
@@ -76,9 +77,17 @@ def _write_public(key: Any, path: Path) -> None:
 
 
 def render_policy(
-    source: Path, institution: str, public_key_b64: str, partners: Sequence[str]
+    source: Path,
+    institution: str,
+    public_key_b64: str,
+    partners: Sequence[str],
+    allowed_features: Sequence[str] | None = None,
 ) -> str:
-    """A policy for ``institution`` from an example file, with key and partners set."""
+    """A policy for ``institution`` from an example file, with key and partners set.
+
+    ``allowed_features`` replaces the example's allowlist (for the
+    bring-your-own-data demo, whose columns are the schema's).
+    """
     try:
         data = tomllib.loads(source.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -92,13 +101,29 @@ def render_policy(
         identity["name"] = f"{institution} (demo institution)"
     identity["public_key"] = public_key_b64
     data_use["accepted_partners"] = [p for p in partners if p != institution]
+    if allowed_features is not None:
+        data_use["allowed_features"] = sorted(set(allowed_features))
     return tomli_w.dumps(data)
 
 
 def prepare_demo_sites(
-    root: Path, institutions: Sequence[str], policy_dir: Path
+    root: Path,
+    institutions: Sequence[str],
+    policy_dir: Path,
+    schema_file: Path | None = None,
 ) -> DemoSites:
-    """Create (or refresh) the demo's sites and server folder under ``root``."""
+    """Create (or refresh) the demo's sites and server folder under ``root``.
+
+    With ``schema_file`` (a bring-your-own-data run) every institution and the
+    server get a copy of the federation's schema, and the rendered policies
+    allow exactly the schema's model columns.
+    """
+    allowed = None
+    if schema_file is not None:
+        from fedfraud.datasets import model_columns
+        from fraud.byo import load_schema
+
+        allowed = model_columns(load_schema(schema_file))
     sites = DemoSites(root)
     template = policy_dir / f"{TEMPLATE_INSTITUTION}.toml"
     if not template.is_file():
@@ -122,10 +147,48 @@ def prepare_demo_sites(
             institution,
             public_key_b64(key),
             institutions,
+            allowed,
         )
         (site / "policy.toml").write_text(text, encoding="utf-8")
         (server_policies / f"{institution}.toml").write_text(text, encoding="utf-8")
+        if schema_file is not None:
+            shutil.copyfile(schema_file, site / SCHEMA_FILE)
+            (sites.server_dir / "schemas").mkdir(exist_ok=True)
+            shutil.copyfile(schema_file, sites.server_dir / "schemas" / f"{institution}.toml")
     return sites
+
+
+def split_byo_demo(
+    csv_path: Path, column: str, label: str, data_root: Path, seed: int, test_fraction: float = 0.3
+) -> list[str]:
+    """Split one CSV into institutions by ``column``, then each into train/test.
+
+    Rows keep their original text (the schema reads them, as it would read an
+    institution's own files); the split is stratified by ``label`` and seeded.
+    Returns the institution names (the column's values, lower-cased).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from fraud.byo import split_by_column
+
+    raw_dir = data_root / "_by_" / column
+    paths = split_by_column(csv_path, column, raw_dir)
+    rng = np.random.default_rng(seed)
+    for name, path in paths.items():
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        if label not in frame.columns:
+            raise InputError(f"{csv_path}: label column {label!r} not found")
+        test = np.zeros(len(frame), dtype=bool)
+        for value in sorted(frame[label].unique()):
+            rows = np.flatnonzero(frame[label].to_numpy() == value)
+            chosen = rng.choice(rows, size=round(test_fraction * len(rows)), replace=False)
+            test[chosen] = True
+        out = data_root / name
+        out.mkdir(parents=True, exist_ok=True)
+        frame[~test].to_csv(out / "train.csv", index=False)
+        frame[test].to_csv(out / "test.csv", index=False)
+    return list(paths)
 
 
 VALIDATION_DIR = "validation"

@@ -29,9 +29,11 @@ from secagg.secure_sum import counts_from_sum, split, total_from_sum, unscaled_s
 
 from .secagg_workflow import EarlyDropoutSafeSecAggPlus, current_round
 
-#: Layout of an institution's evaluation vector: positive-class counts,
-#: negative-class counts, total loss, number of examples.
-EVAL_PARTS = (SCORE_GRID_BINS, SCORE_GRID_BINS, 1, 1)
+#: Layout of an institution's evaluation vector: test positive-class counts,
+#: test negative-class counts, the same two for the training split (used to
+#: choose the threshold when no synthetic validation set exists), total test
+#: loss, number of test examples.
+EVAL_PARTS = (SCORE_GRID_BINS, SCORE_GRID_BINS, SCORE_GRID_BINS, SCORE_GRID_BINS, 1, 1)
 
 
 class EvaluationSums:
@@ -40,10 +42,12 @@ class EvaluationSums:
     def __init__(
         self, summed: npt.NDArray[np.float64], institutions: list[str], settings: RunSettings
     ) -> None:
-        pos, neg, loss_total, count = split(summed, EVAL_PARTS)
+        pos, neg, train_pos, train_neg, loss_total, count = split(summed, EVAL_PARTS)
         survivors = len(institutions)
         self.test_pos = counts_from_sum(pos, survivors, settings.secagg)
         self.test_neg = counts_from_sum(neg, survivors, settings.secagg)
+        self.train_pos = counts_from_sum(train_pos, survivors, settings.secagg)
+        self.train_neg = counts_from_sum(train_neg, survivors, settings.secagg)
         self.num_examples = int(counts_from_sum(count, survivors, settings.secagg)[0])
         self.loss = total_from_sum(float(loss_total[0])) / max(self.num_examples, 1)
         self.institutions = institutions
@@ -52,11 +56,15 @@ class EvaluationSums:
 class _SumStrategy(FedAvg):  # type: ignore[misc]
     """Sends the global model with an "evaluate" task; keeps the secure sum."""
 
-    def __init__(self, settings: RunSettings) -> None:
+    def __init__(self, settings: RunSettings, task: str, extra: dict[str, Scalar]) -> None:
         floor = settings.min_cohort
         super().__init__(min_fit_clients=floor, min_available_clients=floor, accept_failures=True)
         self.settings = settings
-        self.result: EvaluationSums | None = None
+        self.task = task
+        self.extra = extra
+        self.mean: npt.NDArray[np.float64] | None = None
+        self.institutions: list[str] = []
+        self.total_weight = 0
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -68,7 +76,7 @@ class _SumStrategy(FedAvg):  # type: ignore[misc]
         clients = client_manager.sample(
             num_clients=available, min_num_clients=self.settings.min_cohort
         )
-        config: dict[str, Scalar] = {"task": "evaluate", "server-round": server_round}
+        config: dict[str, Scalar] = {"task": self.task, "server-round": server_round, **self.extra}
         return [(client, FitIns(parameters, dict(config))) for client in clients]
 
     def aggregate_fit(
@@ -78,12 +86,36 @@ class _SumStrategy(FedAvg):  # type: ignore[misc]
         failures: list[Any],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         if results:
-            mean = np.concatenate(
+            self.mean = np.concatenate(
                 [a.ravel() for a in parameters_to_ndarrays(results[0][1].parameters)]
             )
-            names = sorted(str(res.metrics.get("institution", "?")) for _, res in results)
-            self.result = EvaluationSums(unscaled_sum(mean, len(results)), names, self.settings)
+            self.institutions = sorted(str(res.metrics.get("institution", "?")) for _, res in results)
+            self.total_weight = sum(int(res.num_examples) for _, res in results)
         return None, {}
+
+
+def secure_round(
+    grid: Grid, context: LegacyContext, settings: RunSettings, task: str, extra: dict[str, Scalar]
+) -> _SumStrategy:
+    """Run one SecAgg+ round for ``task``; the returned strategy holds the mean."""
+    strategy = _SumStrategy(settings, task, extra)
+    view = LegacyContext(
+        context=context,
+        config=context.config,
+        strategy=strategy,
+        client_manager=context.client_manager,
+    )
+    secagg = settings.secagg
+    EarlyDropoutSafeSecAggPlus(
+        num_shares=secagg.num_shares,
+        reconstruction_threshold=secagg.reconstruction_threshold,
+        max_weight=secagg.max_weight,
+        clipping_range=secagg.clipping_range,
+        quantization_range=secagg.quantization_range,
+        modulus_range=secagg.modulus_range,
+        timeout=secagg.timeout,
+    )(grid, view)
+    return strategy
 
 
 class SecureEvaluation:
@@ -93,28 +125,19 @@ class SecureEvaluation:
         self,
         settings: RunSettings,
         on_evaluated: Callable[[int, EvaluationSums | None], None],
+        extra: Callable[[], dict[str, Scalar]],
     ) -> None:
         self.settings = settings
         self.on_evaluated = on_evaluated
+        self.extra = extra
 
     def __call__(self, grid: Grid, context: LegacyContext) -> None:
         """Run one secure evaluation of the current global model."""
         server_round = current_round(context)
-        strategy = _SumStrategy(self.settings)
-        view = LegacyContext(
-            context=context,
-            config=context.config,
-            strategy=strategy,
-            client_manager=context.client_manager,
-        )
-        secagg = self.settings.secagg
-        EarlyDropoutSafeSecAggPlus(
-            num_shares=secagg.num_shares,
-            reconstruction_threshold=secagg.reconstruction_threshold,
-            max_weight=secagg.max_weight,
-            clipping_range=secagg.clipping_range,
-            quantization_range=secagg.quantization_range,
-            modulus_range=secagg.modulus_range,
-            timeout=secagg.timeout,
-        )(grid, view)
-        self.on_evaluated(server_round, strategy.result)
+        done = secure_round(grid, context, self.settings, "evaluate", self.extra())
+        result = None
+        if done.mean is not None:
+            result = EvaluationSums(
+                unscaled_sum(done.mean, len(done.institutions)), done.institutions, self.settings
+            )
+        self.on_evaluated(server_round, result)

@@ -29,6 +29,7 @@ from flwr.supercore import log
 from audit.keys import load_private_key
 from fedfraud import __version__
 from fedfraud.errors import ConfigError
+from fedfraud.datasets import DataFormat, server_schema
 from fedfraud.settings import Aggregation, RunSettings
 from fedfraud.wire import update_digest
 from fraud.features import FEATURE_COLUMNS
@@ -37,9 +38,10 @@ from fraud.model import build_model, get_weights, max_abs_weight
 from .auditing import ServerAudit
 from .evaluation import SecureEvaluation
 from .grid_tap import RefusalTap
+from .preprocess import PreprocessThenFit
 from .validation import load_validation
 from .secagg_workflow import EarlyDropoutSafeSecAggPlus
-from .planning import checked_plan, load_server_policies, plan_record
+from .planning import checked_plan, load_server_policies, plan_record, run_features
 from .rundir import SUMMARY_FILE, RunDirectory
 from .strategy import FraudFedAvg, RoundLog
 
@@ -64,13 +66,21 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
             "run_name": settings.run_name,
             "run_config": dict(context.run_config),
             "secagg": settings.secagg.as_record(),
-            "features": list(FEATURE_COLUMNS),
+            "features": list(run_features(settings)),
             "plan": plan_record(plan),
         },
     )
 
     # 2. The initial global model, deterministic for the run's seed.
-    model = build_model(len(FEATURE_COLUMNS), seed=settings.seed)
+    schema = None
+    if settings.data_format is DataFormat.BYO:
+        from fraud.byo import feature_names
+
+        schema = server_schema(settings.server_dir, settings.institutions)
+        n_features = len(feature_names(schema))  # type: ignore[arg-type]
+    else:
+        n_features = len(FEATURE_COLUMNS)
+    model = build_model(n_features, seed=settings.seed)
     layer_names = list(model.state_dict().keys())
     initial = get_weights(model)
     peak = max_abs_weight(initial)
@@ -100,9 +110,9 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
         ndarrays_to_parameters(initial),
         on_round_end,
         tapped.take,
-        load_validation(settings.server_dir),
+        load_validation(settings.server_dir) if schema is None else None,
     )
-    workflow = _workflow(settings, strategy)
+    workflow = _workflow(settings, strategy, schema)
     legacy = LegacyContext(
         context=context,
         config=ServerConfig(num_rounds=settings.num_rounds, round_timeout=settings.secagg.timeout),
@@ -135,23 +145,33 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
     return summary
 
 
-def _workflow(settings: RunSettings, strategy: FraudFedAvg) -> DefaultWorkflow:
-    evaluation = SecureEvaluation(settings, strategy.close_round)
+def _workflow(settings: RunSettings, strategy: FraudFedAvg, schema: Any) -> DefaultWorkflow:
+    evaluation = SecureEvaluation(settings, strategy.close_round, strategy.task_config)
+    fit = _fit_workflow(settings)
+
+    def on_spec(text: str) -> None:
+        strategy.feature_spec = text
+
+    if schema is not None:
+        fit = PreprocessThenFit(settings, schema, fit, on_spec)
+    return DefaultWorkflow(fit_workflow=fit, evaluate_workflow=evaluation)
+
+
+def _fit_workflow(settings: RunSettings) -> Any:
     if settings.aggregation is Aggregation.UNSAFE_PLAIN:
         log(WARNING, "UNSAFE: aggregation 'unsafe-plain' shows every update to the server")
-        return DefaultWorkflow(evaluate_workflow=evaluation)
+        from flwr.server.workflow.default_workflows import default_fit_workflow
+
+        return default_fit_workflow
     secagg = settings.secagg
-    return DefaultWorkflow(
-        evaluate_workflow=evaluation,
-        fit_workflow=EarlyDropoutSafeSecAggPlus(
-            num_shares=secagg.num_shares,
-            reconstruction_threshold=secagg.reconstruction_threshold,
-            max_weight=secagg.max_weight,
-            clipping_range=secagg.clipping_range,
-            quantization_range=secagg.quantization_range,
-            modulus_range=secagg.modulus_range,
-            timeout=secagg.timeout,
-        )
+    return EarlyDropoutSafeSecAggPlus(
+        num_shares=secagg.num_shares,
+        reconstruction_threshold=secagg.reconstruction_threshold,
+        max_weight=secagg.max_weight,
+        clipping_range=secagg.clipping_range,
+        quantization_range=secagg.quantization_range,
+        modulus_range=secagg.modulus_range,
+        timeout=secagg.timeout,
     )
 
 

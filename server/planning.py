@@ -12,6 +12,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from fedfraud.datasets import DataFormat, model_columns, server_schema
 from fedfraud.errors import ConfigError
 from fedfraud.settings import UNSAFE_OPT_IN, Aggregation, RunSettings
 from fraud.features import FEATURE_COLUMNS
@@ -63,8 +64,15 @@ def run_request(settings: RunSettings) -> RunRequest:
         secagg_threshold=settings.secagg.reconstruction_threshold,
         cohort_size=len(settings.institutions),
         local_epochs=settings.local_epochs,
-        features=tuple(FEATURE_COLUMNS),
+        features=run_features(settings),
     )
+
+
+def run_features(settings: RunSettings) -> tuple[str, ...]:
+    """The columns the run's model is trained on, as policies name them."""
+    if settings.data_format is DataFormat.BYO:
+        return model_columns(server_schema(settings.server_dir, settings.institutions))
+    return tuple(FEATURE_COLUMNS)
 
 
 def checked_plan(settings: RunSettings, now: dt.datetime | None = None) -> RunPlan:

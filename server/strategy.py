@@ -41,7 +41,7 @@ from audit.canonical import strict_loads
 from fedfraud.errors import FedFraudError
 from fedfraud.settings import RunSettings
 from fedfraud.wire import Refusal, update_digest
-from fraud.metrics import metrics_from_histograms
+from fraud.metrics import choose_threshold, metrics_from_histograms
 from policy import RunPlan
 
 from .auditing import ServerAudit
@@ -105,6 +105,8 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         self.on_round_end = on_round_end
         self.refusals = refusals
         self.validation = validation
+        #: The agreed feature spec of a bring-your-own-data run ("" otherwise).
+        self.feature_spec = ""
         self.latest: list[npt.NDArray[np.float32]] = parameters_to_ndarrays(initial_parameters)
         self.rounds: dict[int, RoundLog] = {}
         self.client_manager: ClientManager | None = None
@@ -123,13 +125,17 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         pairs: list[tuple[ClientProxy, FitIns]] = super().configure_fit(
             server_round, parameters, client_manager
         )
-        config = {"server-round": server_round, "log-id": self.audit.log_id_text}
+        config = {"server-round": server_round, "log-id": self.audit.log_id_text, **self.task_config()}
         for _, ins in pairs:
             ins.config.update(config)
         self.audit.round_opened(
             server_round, config, self.settings.institutions, self.settings.secagg.as_record()
         )
         return pairs
+
+    def task_config(self) -> dict[str, Scalar]:
+        """What every task of the run needs besides the round (the feature spec)."""
+        return {"feature-spec": self.feature_spec} if self.feature_spec else {}
 
     def aggregate_fit(
         self,
@@ -196,9 +202,19 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
                 self.latest, self.settings.fn_cost, self.settings.fp_cost
             )
             log_.threshold_source = "synthetic validation (" + ", ".join(self.validation.sources) + ")"
+        elif sums is not None:
+            # No synthetic validation: choose on the securely summed counts of
+            # the institutions' *training* splits (never on test data).
+            log_.threshold = float(
+                choose_threshold(
+                    sums.train_pos, sums.train_neg,
+                    fn_cost=self.settings.fn_cost, fp_cost=self.settings.fp_cost,
+                )
+            )
+            log_.threshold_source = "summed training counts (no synthetic validation released)"
         else:
             log_.threshold = DEFAULT_THRESHOLD
-            log_.threshold_source = "default: no institution released validation data"
+            log_.threshold_source = "default: no evaluation this round"
         if sums is not None:
             pooled = pooled_metrics(sums, log_.threshold)
             log_.metrics, log_.withheld = release(self.plan, pooled)

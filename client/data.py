@@ -1,0 +1,102 @@
+"""The institution's own data, as model arrays, for either data format.
+
+Built-in data: the generator's CSV files and fixed transforms. Bring-your-own
+data: the institution's CSV files read strictly with its ``schema.toml``, and
+encoded with the federation's agreed :class:`fraud.byo.FeatureSpec` (sent by
+the server after the secure statistics round; checked against this
+institution's own schema before use).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fedfraud.datasets import SCHEMA_FILE, DataFormat, model_columns, spec_from_text
+from fedfraud.errors import InputError, ProtocolError
+from fedfraud.settings import RunSettings
+
+from .node import InstitutionNode, require_file
+
+XY = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]
+
+
+class LocalData:
+    """Reads one institution's splits; never sends anything anywhere."""
+
+    def __init__(self, node: InstitutionNode, settings: RunSettings) -> None:
+        self.node = node
+        self.format = settings.data_format
+        self.schema: Any = None
+        if self.format is DataFormat.BYO:
+            from fraud.byo import load_schema
+
+            self.schema = load_schema(require_file(node.site_dir / SCHEMA_FILE, "institution schema"))
+
+    def _path(self, split: str) -> Path:
+        return self.node.train_path if split == "train" else self.node.test_path
+
+    def _frame(self, split: str) -> Any:
+        # pandas (and torch, elsewhere) load only when data is actually read:
+        # the SecAgg+ key stages run in fresh processes and need neither.
+        import pandas as pd
+
+        path = require_file(self._path(split), f"{split} data")
+        if self.format is DataFormat.BYO:
+            from fraud.byo import load_institution_csv
+
+            return load_institution_csv(path, self.schema)
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            raise InputError(f"{split} data {path} cannot be read as CSV: {exc}") from exc
+        if frame.empty:
+            raise InputError(f"{split} data {path} has no rows")
+        return frame
+
+    def arrays(self, split: str, spec_text: object = None) -> XY:
+        """The split as model inputs and labels."""
+        frame = self._frame(split)
+        if self.format is DataFormat.BUILTIN:
+            from fraud.features import to_arrays
+
+            return to_arrays(frame)
+        from fraud.byo import encode
+
+        return encode(frame, self.schema, self.spec(spec_text))
+
+    def spec(self, spec_text: object) -> Any:
+        """The federation's feature spec, checked against this institution's schema."""
+        spec = spec_from_text(spec_text)
+        if spec.schema_fingerprint != self.schema.fingerprint():
+            raise ProtocolError(
+                f"{self.node.institution_id}: the federation's schema differs from this "
+                "institution's schema.toml; refusing"
+            )
+        return spec
+
+    def n_features(self, spec_text: object = None) -> int:
+        """Width of the model's input for this run."""
+        if self.format is DataFormat.BUILTIN:
+            from fraud.features import FEATURE_COLUMNS
+
+            return len(FEATURE_COLUMNS)
+        return int(self.spec(spec_text).n_features)
+
+    def policy_features(self) -> tuple[str, ...]:
+        """The columns this institution's data feeds the model, as policies name them."""
+        if self.format is DataFormat.BUILTIN:
+            from fraud.features import FEATURE_COLUMNS
+
+            return tuple(FEATURE_COLUMNS)
+        return model_columns(self.schema)
+
+    def numeric_stats_vector(self) -> tuple[npt.NDArray[np.float64], int]:
+        """This site's scaled sufficient statistics for the secure statistics round."""
+        from fraud.byo import local_numeric_stats, stats_as_means
+
+        vector, weight = stats_as_means(local_numeric_stats(self._frame("train"), self.schema))
+        return vector, int(weight)
