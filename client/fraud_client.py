@@ -39,7 +39,7 @@ from secagg.params import check_update_in_range, check_weight
 from .data import LocalData
 from .gate import Institution, RoundView, check_round, load_institution
 from .node import InstitutionNode, require_file
-from .secagg_adapter import observed_secagg
+from .secagg_adapter import ObservedSecAgg, observed_secagg
 
 Arrays = list[npt.NDArray[np.float32]]
 Config = dict[str, bool | bytes | float | int | str]
@@ -137,6 +137,17 @@ class FraudClient(NumPyClient):
             metrics["receipt"] = canonical_dumps(receipt).decode("utf-8")
         return weights, result.num_examples, metrics
 
+    def _gate_secure_task(self, config: Config) -> ObservedSecAgg:
+        """The gate for a SecAgg+ task that is not training (evaluation, statistics)."""
+        secagg = observed_secagg(self.context)
+        return check_round(
+            RoundView(
+                self.node.institution_id, _round(config), secagg, secagg.key_holders, training=False
+            ),
+            self.settings,
+            self.institution,
+        )
+
     def _evaluate_securely(self, parameters: Arrays, config: Config) -> tuple[Arrays, int, Config]:
         """Score the global model on the test split; send counts into SecAgg+ only.
 
@@ -146,15 +157,7 @@ class FraudClient(NumPyClient):
         ``max-weight`` for every institution, so SecAgg+'s weighted mean is a
         plain mean the server turns back into the exact sum.
         """
-        server_round = _round(config)
-        secagg = observed_secagg(self.context)
-        observed = check_round(
-            RoundView(
-                self.node.institution_id, server_round, secagg, secagg.key_holders, training=False
-            ),
-            self.settings,
-            self.institution,
-        )
+        observed = self._gate_secure_task(config)
         spec = config.get("feature-spec")
         model = build_model(self.data.n_features(spec), seed=self.settings.seed)
         set_weights(model, parameters)
@@ -187,15 +190,7 @@ class FraudClient(NumPyClient):
         row count, so SecAgg+'s weighted mean is the federation's mean, from
         which the server derives the shared scaling. Nothing else leaves.
         """
-        server_round = _round(config)
-        secagg = observed_secagg(self.context)
-        observed = check_round(
-            RoundView(
-                self.node.institution_id, server_round, secagg, secagg.key_holders, training=False
-            ),
-            self.settings,
-            self.institution,
-        )
+        observed = self._gate_secure_task(config)
         vector, weight = self.data.numeric_stats_vector()
         check_weight(weight, observed.max_weight)
         check_update_in_range([vector], observed.clipping_range, names=["column statistics"])

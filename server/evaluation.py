@@ -27,7 +27,7 @@ from fedfraud.settings import RunSettings
 from fraud.metrics import SCORE_GRID_BINS
 from secagg.secure_sum import counts_from_sum, split, total_from_sum, unscaled_sum
 
-from .secagg_workflow import EarlyDropoutSafeSecAggPlus, current_round
+from .secagg_workflow import current_round, secagg_workflow
 
 #: Layout of an institution's evaluation vector: test positive-class counts,
 #: test negative-class counts, the same two for the training split (used to
@@ -105,16 +105,7 @@ def secure_round(
         strategy=strategy,
         client_manager=context.client_manager,
     )
-    secagg = settings.secagg
-    EarlyDropoutSafeSecAggPlus(
-        num_shares=secagg.num_shares,
-        reconstruction_threshold=secagg.reconstruction_threshold,
-        max_weight=secagg.max_weight,
-        clipping_range=secagg.clipping_range,
-        quantization_range=secagg.quantization_range,
-        modulus_range=secagg.modulus_range,
-        timeout=secagg.timeout,
-    )(grid, view)
+    secagg_workflow(settings.secagg)(grid, view)
     return strategy
 
 

@@ -40,7 +40,7 @@ from .evaluation import SecureEvaluation
 from .grid_tap import RefusalTap
 from .preprocess import PreprocessThenFit
 from .validation import load_validation
-from .secagg_workflow import EarlyDropoutSafeSecAggPlus
+from .secagg_workflow import secagg_workflow
 from .planning import checked_plan, load_server_policies, plan_record, run_features
 from .rundir import SUMMARY_FILE, RunDirectory
 from .strategy import FraudFedAvg, RoundLog
@@ -163,16 +163,7 @@ def _fit_workflow(settings: RunSettings) -> Any:
         from flwr.server.workflow.default_workflows import default_fit_workflow
 
         return default_fit_workflow
-    secagg = settings.secagg
-    return EarlyDropoutSafeSecAggPlus(
-        num_shares=secagg.num_shares,
-        reconstruction_threshold=secagg.reconstruction_threshold,
-        max_weight=secagg.max_weight,
-        clipping_range=secagg.clipping_range,
-        quantization_range=secagg.quantization_range,
-        modulus_range=secagg.modulus_range,
-        timeout=secagg.timeout,
-    )
+    return secagg_workflow(settings.secagg)
 
 
 def _round_record(round_log: RoundLog) -> dict[str, Any]:

@@ -40,3 +40,16 @@ def current_round(context: Any) -> int:
     from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
 
     return int(context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
+
+
+def secagg_workflow(secagg: Any) -> EarlyDropoutSafeSecAggPlus:
+    """The SecAgg+ workflow for a run's :class:`secagg.params.SecAggSettings`."""
+    return EarlyDropoutSafeSecAggPlus(
+        num_shares=secagg.num_shares,
+        reconstruction_threshold=secagg.reconstruction_threshold,
+        max_weight=secagg.max_weight,
+        clipping_range=secagg.clipping_range,
+        quantization_range=secagg.quantization_range,
+        modulus_range=secagg.modulus_range,
+        timeout=secagg.timeout,
+    )
