@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from conftest import (  # noqa: E402
+from audit_support import (  # noqa: E402
     INSTITUTIONS,
     BuiltRun,
     DishonestAuditor,

@@ -29,7 +29,7 @@ from audit.record import decode_record, encode_record, parse_timestamp
 from audit.verify import Verdict, VerificationReport, verify_log
 
 from audit_vectors import ATTACKS, VECTORS
-from conftest import BuiltRun, seeded_key
+from audit_support import BuiltRun, seeded_key
 
 KEYS = json.loads((VECTORS / "trusted_keys.json").read_text())
 SERVER = (VECTORS / "server_key.b64").read_text().strip()

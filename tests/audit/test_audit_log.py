@@ -16,7 +16,7 @@ from audit.record import LogId, RecordKind, decode_record, verify_record_signatu
 from audit.run import RunAuditor
 from audit.verify import Verdict, verify_log
 
-from conftest import INSTITUTIONS, StepClock, build_run, h, seeded_key
+from audit_support import INSTITUTIONS, StepClock, build_run, h, seeded_key
 
 
 def _writer(tmp_path: Path, clock=None) -> AuditLogWriter:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from audit.verify import Verdict, verify_log
 
-from conftest import BuiltRun
+from audit_support import BuiltRun
 
 # (marker, check expected to fail first); the flip hits the first byte after the marker.
 FIELDS = {
@@ -95,7 +95,7 @@ def test_random_mutations_are_never_valid(data: st.DataObject, pristine_run: Bui
 
 
 def test_valid_log_verifies_and_stays_valid_when_appended(tmp_path: Path) -> None:
-    from conftest import build_run, witness_all
+    from audit_support import build_run, witness_all
 
     run = build_run(tmp_path, close=False)
     report = verify_log(run.log, run.trusted, run.server_pub, list(run.inst_logs.values()))

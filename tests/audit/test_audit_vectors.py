@@ -98,7 +98,7 @@ def test_without_institution_logs_a_valid_log_is_only_incomplete() -> None:
 
 def test_wrong_server_key_is_tampered() -> None:
     from audit.keys import public_key_b64
-    from conftest import seeded_key
+    from audit_support import seeded_key
 
     log, witnesses, _, _ = _inputs("valid_run")
     report = verify_log(log, KEYS, public_key_b64(seeded_key("someone-else")), witnesses)

@@ -13,7 +13,7 @@ from audit.record import RecordKind
 from audit.log import AuditLogWriter
 from audit.witness import InstitutionWitness
 
-from conftest import BuiltRun, build_run, seeded_key
+from audit_support import BuiltRun, build_run, seeded_key
 
 
 def _witness(path: Path) -> InstitutionWitness:

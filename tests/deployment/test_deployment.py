@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,13 +36,23 @@ from fraud.generator import ensure_federation_data
 from server.rundir import read_rounds
 
 INSTITUTIONS = ("bank-a", "bank-b", "insurer-c")
-ROWS = 3000
+VICTIM = "insurer-c"
+SURVIVORS = ("bank-a", "bank-b")
+RUN_NAME = "deployment-run"
+ROWS = 2000
 REPO = Path(__file__).resolve().parents[2]
-# How long each SecAgg+ stage may wait for an institution. Long enough for a
-# ClientApp process to start on a busy 2-core machine, short enough that the
-# server soon gives up on a SuperNode that was killed.
+# How long each SecAgg+ stage (and each witnessing request) may wait for an
+# institution. Live SuperNodes answer a stage within a poll (3 s) plus one
+# ClientApp process (a few seconds, training included, on a busy 2-core
+# machine), so this is a wide margin. It hardly costs wall time: a killed
+# SuperNode stops being waited for once the SuperLink marks it offline (its
+# heartbeats stop; Flower 1.42 allows 2 x 30 s), which bounds the wait too.
 STAGE_TIMEOUT = 45.0
-RUN_TIMEOUT = 480.0
+RUN_TIMEOUT = 420.0
+# Flower 1.42's SecAgg+ round, as a SuperNode receives it: setup, share keys,
+# collect masked vectors (where the ClientApp trains), unmask. The third
+# message is the one an institution gets after it has shared its key shares.
+TRAINING_STAGE = 3
 
 
 def _federation_file(root: Path) -> Path:
@@ -163,23 +175,61 @@ def test_bad_federation_file_names_the_field(tmp_path: Path) -> None:
 # -- real federations ------------------------------------------------------------
 
 
-def test_federation_runs_two_rounds_over_tls_with_node_auth_and_secagg(
+def test_federation_over_tls_with_node_auth_survives_a_supernode_killed_mid_round(
     deployment: Deployment, tmp_path: Path
 ) -> None:
-    # Arrange
+    """One real federation covers the issue's run, dropout and audit checks.
+
+    Two SecAgg+ rounds over TLS with SuperNode authentication. Round 1 runs
+    with all three institutions. In round 2, once insurer-c has shared its
+    SecAgg+ keys and received the model to train, its SuperNode is killed
+    (process group, SIGKILL: the machine dies); bank-a and bank-b finish the
+    round without it (Flower rebuilds its masks from their key shares), the
+    run finishes, and the compliance officer's verifier accepts the audit log
+    with all three institutions' own logs.
+    """
+    # Arrange: SuperLink (TLS, node auth), three registered keys, three SuperNodes online.
     deployment.start_all()
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path / RUN_NAME
+    kill = _KillAtStage(deployment, VICTIM, round_=2, stage=TRAINING_STAGE)
     # Act
-    deployment.submit(run_dir, _run_config(deployment, run_dir, 2), timeout=RUN_TIMEOUT)
-    # Assert
+    deployment.submit(
+        run_dir,
+        _run_config(deployment, run_dir, 2),
+        on_poll=kill,
+        poll_seconds=0.2,
+        timeout=RUN_TIMEOUT,
+    )
+    # Assert: the run finished, round 2 without the victim.
+    assert kill.done, f"{VICTIM} never received round 2's training message"
+    assert not deployment.supernodes[VICTIM].alive()
+    assert all(deployment.supernodes[name].alive() for name in SURVIVORS)
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     assert summary["rounds_completed"] == 2
-    rounds = read_rounds(run_dir)
-    assert [r["server_round"] for r in rounds] == [1, 2]
-    for record in rounds:
-        assert record["accepted"] is True
-        assert record["cohort"] == sorted(INSTITUTIONS)
-        assert record["dropouts"] == []
+    assert summary["final_checkpoint_witnessed_by"] == list(SURVIVORS)
+    first, second = read_rounds(run_dir)
+    assert first["accepted"] is True
+    assert first["cohort"] == sorted(INSTITUTIONS)
+    assert first["dropouts"] == []
+    assert first["witnessed_by"] == sorted(INSTITUTIONS)
+    assert second["accepted"] is True
+    assert second["cohort"] == list(SURVIVORS)
+    assert second["dropouts"] == [VICTIM]
+    assert second["evaluated_by"] == list(SURVIVORS)
+    assert second["witnessed_by"] == list(SURVIVORS)
+    # The signed audit log records the dropout, after aggregation began.
+    records = [json.loads(line)["record"] for line in (run_dir / "audit.jsonl").open()]
+    dropouts = [r["body"] for r in records if r["kind"] == "dropout"]
+    assert dropouts == [{"round": 2, "institutions": [VICTIM], "stage": "secagg+"}]
+    receipts = [r["body"]["institution"] for r in records if r["kind"] == "receipt"]
+    assert sorted(receipts) == sorted([*INSTITUTIONS, *SURVIVORS])
+    # Each institution's own log: the victim's stops after round 1.
+    witnessed = {name: _witness_records(deployment, name, RUN_NAME) for name in INSTITUTIONS}
+    assert witnessed == {"bank-a": 3, "bank-b": 3, VICTIM: 1}
+    # The compliance officer's verifier, run as a person would, says VALID.
+    verdict = _verify_with_cli(deployment, run_dir, RUN_NAME)
+    assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+    assert "VALID" in verdict.stdout
 
 
 def test_supernode_with_unregistered_key_is_refused(
@@ -208,44 +258,75 @@ def test_supernode_with_unregistered_key_is_refused(
     assert deployment.nodes() == []
 
 
-def test_supernode_killed_mid_run_is_survived_by_the_others(
-    deployment: Deployment, tmp_path: Path
-) -> None:
-    # Arrange
-    deployment.start_all()
-    run_dir = tmp_path / "run"
-    victim = "insurer-c"
-    killed: list[int] = []
-
-    def kill_after_round_one() -> None:
-        if not killed and read_rounds(run_dir):
-            # The whole machine goes: the SuperNode's process group and every
-            # ClientApp process it started, without a chance to say goodbye.
-            deployment.supernodes[victim].kill()
-            killed.append(len(read_rounds(run_dir)))
-
-    # Act: two rounds. Round 2 is already under way when round 1's record is
-    # written, so the dead SuperNode is part of its SecAgg+ cohort and drops out.
-    deployment.submit(
-        run_dir,
-        _run_config(deployment, run_dir, 2),
-        on_poll=kill_after_round_one,
-        poll_seconds=0.2,
-        timeout=RUN_TIMEOUT,
-    )
-    # Assert
-    assert killed == [1]
-    first, second = read_rounds(run_dir)
-    assert first["accepted"] is True and first["cohort"] == sorted(INSTITUTIONS)
-    assert second["accepted"] is True
-    assert second["cohort"] == ["bank-a", "bank-b"]
-    assert second["dropouts"] == [victim]
-    assert (run_dir / "summary.json").exists()
-
-
 def _wait_exit(process: ManagedProcess, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while process.alive():
         if time.monotonic() > deadline:
             pytest.fail(f"{process.name} still running after {timeout:g}s")
         time.sleep(0.2)
+
+
+class _KillAtStage:
+    """``on_poll`` hook: SIGKILL a SuperNode once it has received a given SecAgg+ message.
+
+    It reads the SuperNode's own log, where Flower 1.42 writes
+    ``[RUN <id>, ROUND <n>]`` followed by ``Receiving: train message`` for each
+    message it pulls. The SuperNode's poll is every 3 s and the ClientApp that
+    handles the message needs seconds to train, so the kill (within one
+    0.2 s poll) lands while the institution holds the round's work and has
+    not answered: a dropout in the middle of SecAgg+, after key sharing.
+    """
+
+    def __init__(self, deployment: Deployment, institution: str, round_: int, stage: int) -> None:
+        self.deployment = deployment
+        self.institution = institution
+        self.round = round_
+        self.stage = stage
+        self.done = False
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        node = self.deployment.supernodes[self.institution]
+        if self._received(node.log_path) >= self.stage:
+            # The whole machine goes: the SuperNode's process group and every
+            # ClientApp process it started, without a chance to say goodbye.
+            node.kill()
+            self.done = True
+
+    def _received(self, log_path: Path) -> int:
+        header = f", ROUND {self.round}]"
+        current = False
+        count = 0
+        for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if "[RUN " in line and ", ROUND " in line:
+                current = header in line
+            elif current and "Receiving: train message" in line:
+                count += 1
+        return count
+
+
+def _witness_records(deployment: Deployment, institution: str, run_name: str) -> int:
+    """How many checkpoints an institution countersigned in its own log of a run."""
+    path = deployment.layout.institution(institution).audit_dir / f"{run_name}.jsonl"
+    records = [json.loads(line)["record"] for line in path.open(encoding="utf-8")]
+    return sum(1 for r in records if r["kind"] == "witness")
+
+
+def _verify_with_cli(
+    deployment: Deployment, run_dir: Path, run_name: str
+) -> subprocess.CompletedProcess[str]:
+    """``fedfraud audit verify`` as the compliance officer runs it (docs/production.md 3).
+
+    Each institution's own policy and own local log, from its site folder.
+    """
+    layout = deployment.layout
+    command = [
+        sys.executable, "-m", "fedfraud", "audit", "verify", str(run_dir / "audit.jsonl"),
+        "--server-key", str(layout.server_audit_pub),
+    ]
+    for institution in INSTITUTIONS:
+        site = layout.institution(institution)
+        command += ["--policy", str(site.policy)]
+        command += ["--institution-log", str(site.audit_dir / f"{run_name}.jsonl")]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)

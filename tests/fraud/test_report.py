@@ -34,7 +34,7 @@ def comparison(federation_frames: dict[str, pd.DataFrame]) -> ComparisonResult:
 
 def _synthetic_report() -> SyntheticReport:
     privacy = PrivacyCheck(400, 1000, 500, 0, 0.0081, 0.004, 0.1, 0.031, 0.017)
-    return SyntheticReport("gaussian_copula", 3, 400, 0.2, 0.2, 0.84, 0.87, 0.80, privacy, "2.0.0")
+    return SyntheticReport("gaussian_copula", 3, 400, 0.2, 0.2, 0.02, 0.84, 0.87, 0.80, privacy, "2.0.0")
 
 
 ROUNDS = [
