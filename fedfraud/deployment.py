@@ -36,7 +36,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,12 @@ LOOPBACK = "127.0.0.1"
 STARTUP_TIMEOUT = 60.0
 ONLINE_TIMEOUT = 90.0
 STOP_GRACE = 10.0
+#: Flower 1.42's SuperExec (the SuperLink's, for the ServerApp, and each
+#: SuperNode's, for its ClientApp processes) asks for new work this often,
+#: in seconds (default 1.0), read from this environment variable.
+TASK_POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
+#: What a SuperNode logs once the SuperLink has activated it (Flower 1.42).
+ACTIVATED_MARK = "SuperNode ID: "
 
 __all__ = [
     "CONNECTION_NAME",
@@ -277,11 +284,17 @@ class Deployment:
         The federation file it was written from.
     work_dir : Path
         Where logs and each process's ``FLWR_HOME`` go.
+    task_poll_interval : float, optional
+        How often (seconds) every SuperExec asks for new work; ``None`` keeps
+        Flower's default (1 s). Every message a SuperNode receives waits for
+        one such poll before its ClientApp process starts, so a shorter one
+        makes each SecAgg+ stage faster, for a little more idle CPU.
     """
 
     layout: Layout
     federation: Federation
     work_dir: Path
+    task_poll_interval: float | None = None
     host: str = LOOPBACK
     processes: list[ManagedProcess] = field(default_factory=list)
     supernodes: dict[str, ManagedProcess] = field(default_factory=dict)
@@ -300,13 +313,19 @@ class Deployment:
         """``FLWR_HOME`` of the ``flwr`` CLI (holds the connection file)."""
         return self.work_dir / "cli-home"
 
+    def _env(self, home: Path) -> dict[str, str]:
+        env = flower_env(home)
+        if self.task_poll_interval is not None:
+            env[TASK_POLL_ENV] = repr(float(self.task_poll_interval))
+        return env
+
     def _spawn(self, name: str, command: list[str], home: Path, log_path: Path) -> ManagedProcess:
         home.mkdir(parents=True, exist_ok=True)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as handle:
             process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
                 command,
-                env=flower_env(home),
+                env=self._env(home),
                 stdout=handle,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -344,7 +363,7 @@ class Deployment:
         """Run a ``flwr`` CLI command against this SuperLink; return its stdout."""
         result = subprocess.run(  # noqa: S603 - fixed argv, no shell
             [_flower_tool("flwr"), *args],
-            env=flower_env(self.cli_home),
+            env=self._env(self.cli_home),
             capture_output=True,
             timeout=timeout,
             cwd=self.work_dir,
@@ -364,6 +383,12 @@ class Deployment:
             "--name", institution_id, "--format", "json",
         )
         return int(_json_tail(output)["node-id"])
+
+    def register_all(self, institution_ids: Sequence[str]) -> dict[str, int]:
+        """Register several SuperNode keys at once (one ``flwr`` process each, in parallel)."""
+        with ThreadPoolExecutor(max_workers=max(len(institution_ids), 1)) as pool:
+            node_ids = list(pool.map(self.register, institution_ids))
+        return dict(zip(institution_ids, node_ids, strict=True))
 
     def nodes(self) -> list[dict[str, Any]]:
         """The SuperLink's SuperNodes as ``flwr supernode list --format json`` gives them."""
@@ -388,27 +413,41 @@ class Deployment:
         return managed
 
     def wait_online(self, count: int, timeout: float = ONLINE_TIMEOUT) -> None:
-        """Wait until ``count`` SuperNodes are online (or a SuperNode has died)."""
+        """Wait until ``count`` SuperNodes are online (or a SuperNode has died).
+
+        Each ``flwr supernode list`` is a process of its own (about 2 s on a
+        small machine), so the SuperNodes' logs are watched first: a SuperNode
+        logs its node id once the SuperLink has activated it. The SuperLink's
+        list then has the last word.
+        """
         deadline = time.monotonic() + timeout
+        while True:
+            self._check_supernodes_alive()
+            activated = [m for m in self.supernodes.values() if _activated(m.log_path)]
+            if len(activated) >= count or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         while True:
             online = [n for n in self.nodes() if n.get("status") == "online"]
             if len(online) >= count:
                 return
-            for name, managed in self.supernodes.items():
-                if not managed.alive():
-                    raise RunFailed(
-                        f"SuperNode {name} exited ({managed.process.returncode}); "
-                        f"see {managed.log_path}:\n{_tail(managed.log_path)}"
-                    )
+            self._check_supernodes_alive()
             if time.monotonic() > deadline:
                 raise RunFailed(f"only {len(online)} of {count} SuperNodes online after {timeout:g}s")
             time.sleep(1.0)
 
+    def _check_supernodes_alive(self) -> None:
+        for name, managed in self.supernodes.items():
+            if not managed.alive():
+                raise RunFailed(
+                    f"SuperNode {name} exited ({managed.process.returncode}); "
+                    f"see {managed.log_path}:\n{_tail(managed.log_path)}"
+                )
+
     def start_all(self, port: int | None = None, database: Path | None = None) -> None:
         """SuperLink, registration of every institution, every SuperNode, all online."""
         self.start_superlink(port, database)
-        for name in self.federation.names:
-            self.register(name)
+        self.register_all(self.federation.names)
         for name in self.federation.names:
             self.start_supernode(name)
         self.wait_online(len(self.federation.names))
@@ -481,6 +520,13 @@ def _healthy_tls(host: str, port: int, context: ssl.SSLContext) -> bool:
         ) as response:
             return bool(200 <= response.status < 300)
     except (urllib.error.URLError, OSError):
+        return False
+
+
+def _activated(log_path: Path) -> bool:
+    try:
+        return ACTIVATED_MARK in log_path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
         return False
 
 
