@@ -72,7 +72,10 @@ def build_comparison(
     validation_dir = Path(config["server-dir"]) / "validation"
     train = {n: _split(data_root / n / "train.csv") for n in names}
     test = {n: _split(data_root / n / "test.csv") for n in names}
-    rule = ThresholdRule(fn_cost=float(config["fn-cost"]), fp_cost=float(config["fp-cost"]))
+    recall_target = float(config.get("recall-target", 0.0)) or None
+    rule = ThresholdRule(
+        fn_cost=float(config["fn-cost"]), fp_cost=float(config["fp-cost"]), recall_target=recall_target
+    )
     result = run_comparison(
         train,
         test,

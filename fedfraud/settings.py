@@ -51,6 +51,9 @@ class RunSettings:
     min_cohort: int
     fn_cost: float
     fp_cost: float
+    #: If > 0, the threshold is the highest with at least this recall on the
+    #: validation set, instead of the cost-minimising one.
+    recall_target: float
     aggregation: Aggregation
     data_format: DataFormat
     secagg: SecAggSettings
@@ -91,6 +94,7 @@ class RunSettings:
             min_cohort=_int(config, "min-cohort", minimum=2),
             fn_cost=_positive(config, "fn-cost"),
             fp_cost=_positive(config, "fp-cost"),
+            recall_target=_fraction(config, "recall-target"),
             aggregation=aggregation,
             data_format=_data_format(config),
             secagg=SecAggSettings.from_run_config(config),
@@ -111,6 +115,13 @@ def _data_format(config: Mapping[str, object]) -> DataFormat:
     except ValueError:
         known = ", ".join(f.value for f in DataFormat)
         raise ConfigError(f"run config 'data-format' must be one of {known}, found {text!r}") from None
+
+
+def _fraction(config: Mapping[str, object], key: str) -> float:
+    value = config.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ConfigError(f"run config {key!r} must be a number in [0, 1], found {value!r}")
+    return float(value)
 
 
 def _str(config: Mapping[str, object], key: str) -> str:

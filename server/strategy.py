@@ -41,7 +41,8 @@ from audit.canonical import strict_loads
 from fedfraud.errors import FedFraudError
 from fedfraud.settings import RunSettings
 from fedfraud.wire import Refusal, update_digest
-from fraud.metrics import choose_threshold, metrics_from_histograms
+from fraud.compare import ThresholdRule
+from fraud.metrics import metrics_from_histograms
 from policy import RunPlan
 
 from .auditing import ServerAudit
@@ -105,6 +106,11 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         self.on_round_end = on_round_end
         self.refusals = refusals
         self.validation = validation
+        self.threshold_rule = ThresholdRule(
+            fn_cost=settings.fn_cost,
+            fp_cost=settings.fp_cost,
+            recall_target=settings.recall_target or None,
+        )
         #: The agreed feature spec of a bring-your-own-data run ("" otherwise).
         self.feature_spec = ""
         self.latest: list[npt.NDArray[np.float32]] = parameters_to_ndarrays(initial_parameters)
@@ -199,19 +205,21 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         self._record_absent(log_)
         if self.validation is not None:
             log_.threshold, log_.validation_auc_pr = self.validation.choose(
-                self.latest, self.settings.fn_cost, self.settings.fp_cost
+                self.latest, self.threshold_rule
             )
-            log_.threshold_source = "synthetic validation (" + ", ".join(self.validation.sources) + ")"
+            log_.threshold_source = (
+                f"{self.threshold_rule.describe()} (synthetic releases of "
+                + ", ".join(self.validation.sources)
+                + ")"
+            )
         elif sums is not None:
             # No synthetic validation: choose on the securely summed counts of
             # the institutions' *training* splits (never on test data).
-            log_.threshold = float(
-                choose_threshold(
-                    sums.train_pos, sums.train_neg,
-                    fn_cost=self.settings.fn_cost, fp_cost=self.settings.fp_cost,
-                )
+            log_.threshold = float(self.threshold_rule.choose(sums.train_pos, sums.train_neg))
+            log_.threshold_source = (
+                f"{self.threshold_rule.describe()}, on the summed training counts "
+                "(no synthetic validation released)"
             )
-            log_.threshold_source = "summed training counts (no synthetic validation released)"
         else:
             log_.threshold = DEFAULT_THRESHOLD
             log_.threshold_source = "default: no evaluation this round"

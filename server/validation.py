@@ -19,9 +19,9 @@ import pandas as pd
 
 from fedfraud.errors import InputError
 from fraud.features import FEATURE_COLUMNS, to_arrays
+from fraud.compare import ThresholdRule
 from fraud.metrics import (
     SCORE_GRID_BINS,
-    choose_threshold,
     grid_edges,
     metrics_from_histograms,
     score_histograms,
@@ -53,7 +53,7 @@ class ValidationSet:
     sources: tuple[str, ...]
 
     def choose(
-        self, weights: list[npt.NDArray[np.float32]], fn_cost: float, fp_cost: float
+        self, weights: list[npt.NDArray[np.float32]], rule: ThresholdRule
     ) -> tuple[float, float]:
         """(threshold, validation AUC-PR) for a global model."""
         model = build_model(len(FEATURE_COLUMNS), seed=0)
@@ -61,7 +61,7 @@ class ValidationSet:
         scores = predict_scores(model, self.features)
         pos, neg = score_histograms(scores, self.labels, SCORE_GRID_BINS)
         w_pos, w_neg = _weighted_histograms(scores, self.labels, self.row_weights)
-        threshold = float(choose_threshold(w_pos, w_neg, fn_cost=fn_cost, fp_cost=fp_cost))
+        threshold = float(rule.choose(w_pos, w_neg))
         return threshold, float(metrics_from_histograms(pos, neg, threshold).auc_pr)
 
 

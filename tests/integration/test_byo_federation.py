@@ -43,6 +43,7 @@ def byo_config(tmp_path: Path, rounds: int) -> tuple[dict[str, object], list[str
 
 def test_insurance_csv_trains_end_to_end_in_a_federation(tmp_path: Path) -> None:
     config, names = byo_config(tmp_path, rounds=3)
+    config["recall-target"] = 0.8  # choose the threshold for recall, not cost
     assert names == ["il", "in", "oh"]
 
     run_dir = Path(str(config["run-dir"]))
@@ -51,7 +52,8 @@ def test_insurance_csv_trains_end_to_end_in_a_federation(tmp_path: Path) -> None
     rounds = read_rounds(run_dir)
     assert [r["accepted"] for r in rounds] == [True, True, True]
     assert rounds[-1]["cohort"] == names
-    assert rounds[-1]["threshold_source"].startswith("summed training counts")
+    assert "recall >= 0.8" in rounds[-1]["threshold_source"]
+    assert "summed training counts" in rounds[-1]["threshold_source"]
     # 1000 claims, 30 % held out per state: the pooled test set is ~300 rows.
     assert 280 <= rounds[-1]["metrics"]["num_examples"] <= 320
     # Fraud is 24.7 % of claims; the federated model must do clearly better.
