@@ -42,12 +42,13 @@ RUN_NAME = "deployment-run"
 ROWS = 2000
 REPO = Path(__file__).resolve().parents[2]
 # How long each SecAgg+ stage (and each witnessing request) may wait for an
-# institution. Live SuperNodes answer a stage within a poll (3 s) plus one
-# ClientApp process (a few seconds, training included, on a busy 2-core
-# machine), so this is a wide margin. It hardly costs wall time: a killed
-# SuperNode stops being waited for once the SuperLink marks it offline (its
-# heartbeats stop; Flower 1.42 allows 2 x 30 s), which bounds the wait too.
-STAGE_TIMEOUT = 30.0
+# institution. Measured on 2 busy cores: a stage takes the server 6-9 s
+# (SuperNode poll 3 s, one ClientApp process, server poll 3 s), the training
+# stage up to ~18 s (its ClientApp imports torch and trains); 35 s is about
+# twice the worst. A killed SuperNode costs at most this once per stage that
+# still waits for it, until the SuperLink marks it offline (Flower 1.42: no
+# heartbeat for 2 x 30 s), after which nothing waits for it.
+STAGE_TIMEOUT = 35.0
 RUN_TIMEOUT = 420.0
 # Each message a SuperNode receives waits for one SuperExec poll (Flower's
 # default: 1 s) before its ClientApp starts; a short poll saves seconds per stage.
