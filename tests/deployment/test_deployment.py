@@ -222,7 +222,8 @@ def test_federation_over_tls_with_node_auth_survives_a_supernode_killed_mid_roun
     assert second["evaluated_by"] == list(SURVIVORS)
     assert second["witnessed_by"] == list(SURVIVORS)
     # The signed audit log records the dropout, after aggregation began.
-    records = [json.loads(line)["record"] for line in (run_dir / "audit.jsonl").open()]
+    audit_lines = (run_dir / "audit.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line)["record"] for line in audit_lines]
     dropouts = [r["body"] for r in records if r["kind"] == "dropout"]
     assert dropouts == [{"round": 2, "institutions": [VICTIM], "stage": "secagg+"}]
     receipts = [r["body"]["institution"] for r in records if r["kind"] == "receipt"]
@@ -313,7 +314,7 @@ class _KillAtStage:
 def _witness_records(deployment: Deployment, institution: str, run_name: str) -> int:
     """How many checkpoints an institution countersigned in its own log of a run."""
     path = deployment.layout.institution(institution).audit_dir / f"{run_name}.jsonl"
-    records = [json.loads(line)["record"] for line in path.open(encoding="utf-8")]
+    records = [json.loads(line)["record"] for line in path.read_text(encoding="utf-8").splitlines()]
     return sum(1 for r in records if r["kind"] == "witness")
 
 
