@@ -39,7 +39,7 @@ METRIC_COLUMNS = (
 )
 
 
-def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """Turn ``key=value`` strings into typed run-config overrides."""
     import tomllib
 
@@ -62,7 +62,7 @@ def _fmt(value: object, pattern: str) -> str:
     return pattern.format(value)
 
 
-class _Progress:
+class RoundProgress:
     """Prints one line per finished round, read from the run directory."""
 
     def __init__(self, run_dir: Path, total: int) -> None:
@@ -91,7 +91,7 @@ class _Progress:
         self.seen = len(rounds)
 
 
-def _final_table(run_dir: Path) -> Table:
+def final_table(run_dir: Path) -> Table:
     from server.rundir import read_rounds
 
     table = Table(title=f"Federated model on the combined test set ({run_dir.name})")
@@ -174,7 +174,7 @@ def demo(
     from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
     from fraud.generator import ensure_federation_data
 
-    from fedfraud.sites import prepare_demo_sites, release_validation_data
+    from fedfraud.sites import DemoSites, prepare_demo_sites, release_validation_data
 
     data_root = data_dir.resolve()
     byo_schema = None
@@ -191,9 +191,7 @@ def demo(
         validation_rows, compare = 0, False
     else:
         names = [name.strip() for name in institutions.split(",") if name.strip()]
-    sites = prepare_demo_sites(
-        parties_dir.resolve(), names, project_dir() / "policies", byo_schema
-    )
+    sites = DemoSites(parties_dir.resolve())
     run_name = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
     run_dir = (runs_dir / run_name).resolve()
     config = default_run_config()
@@ -210,8 +208,16 @@ def demo(
             "data-format": "byo" if byo_schema is not None else "builtin",
         }
     )
-    config.update(_parse_overrides(set_))
-    settings = RunSettings.from_run_config(config)  # fail before starting anything
+    overrides = parse_overrides(set_)
+    unknown = sorted(set(overrides) - set(config))
+    if unknown:
+        raise ConfigError(
+            f"unknown run-config key(s) {', '.join(unknown)}; the keys are those of "
+            "[tool.flwr.app.config] in pyproject.toml"
+        )
+    config.update(overrides)
+    settings = RunSettings.from_run_config(config)  # fail before writing anything
+    prepare_demo_sites(sites.root, names, project_dir() / "policies", byo_schema)
     checked_plan(settings)  # the server checks again; this says it before Flower starts
 
     console.print(f"[bold]fedfraud[/bold] demo: {len(names)} institutions, {rounds} rounds, SecAgg+")
@@ -243,7 +249,7 @@ def demo(
             else:
                 console.print(f"  {name}: no synthetic release ({release['reason']})")
     console.print(f"run directory: {run_dir}")
-    progress = _Progress(run_dir, settings.num_rounds)
+    progress = RoundProgress(run_dir, settings.num_rounds)
     run_simulation(
         SimulationRequest(
             project_dir=project_dir(),
@@ -253,7 +259,7 @@ def demo(
         ),
         on_poll=progress,
     )
-    console.print(_final_table(run_dir))
+    console.print(final_table(run_dir))
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     console.print(
         f"done in {summary['seconds']:.1f}s: {summary['rounds_completed']}/"

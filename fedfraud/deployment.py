@@ -51,7 +51,7 @@ from fedfraud.errors import ConfigError
 from fedfraud.provision import Federation, InstitutionFiles, Layout, load_federation, run_app
 from fedfraud.simulation import (
     RunFailed,
-    _flower_tool,
+    flower_tool,
     default_run_config,
     flower_env,
     free_port,
@@ -98,7 +98,7 @@ def superlink_command(
     an SQLite file across restarts; without it the state is in memory.
     """
     command = [
-        _flower_tool("flower-superlink"),
+        flower_tool("flower-superlink"),
         "--ssl-ca-certfile",
         str(layout.superlink_ca),
         "--ssl-certfile",
@@ -129,7 +129,7 @@ def supernode_command(
     ``127.0.0.1:runtime_port``; it never leaves the institution's machine.
     """
     return [
-        _flower_tool("flower-supernode"),
+        flower_tool("flower-supernode"),
         "--superlink",
         superlink,
         "--root-certificates",
@@ -362,7 +362,7 @@ class Deployment:
     def flwr(self, *args: str, timeout: float = 60.0) -> str:
         """Run a ``flwr`` CLI command against this SuperLink; return its stdout."""
         result = subprocess.run(  # noqa: S603 - fixed argv, no shell
-            [_flower_tool("flwr"), *args],
+            [flower_tool("flwr"), *args],
             env=self._env(self.cli_home),
             capture_output=True,
             timeout=timeout,
@@ -475,7 +475,7 @@ class Deployment:
         managed = self._spawn(
             "flwr-run",
             [
-                _flower_tool("flwr"), "run", str(project_dir()), CONNECTION_NAME,
+                flower_tool("flwr"), "run", str(project_dir()), CONNECTION_NAME,
                 "--stream", "--run-config", str(overrides),
             ],
             self.cli_home,
@@ -611,7 +611,7 @@ def local_command(
     import datetime as dt
     import secrets
 
-    from fedfraud.cli import _final_table, _parse_overrides, _Progress
+    from fedfraud.cli import final_table, parse_overrides, RoundProgress
     from fedfraud.settings import RunSettings
     from fraud.generator import ensure_federation_data
 
@@ -622,7 +622,7 @@ def local_command(
     run_name = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
     run_dir = (runs_dir / run_name).resolve()
     overrides = {"num-server-rounds": rounds, "seed": seed}
-    overrides.update(_parse_overrides(set_))
+    overrides.update(parse_overrides(set_))
     config = deployment_run_config(layout, federation, run_dir, run_name, overrides)
     settings = RunSettings.from_run_config(config)  # fail before starting anything
     if generate:
@@ -638,8 +638,8 @@ def local_command(
             console.print(f"SuperLink https://{deployment.address}; SuperNodes online: "
                           + ", ".join(federation.names))
             console.print(f"run directory: {run_dir}")
-            deployment.submit(run_dir, config, on_poll=_Progress(run_dir, settings.num_rounds))
-        console.print(_final_table(run_dir))
+            deployment.submit(run_dir, config, on_poll=RoundProgress(run_dir, settings.num_rounds))
+        console.print(final_table(run_dir))
         console.print(f"Flower logs: {run_dir / 'flower.log'}")
     finally:
         logs = run_dir / "logs"

@@ -117,7 +117,7 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     return env
 
 
-def _flower_tool(name: str) -> str:
+def flower_tool(name: str) -> str:
     # Prefer the tool installed beside this interpreter (the project's venv).
     candidate = Path(sys.executable).parent / name
     if candidate.exists():
@@ -156,7 +156,7 @@ def simulation_superlink(flwr_home: Path, log_path: Path) -> Iterator[int]:
     flwr_home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     command = [
-        _flower_tool("flower-superlink"),
+        flower_tool("flower-superlink"),
         "--insecure",  # loopback only, inside one machine; see docs for TLS
         "--simulation",
         "--disable-runtime-dependency-installation",
@@ -239,7 +239,7 @@ def _submit(
     """Start the SuperLink, submit the run with ``flwr run`` and wait for it."""
     with simulation_superlink(flwr_home, flower_log):
         command = [
-            _flower_tool("flwr"),
+            flower_tool("flwr"),
             "run",
             str(request.project_dir),
             CONNECTION_NAME,
