@@ -52,6 +52,7 @@ from fedfraud.provision import Federation, InstitutionFiles, Layout, load_federa
 from fedfraud.simulation import (
     RunFailed,
     flower_tool,
+    log_tail,
     default_run_config,
     flower_env,
     free_port,
@@ -350,7 +351,7 @@ class Deployment:
             if not managed.alive():
                 raise RunFailed(
                     f"the SuperLink exited during start-up; see {managed.log_path}:\n"
-                    + _tail(managed.log_path)
+                    + log_tail(managed.log_path)
                 )
             if time.monotonic() > deadline:
                 raise RunFailed(f"the SuperLink did not start within {STARTUP_TIMEOUT:g}s")
@@ -441,7 +442,7 @@ class Deployment:
             if not managed.alive():
                 raise RunFailed(
                     f"SuperNode {name} exited ({managed.process.returncode}); "
-                    f"see {managed.log_path}:\n{_tail(managed.log_path)}"
+                    f"see {managed.log_path}:\n{log_tail(managed.log_path)}"
                 )
 
     def start_all(self, port: int | None = None, database: Path | None = None) -> None:
@@ -496,7 +497,7 @@ class Deployment:
         if not (run_dir / "summary.json").exists():
             raise RunFailed(
                 f"the run did not finish (no summary.json in {run_dir}); "
-                f"last lines of {flower_log}:\n{_tail(flower_log)}"
+                f"last lines of {flower_log}:\n{log_tail(flower_log)}"
             )
 
     def close(self) -> None:
@@ -539,14 +540,6 @@ def _json_tail(output: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise RunFailed("expected a JSON object from flwr")
     return value
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 @contextmanager

@@ -223,7 +223,7 @@ def run_simulation(
     if not (request.run_dir / "summary.json").exists():
         raise RunFailed(
             f"the run did not finish (no summary.json in {request.run_dir}); "
-            f"last lines of {flower_log}:\n{_tail(flower_log)}"
+            f"last lines of {flower_log}:\n{log_tail(flower_log)}"
         )
 
 
@@ -273,7 +273,8 @@ def _ensure_dir(path: Path) -> Path:
     return path
 
 
-def _tail(path: Path, lines: int = 25) -> str:
+def log_tail(path: Path, lines: int = 25) -> str:
+    """The last lines of a log file, for error messages ("(no log)" if unreadable)."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:

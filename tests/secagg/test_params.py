@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedfraud.errors import ConfigError
+from secagg_settings import BASE
+
 from secagg.params import (
     SecAggSettings,
     UpdateOutOfRange,
@@ -18,15 +20,6 @@ from secagg.params import (
     check_weight,
 )
 
-BASE = {
-    "num-shares": 3,
-    "reconstruction-threshold": 2,
-    "clipping-range": 8.0,
-    "quantization-range": 2**24,
-    "modulus-range": 2**32,
-    "max-weight": 100000.0,
-    "timeout": 120.0,
-}
 
 
 def test_defaults_build_and_tolerate_one_dropout_of_three() -> None:

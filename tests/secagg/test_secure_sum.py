@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedfraud.errors import ProtocolError
+from secagg_settings import BASE
+
 from secagg.params import SecAggSettings, UpdateOutOfRange, check_update_in_range
 from secagg.secure_sum import (
     COUNT_SCALE,
@@ -20,15 +22,6 @@ from secagg.secure_sum import (
     unscaled_sum,
 )
 
-BASE = {
-    "num-shares": 3,
-    "reconstruction-threshold": 2,
-    "clipping-range": 8.0,
-    "quantization-range": 2**24,
-    "modulus-range": 2**32,
-    "max-weight": 100000.0,
-    "timeout": 120.0,
-}
 
 
 def flower_mean(vectors: list[np.ndarray], weight: int, s: SecAggSettings, seed: int) -> np.ndarray:
