@@ -3,8 +3,8 @@
 :class:`audit.run.RunAuditor` (Flower-free) writes the signed, chained log;
 this module feeds it from the round loop and runs the witnessing exchange:
 after every round, and once more after the run is closed, the server signs a
-checkpoint and asks every institution (through Flower's ``get_properties``)
-to check and countersign it. Each institution keeps the checkpoint in its
+checkpoint and asks every institution at once (Flower's legacy
+``get_properties`` request) to check and countersign it. Each institution keeps the checkpoint in its
 own local log; the server records each countersignature it receives.
 """
 
@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from flwr.common import Code, GetPropertiesIns
-from flwr.server.client_proxy import ClientProxy
+from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from audit.canonical import canonical_dumps, strict_loads
@@ -26,6 +25,8 @@ from fedfraud import __version__
 from fedfraud.errors import FedFraudError
 from fedfraud.settings import RunSettings
 from policy import Policy
+
+from .secagg_workflow import witness_reply, witness_request
 
 AUDIT_FILE = "audit.jsonl"
 WARNING = 30
@@ -37,7 +38,7 @@ class ServerAudit:
     def __init__(self, auditor: RunAuditor, timeout: float) -> None:
         self.auditor = auditor
         self.timeout = timeout
-        self.last_witnessed: dict[str, int] = {}
+        self.last_witnessed: dict[int, int] = {}
 
     @classmethod
     def start(
@@ -81,43 +82,44 @@ class ServerAudit:
         """Record that a round opened."""
         self.auditor.round_opened(server_round, config_hash(dict(config)), list(cohort), dict(params))
 
-    def witness(self, proxies: Iterable[ClientProxy], server_round: int) -> list[str]:
+    def witness(self, grid: Grid, node_ids: Iterable[int], server_round: int) -> list[str]:
         """Checkpoint the log and collect every institution's countersignature.
 
+        One message per institution, all sent at once (Flower's legacy
+        ``get_properties`` request, which the institution's client answers).
         Returns the institutions that countersigned. One that does not answer
         or refuses is logged as a warning; its own local log will show where
         its view of the log stopped.
         """
         checkpoint, proof_for = self.auditor.checkpoint()
         checkpoint_text = canonical_dumps(checkpoint).decode("utf-8")
-        signed: list[str] = []
-        for proxy in proxies:
-            institution = str(proxy.cid)
+        messages = []
+        for node_id in node_ids:
+            # The proof is only meaningful from the size this node last saw;
+            # the witness refuses a checkpoint that does not extend it.
+            last = self.last_witnessed.get(node_id, 0)
             config = {
                 "task": "witness",
                 "checkpoint": checkpoint_text,
+                "proof": json.dumps(proof_for(last) if last else []),
             }
-            # The proof is only meaningful from the size this node last saw;
-            # the witness refuses a checkpoint that does not extend it.
-            last = self.last_witnessed.get(institution, 0)
-            config["proof"] = json.dumps(proof_for(last) if last else [])
-            try:
-                res = proxy.get_properties(
-                    GetPropertiesIns(config=config), timeout=self.timeout, group_id=server_round
-                )
-            except Exception as exc:  # noqa: BLE001 - a node failure must not stop the run
-                log(WARNING, "witnessing: node %s did not answer (%s)", institution, type(exc).__name__)
+            messages.append(witness_request(grid, node_id, config, server_round, self.timeout))
+        signed: list[str] = []
+        for reply in grid.send_and_receive(messages, timeout=self.timeout):
+            node_id = reply.metadata.src_node_id
+            if reply.has_error():
+                log(WARNING, "witnessing: node %s refused or failed", node_id)
                 continue
-            if res.status.code != Code.OK or "countersignature" not in res.properties:
-                log(WARNING, "witnessing: node %s refused the checkpoint", institution)
+            properties = witness_reply(reply)
+            if "countersignature" not in properties:
+                log(WARNING, "witnessing: node %s sent no countersignature", node_id)
                 continue
-            countersignature = strict_loads(str(res.properties["countersignature"]))
             try:
+                countersignature = strict_loads(str(properties["countersignature"]))
                 self.auditor.record_witness(countersignature)
             except FedFraudError as exc:
                 log(WARNING, "witnessing: rejected a countersignature: %s", exc)
                 continue
-            name = str(countersignature.get("institution"))
-            self.last_witnessed[institution] = int(checkpoint["tree_size"])
-            signed.append(name)
+            self.last_witnessed[node_id] = int(checkpoint["tree_size"])
+            signed.append(str(countersignature.get("institution")))
         return sorted(signed)

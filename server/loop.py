@@ -112,6 +112,7 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
         tapped.take,
         load_validation(settings.server_dir) if schema is None else None,
     )
+    strategy.grid = tapped
     workflow = _workflow(settings, strategy, schema)
     legacy = LegacyContext(
         context=context,

@@ -9,7 +9,8 @@ whole round is lost. A node that left before distributing its key shares
 never entered anyone's masks, so the right thing is to forget it.
 
 This subclass does exactly that, after each of the two early stages. It is
-the one module on the server side that touches the workflow's internal state.
+the one module on the server side that touches Flower's internals: the
+workflow's state, and the legacy message format of the witnessing request.
 """
 
 from __future__ import annotations
@@ -53,3 +54,32 @@ def secagg_workflow(secagg: Any) -> EarlyDropoutSafeSecAggPlus:
         modulus_range=secagg.modulus_range,
         timeout=secagg.timeout,
     )
+
+
+def witness_request(
+    grid: Any, node_id: int, config: dict[str, Any], server_round: int, timeout: float
+) -> Any:
+    """A legacy ``get_properties`` message (the institution's client answers it)."""
+    from flwr.app import Message
+    from flwr.common import GetPropertiesIns
+    from flwr.common.constant import MessageTypeLegacy
+    from flwr.compat.common import recorddict_compat as compat
+
+    return Message(
+        content=compat.getpropertiesins_to_recorddict(GetPropertiesIns(config=config)),
+        dst_node_id=node_id,
+        message_type=MessageTypeLegacy.GET_PROPERTIES,
+        group_id=str(server_round),
+        ttl=timeout,
+    )
+
+
+def witness_reply(reply: Any) -> dict[str, Any]:
+    """The properties of a ``get_properties`` reply (empty if the status is not OK)."""
+    from flwr.common import Code
+    from flwr.compat.common import recorddict_compat as compat
+
+    res = compat.recorddict_to_getpropertiesres(reply.content)
+    if res.status.code != Code.OK:
+        return {}
+    return dict(res.properties)

@@ -116,6 +116,8 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         self.latest: list[npt.NDArray[np.float32]] = parameters_to_ndarrays(initial_parameters)
         self.rounds: dict[int, RoundLog] = {}
         self.client_manager: ClientManager | None = None
+        #: The Grid the round loop runs on (set by it), for witnessing requests.
+        self.grid: Any = None
 
     def _round(self, server_round: int) -> RoundLog:
         if server_round not in self.rounds:
@@ -243,9 +245,10 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
 
     def witness(self, server_round: int) -> list[str]:
         """Have the institutions witness the log as it stands."""
-        if self.client_manager is None:
+        if self.client_manager is None or self.grid is None:
             return []
-        return self.audit.witness(self.client_manager.all().values(), server_round)
+        node_ids = [proxy.node_id for proxy in self.client_manager.all().values()]
+        return self.audit.witness(self.grid, node_ids, server_round)
 
 
 def pooled_metrics(sums: EvaluationSums, threshold: float) -> dict[str, Any]:
