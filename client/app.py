@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from flwr.app import Context
 from flwr.client import Client
-from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 
 from fedfraud.settings import RunSettings
 
-from .mods import policy_gate_mod
+from .mods import policy_gate_mod, secure_aggregation_mod
 from .node import resolve_node
 
 
@@ -27,5 +26,6 @@ def client_fn(context: Context) -> Client:
 
 # The gate sees every round open before Flower's SecAgg+ mod does; training
 # happens only inside SecAgg+'s "collect masked vectors" stage, checked again
-# by the client itself.
-app = ClientApp(client_fn=client_fn, mods=[policy_gate_mod, secaggplus_mod])
+# by the client itself (secure_aggregation_mod is Flower's secaggplus_mod,
+# plus the opted-in unsafe-plain baseline for benchmarks).
+app = ClientApp(client_fn=client_fn, mods=[policy_gate_mod, secure_aggregation_mod])

@@ -11,13 +11,15 @@ inside the client, once the real cohort (who shared keys) is known.
 from __future__ import annotations
 
 from flwr.app import Context, Message
+from flwr.app.message_type import MessageType
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.typing import ClientAppCallable
 
-from fedfraud.settings import RunSettings
+from fedfraud.settings import Aggregation, RunSettings
 
 from .gate import RoundView, check_round, load_institution
 from .node import resolve_node
-from .secagg_adapter import round_of, setup_request
+from .secagg_adapter import carries_secagg, round_of, setup_request
 
 
 def policy_gate_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
@@ -33,3 +35,19 @@ def policy_gate_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -
             institution,
         )
     return call_next(msg, ctxt)
+
+
+def secure_aggregation_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
+    """Flower's ``secaggplus_mod`` for every training message, with one exception.
+
+    A training message outside SecAgg+ is let through to the client only in an
+    ``unsafe-plain`` benchmark run, where the client's gate still refuses
+    unless this institution opted in itself (a file in its own site folder).
+    Everything else goes through ``secaggplus_mod``, which refuses a training
+    message that is not part of the protocol.
+    """
+    if msg.metadata.message_type == MessageType.TRAIN and not carries_secagg(msg):
+        settings = RunSettings.from_run_config(ctxt.run_config)
+        if settings.aggregation is Aggregation.UNSAFE_PLAIN:
+            return call_next(msg, ctxt)
+    return secaggplus_mod(msg, ctxt, call_next)

@@ -109,3 +109,8 @@ def round_of(msg: Message) -> int:
         return int(msg.metadata.group_id)
     except (TypeError, ValueError) as exc:
         raise ProtocolError("message carries no round number") from exc
+
+
+def carries_secagg(msg: Message) -> bool:
+    """Whether a message is part of a SecAgg+ exchange (has the protocol's configs)."""
+    return RECORD_KEY_CONFIGS in msg.content.config_records if msg.has_content() else False

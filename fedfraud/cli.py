@@ -220,7 +220,8 @@ def demo(
     prepare_demo_sites(sites.root, names, project_dir() / "policies", byo_schema)
     checked_plan(settings)  # the server checks again; this says it before Flower starts
 
-    console.print(f"[bold]fedfraud[/bold] demo: {len(names)} institutions, {rounds} rounds, SecAgg+")
+    mode = "SecAgg+" if settings.aggregation.value == "secagg+" else "[red]UNSAFE plain FedAvg[/red]"
+    console.print(f"[bold]fedfraud[/bold] demo: {len(names)} institutions, {rounds} rounds, {mode}")
     if byo_schema is None:
         with console.status("preparing institution data..."):
             manifest = ensure_federation_data(data_root, names, rows, seed)
