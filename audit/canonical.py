@@ -378,7 +378,7 @@ def _loads_canonical_fast(line: bytes) -> dict[str, Any] | None:
     try:
         # ``scan_once`` (the C scanner) skips no whitespace, unlike ``decode``;
         # a line with any is not canonical and takes the reference path anyway.
-        value, end = _FAST_DECODER.scan_once(text, 0)
+        value, end = _FAST_DECODER.scan_once(text, 0)  # type: ignore[attr-defined]
     except (_NotFast, ValueError, StopIteration, RecursionError):
         return None
     if end != len(text) or type(value) is not dict:

@@ -150,7 +150,7 @@ class RunAuditor:
             if not isinstance(inst_id, str) or not inst_id or inst_id in self._inst_keys:
                 raise AuditError("institution ids must be unique non-empty strings")
             raw = inst.get("public_key")
-            key = public_key_from_bytes(raw) if isinstance(raw, (bytes, bytearray)) else public_key_from_b64(str(raw))
+            key = public_key_from_bytes(bytes(raw)) if isinstance(raw, (bytes, bytearray)) else public_key_from_b64(str(raw))
             policy_hash = _check_hex(f"policy_hash of {inst_id}", inst.get("policy_hash"))
             self._inst_keys[inst_id] = key
             self._policy_hashes[inst_id] = policy_hash

@@ -997,9 +997,10 @@ def verify_log(
             survivors = info["survivors"]
             for inst_id in survivors:
                 participation[inst_id] = participation.get(inst_id, 0) + 1
-                lim = limits.get(inst_id)
-                if lim is None:
+                round_lim = limits.get(inst_id)
+                if round_lim is None:
                     continue
+                lim = round_lim
                 min_cohort = lim["min_cohort_size"]
                 if isinstance(min_cohort, int) and len(survivors) < min_cohort:
                     checks.fail("6", "min cohort", Verdict.POLICY_VIOLATED,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,7 +42,7 @@ from .gate import Institution, RoundView, check_round, load_institution
 from .node import InstitutionNode, require_file
 from .secagg_adapter import ObservedSecAgg, observed_secagg
 
-Arrays = list[npt.NDArray[np.float32]]
+Arrays = list[npt.NDArray[Any]]
 Config = dict[str, bool | bytes | float | int | str]
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 

@@ -349,7 +349,7 @@ class _Batch:
         self.customer.append(customer.astype(np.int64))
         self.terminal.append(terminal.astype(np.int64))
         self.time_s.append(time_s.astype(np.float64))
-        self.amount.append(np.round(amount.astype(np.float64), 2))
+        self.amount.append(np.round(amount.astype(np.float64), 2).astype(np.float64))
         self.new_device.append(new_device.astype(np.int64))
         self.foreign.append(foreign.astype(np.int64))
         self.typology.append(np.full(n, _TYPOLOGY_CODES[typology], dtype=np.int64))

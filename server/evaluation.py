@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from flwr.app import Context
 from flwr.common import FitIns, FitRes, Parameters, Scalar, parameters_to_ndarrays
 from flwr.server import LegacyContext
 from flwr.server.client_manager import ClientManager
@@ -122,8 +123,10 @@ class SecureEvaluation:
         self.on_evaluated = on_evaluated
         self.extra = extra
 
-    def __call__(self, grid: Grid, context: LegacyContext) -> None:
+    def __call__(self, grid: Grid, context: Context) -> None:
         """Run one secure evaluation of the current global model."""
+        if not isinstance(context, LegacyContext):
+            raise TypeError(f"expected Flower's LegacyContext, found {type(context).__name__}")
         server_round = current_round(context)
         done = secure_round(grid, context, self.settings, "evaluate", self.extra())
         result = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from flwr.app import Context
 from flwr.server import LegacyContext
 from flwr.serverapp import Grid
 
@@ -32,7 +33,7 @@ class PreprocessThenFit:
         self,
         settings: RunSettings,
         schema: Any,
-        fit_workflow: Callable[[Grid, LegacyContext], None],
+        fit_workflow: Callable[[Grid, Context], None],
         on_spec: Callable[[str], None],
     ) -> None:
         self.settings = settings
@@ -41,8 +42,10 @@ class PreprocessThenFit:
         self.on_spec = on_spec
         self.done = False
 
-    def __call__(self, grid: Grid, context: LegacyContext) -> None:
+    def __call__(self, grid: Grid, context: Context) -> None:
         """Agree the spec in the first round, then run the training round."""
+        if not isinstance(context, LegacyContext):
+            raise TypeError(f"expected Flower's LegacyContext, found {type(context).__name__}")
         if not self.done:
             from fraud.byo import FeatureSpec, stats_from_weighted_mean
 

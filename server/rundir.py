@@ -67,7 +67,8 @@ class RunDirectory:
         torch.save(state, tmp)
         os.replace(tmp, self.path / MODEL_FILE)
         tmp_npz = self.path / "model.tmp.npz"
-        np.savez(tmp_npz, **{name: np.asarray(array) for name, array in zip(names, weights)})
+        arrays: dict[str, Any] = {name: np.asarray(array) for name, array in zip(names, weights)}
+        np.savez(tmp_npz, **arrays)
         os.replace(tmp_npz, self.path / WEIGHTS_FILE)
 
 
