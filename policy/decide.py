@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Final
 
 from fedfraud.errors import ProtocolError
+from policy._checks import field_type_problems
 from policy.errors import PolicyRefusal
 from policy.model import COUNT_METRICS, Metric, Policy
 
@@ -87,23 +88,12 @@ class RoundInstructions:
     features: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        problems: list[str] = []
-        for name in ("purpose", "aggregation"):
-            if not isinstance(getattr(self, name), str):
-                problems.append(f"{name} must be a string")
-        for name in ("server_round", "num_rounds", "secagg_threshold", "cohort_size", "local_epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                problems.append(f"{name} must be an integer")
-        for name in ("partners", "features"):
-            value = getattr(self, name)
-            if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
-                problems.append(f"{name} must be a tuple of strings")
-            elif not all(isinstance(item, str) for item in value):
-                problems.append(f"{name} must contain only strings")
-            else:
-                # Freeze a list handed in by the caller; never keep their object.
-                object.__setattr__(self, name, tuple(value))
+        problems = field_type_problems(
+            self,
+            strings=("purpose", "aggregation"),
+            integers=("server_round", "num_rounds", "secagg_threshold", "cohort_size", "local_epochs"),
+            string_tuples=("partners", "features"),
+        )
         if problems:
             raise ProtocolError("malformed round instructions: " + "; ".join(problems))
 

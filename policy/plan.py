@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from fedfraud.errors import ConfigError
+from policy._checks import field_type_problems
 from policy.decide import RoundInstructions
 from policy.errors import PlanConflict
 from policy.model import FEDERATION, AggregationMode, Metric, Policy, Purpose
@@ -72,22 +73,12 @@ class RunRequest:
     features: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        problems: list[str] = []
-        for name in ("purpose", "aggregation"):
-            if not isinstance(getattr(self, name), str):
-                problems.append(f"{name} must be a string")
-        for name in ("num_rounds", "secagg_threshold", "cohort_size", "local_epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                problems.append(f"{name} must be an integer")
-        for name in ("institutions", "features"):
-            value = getattr(self, name)
-            if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
-                problems.append(f"{name} must be a tuple of strings")
-            elif not all(isinstance(item, str) for item in value):
-                problems.append(f"{name} must contain only strings")
-            else:
-                object.__setattr__(self, name, tuple(value))
+        problems = field_type_problems(
+            self,
+            strings=("purpose", "aggregation"),
+            integers=("num_rounds", "secagg_threshold", "cohort_size", "local_epochs"),
+            string_tuples=("institutions", "features"),
+        )
         if problems:
             raise ConfigError("invalid run request: " + "; ".join(problems))
 
