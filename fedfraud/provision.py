@@ -343,23 +343,26 @@ class Layout:
         return self.root / "superlink" / "ca.pem"
 
     @property
-    def server_audit_key(self) -> Path:
-        """The server's Ed25519 audit signing key."""
-        return self.root / "server" / "audit.key"
-
-    @property
-    def server_audit_pub(self) -> Path:
-        """The server's Ed25519 audit public key."""
-        return self.root / "server" / "audit.pub"
-
-    @property
     def server_dir(self) -> Path:
         """The server's folder (run config ``server-dir``)."""
         return self.root / "server"
 
+    # The server finds its audit key and policy copies relative to
+    # ``server-dir`` (server/loop.py, server/planning.py), so these paths are
+    # built from :attr:`server_dir` rather than spelled out again.
+    @property
+    def server_audit_key(self) -> Path:
+        """The server's Ed25519 audit signing key."""
+        return self.server_dir / "audit.key"
+
+    @property
+    def server_audit_pub(self) -> Path:
+        """The server's Ed25519 audit public key."""
+        return self.server_dir / "audit.pub"
+
     def server_policy(self, institution_id: str) -> Path:
         """The server's copy of an institution's policy."""
-        return self.root / "server" / "policies" / f"{institution_id}.toml"
+        return self.server_dir / "policies" / f"{institution_id}.toml"
 
     @property
     def trusted_keys(self) -> Path:
