@@ -625,7 +625,7 @@ def verify_log(
     policies : mapping, optional
         ``{institution_id: {"protection": {...}, "outputs": {...}}}``; enables
         the policy checks (min cohort, max rounds, aggregation mode, metrics).
-    full : bool, default False
+    full : bool, default True
         Verify every record's signature even when the fast path (the last
         record's signature anchoring the hash chain) finds nothing wrong.
         Verdicts and pinpointed records are the same either way, except that
