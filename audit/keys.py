@@ -154,7 +154,7 @@ def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     data = _read_file(path, private=True)
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError):
         # Do not chain the parser's message: it could echo key bytes.
         raise KeyFileError(f"{path}: not an unencrypted PEM PKCS#8 private key") from None
     if not isinstance(key, Ed25519PrivateKey):

@@ -157,7 +157,7 @@ def _markdown(
         f"- Budget: every MLP trains {s['total_epochs']} epochs ({s['rounds']} rounds x {s['local_epochs']} "
         f"local epochs), batch size {s['batch_size']}, learning rate {s['lr']}, seed {s['seed']}, "
         f"{s['n_features']} features.",
-        f"- Models: `local:<institution>` (its own training rows only), `pooled` (all training rows, "
+        "- Models: `local:<institution>` (its own training rows only), `pooled` (all training rows, "
         "the upper bound), `pooled-hgb` (scikit-learn HistGradientBoosting on all training rows)"
         + (", and the externally trained models added afterwards." if len(result.models) > 3 else "."),
         f"- Validation set (threshold choice): {result.validation_size[0]} rows, {result.validation_size[1]} frauds.",

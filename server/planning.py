@@ -9,7 +9,6 @@ run config breaks it. The institutions enforce their *own* copies regardless.
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 from fedfraud.datasets import DataFormat, model_columns, server_schema

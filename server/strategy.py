@@ -90,7 +90,6 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         refusals: Callable[[int], list[Refusal]],
         validation: ValidationSet | None,
     ) -> None:
-        n = len(settings.institutions)
         super().__init__(
             fraction_fit=1.0,
             fraction_evaluate=1.0,

@@ -39,7 +39,7 @@ from audit_support import (  # noqa: E402
 
 from audit.keys import public_key_b64  # noqa: E402
 from audit.receipt import make_receipt  # noqa: E402
-from audit.record import RecordKind, encode_record  # noqa: E402
+from audit.record import encode_record  # noqa: E402
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 

@@ -13,7 +13,6 @@ from audit.keys import fingerprint
 from audit.log import AuditLogWriter
 from audit.receipt import make_receipt, verify_receipt
 from audit.record import LogId, RecordKind, decode_record, verify_record_signature
-from audit.run import RunAuditor
 from audit.verify import Verdict, verify_log
 
 from audit_support import INSTITUTIONS, StepClock, build_run, h, seeded_key

@@ -25,7 +25,6 @@ from fraud.generator import (
     default_profiles,
     ensure_federation_data,
     generate_institution,
-    institution_seed,
     write_federation_data,
 )
 
