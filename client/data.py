@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedfraud.datasets import SCHEMA_FILE, DataFormat, model_columns, spec_from_text
-from fedfraud.errors import InputError, ProtocolError
+from fedfraud.errors import ProtocolError
 from fedfraud.settings import RunSettings
 
 from .node import InstitutionNode, require_file
@@ -42,20 +42,14 @@ class LocalData:
     def _frame(self, split: str) -> Any:
         # pandas (and torch, elsewhere) load only when data is actually read:
         # the SecAgg+ key stages run in fresh processes and need neither.
-        import pandas as pd
-
         path = require_file(self._path(split), f"{split} data")
         if self.format is DataFormat.BYO:
             from fraud.byo import load_institution_csv
 
             return load_institution_csv(path, self.schema)
-        try:
-            frame = pd.read_csv(path)
-        except (OSError, ValueError, pd.errors.ParserError) as exc:
-            raise InputError(f"{split} data {path} cannot be read as CSV: {exc}") from exc
-        if frame.empty:
-            raise InputError(f"{split} data {path} has no rows")
-        return frame
+        from fraud.features import read_transactions
+
+        return read_transactions(path, f"{split} data")
 
     def arrays(self, split: str, spec_text: object = None) -> XY:
         """The split as model inputs and labels."""

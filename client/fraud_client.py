@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 import torch
 from flwr.app import Context
 from flwr.client import NumPyClient
@@ -27,11 +26,11 @@ from flwr.client import NumPyClient
 from audit.canonical import canonical_dumps, strict_loads
 from audit.receipt import make_receipt
 from audit.witness import InstitutionWitness
-from fedfraud.errors import InputError, ProtocolError
+from fedfraud.errors import ProtocolError
 from fedfraud.settings import Aggregation, RunSettings
 from fedfraud.wire import update_digest
 from secagg.secure_sum import counts_to_vector, total_to_vector
-from fraud.features import to_arrays
+from fraud.features import load_arrays
 from fraud.metrics import SCORE_GRID_BINS, score_histograms
 from fraud.model import build_model, get_weights, set_weights
 from fraud.train import TrainConfig, evaluate_loss, predict_scores, train_local
@@ -39,7 +38,7 @@ from secagg.params import check_update_in_range, check_weight
 
 from .data import LocalData
 from .gate import Institution, RoundView, check_round, load_institution
-from .node import InstitutionNode, require_file
+from .node import InstitutionNode
 from .secagg_adapter import ObservedSecAgg, observed_secagg
 
 Arrays = list[npt.NDArray[Any]]
@@ -49,14 +48,7 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 def load_split(path: Path, what: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Read one of the built-in generator's CSV splits into model arrays."""
-    require_file(path, what)
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"{what} {path} cannot be read as CSV: {exc}") from exc
-    if frame.empty:
-        raise InputError(f"{what} {path} has no rows")
-    return to_arrays(frame)
+    return load_arrays(path, what)
 
 
 def round_seed(settings: RunSettings, institution_id: str, server_round: int) -> int:

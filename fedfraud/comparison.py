@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from fedfraud.errors import InputError
 from fraud.compare import ComparisonResult, ThresholdRule, add_model, run_comparison
-from fraud.features import FEATURE_COLUMNS, to_arrays
+from fraud.features import FEATURE_COLUMNS, load_arrays
 from fraud.model import build_model
 from fraud.report import write_report
 from fraud.synth import PrivacyCheck, SyntheticReport
@@ -32,9 +31,7 @@ XY = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]
 
 
 def _split(path: Path) -> XY:
-    if not path.is_file():
-        raise InputError(f"data file not found: {path}")
-    return to_arrays(pd.read_csv(path))
+    return load_arrays(path, "data file")
 
 
 def _synthetic_reports(validation_dir: Path) -> dict[str, SyntheticReport]:
@@ -46,14 +43,17 @@ def _synthetic_reports(validation_dir: Path) -> dict[str, SyntheticReport]:
     return reports
 
 
-def _validation(validation_dir: Path) -> XY:
-    files = sorted(validation_dir.glob("*.csv"))
-    if not files:
+def _validation(server_dir: Path) -> XY:
+    # The server's own validation set: the union of the synthetic releases.
+    from server.validation import load_validation
+
+    validation = load_validation(server_dir)
+    if validation is None:
         raise InputError(
-            f"no synthetic validation releases in {validation_dir}: the comparison "
-            "chooses every model's threshold on them"
+            f"no synthetic validation releases in {server_dir / 'validation'}: the "
+            "comparison chooses every model's threshold on them"
         )
-    return to_arrays(pd.concat([pd.read_csv(f) for f in files], ignore_index=True))
+    return validation.features, validation.labels
 
 
 def write_comparison(run_dir: Path) -> Path:
@@ -79,7 +79,7 @@ def build_comparison(
     result = run_comparison(
         train,
         test,
-        _validation(validation_dir),
+        _validation(Path(config["server-dir"])),
         rounds=int(config["num-server-rounds"]),
         local_epochs=int(config["local-epochs"]),
         batch_size=int(config["batch-size"]),
@@ -92,9 +92,6 @@ def build_comparison(
         weights = [np.asarray(archive[name]) for name in layer_names]
     mode = str(config.get("aggregation", "secagg+"))
     result = add_model(result, f"federated ({mode})", weights)
-    rounds: list[dict[str, Any]] = [
-        json.loads(line)
-        for line in (run_dir / "rounds.jsonl").read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
-    return result, rounds, _synthetic_reports(validation_dir)
+    from server.rundir import read_rounds
+
+    return result, read_rounds(run_dir), _synthetic_reports(validation_dir)

@@ -28,6 +28,8 @@ Transforms, per entry of :data:`FEATURE_COLUMNS`:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -205,3 +207,27 @@ def to_arrays(df: pd.DataFrame) -> tuple[npt.NDArray[np.float32], npt.NDArray[np
     _check_binary(LABEL_COLUMN, y)
     X = feature_frame(df).to_numpy(dtype=np.float32)
     return np.ascontiguousarray(X), y.astype(np.float32)
+
+
+def read_transactions(path: Path, what: str = "transactions") -> pd.DataFrame:
+    """Read a transactions CSV (the generator's format), naming the file in any error.
+
+    Raises
+    ------
+    InputError
+        If the file is missing, not CSV, or has no rows.
+    """
+    if not path.is_file():
+        raise InputError(f"{what} not found: {path}")
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise InputError(f"{what} {path} cannot be read as CSV: {exc}") from exc
+    if frame.empty:
+        raise InputError(f"{what} {path} has no rows")
+    return frame
+
+
+def load_arrays(path: Path, what: str = "transactions") -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """:func:`read_transactions` then :func:`to_arrays`."""
+    return to_arrays(read_transactions(path, what))

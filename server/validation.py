@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from fedfraud.errors import InputError
-from fraud.features import FEATURE_COLUMNS, to_arrays
+from fraud.features import FEATURE_COLUMNS, load_arrays
 from fraud.compare import ThresholdRule
 from fraud.metrics import (
     SCORE_GRID_BINS,
@@ -104,11 +103,7 @@ def load_validation(server_dir: Path) -> ValidationSet | None:
         return None
     features, labels, weights = [], [], []
     for path in files:
-        try:
-            frame = pd.read_csv(path)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"validation release {path} cannot be read: {exc}") from exc
-        x, y = to_arrays(frame)
+        x, y = load_arrays(path, "validation release")
         features.append(x)
         labels.append(y)
         weights.append(_prior_weights(path.with_suffix(".json"), y))
