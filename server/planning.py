@@ -15,11 +15,11 @@ from fedfraud.datasets import DataFormat, model_columns, server_schema
 from fedfraud.errors import ConfigError
 from fedfraud.settings import UNSAFE_OPT_IN, Aggregation, RunSettings
 from fraud.features import FEATURE_COLUMNS
+from policy import COUNT_METRICS as POLICY_COUNT_METRICS
 from policy import Policy, RunPlan, RunRequest, combine, load_policy
 
-COUNT_METRICS = frozenset(
-    {"false_negatives", "false_positives", "true_positives", "true_negatives", "num_examples"}
-)
+#: The metrics that are record counts (small-cell suppression applies), as policies define them.
+COUNT_METRICS = frozenset(metric.value for metric in POLICY_COUNT_METRICS)
 
 
 def load_server_policies(settings: RunSettings) -> list[Policy]:
