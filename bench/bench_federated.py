@@ -29,7 +29,9 @@ import time
 from pathlib import Path
 
 from fedfraud.comparison import build_comparison
-from fedfraud.settings import UNSAFE_OPT_IN
+import datetime as dt
+
+from fedfraud.settings import UNSAFE_OPT_IN, write_unsafe_opt_in
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
 from fedfraud.sites import prepare_demo_sites, release_validation_data
 from fraud.generator import ensure_federation_data
@@ -44,11 +46,11 @@ def federate(workdir: Path, seed: int, rows: int, rounds: int, mode: str) -> Pat
     sites = prepare_demo_sites(workdir / "parties", NAMES, project_dir() / "policies")
     release_validation_data(sites, data, NAMES, 1000, seed)
     for opt_in in [sites.server_dir, *(sites.site(n) for n in NAMES)]:
-        path = opt_in / UNSAFE_OPT_IN
         if mode == "unsafe-plain":
-            path.touch()
+            expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
+            write_unsafe_opt_in(opt_in, "fedfraud-demo", expires)
         else:
-            path.unlink(missing_ok=True)
+            (opt_in / UNSAFE_OPT_IN).unlink(missing_ok=True)
     run_dir = workdir / f"run-{mode}"
     config = default_run_config()
     config.update(

@@ -20,7 +20,9 @@ import tempfile
 from pathlib import Path
 
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
-from fedfraud.settings import UNSAFE_OPT_IN
+import datetime as dt
+
+from fedfraud.settings import write_unsafe_opt_in
 from fedfraud.sites import prepare_demo_sites
 from fraud.generator import ensure_federation_data
 
@@ -33,9 +35,9 @@ def fit_seconds(workdir: Path, names: list[str], mode: str, rounds: int) -> list
     sites = prepare_demo_sites(workdir / f"parties-{len(names)}", names, project_dir() / "policies")
     if mode == "unsafe-plain":
         # The baseline needs every party's own, explicit opt-in.
-        (sites.server_dir / UNSAFE_OPT_IN).touch()
-        for name in names:
-            (sites.site(name) / UNSAFE_OPT_IN).touch()
+        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
+        for folder in [sites.server_dir, *(sites.site(name) for name in names)]:
+            write_unsafe_opt_in(folder, "fedfraud-demo", expires, run_dir.name)
     config = default_run_config()
     config.update(
         {

@@ -8,15 +8,15 @@ from flwr.clientapp import ClientApp
 
 from fedfraud.settings import RunSettings
 
-from .mods import policy_gate_mod, secure_aggregation_mod
 from .node import resolve_node
+from .secagg_mod import hardened_secagg_mod
 
 
 def client_fn(context: Context) -> Client:
     """Build this institution's client from its run and node config."""
     # Imported here, not at module level: in the Deployment Engine every
     # message starts a fresh ClientApp process, and the SecAgg+ key stages
-    # (handled by the mods, before this runs) need no torch or pandas.
+    # (handled by the mod, before this runs) need no torch or pandas.
     from .fraud_client import FraudClient
 
     settings = RunSettings.from_run_config(context.run_config)
@@ -24,8 +24,8 @@ def client_fn(context: Context) -> Client:
     return FraudClient(context, settings, node).to_client()
 
 
-# The gate sees every round open before Flower's SecAgg+ mod does; training
-# happens only inside SecAgg+'s "collect masked vectors" stage, checked again
-# by the client itself (secure_aggregation_mod is Flower's secaggplus_mod,
-# plus the opted-in unsafe-plain baseline for benchmarks).
-app = ClientApp(client_fn=client_fn, mods=[policy_gate_mod, secure_aggregation_mod])
+# Every training message goes through fedfraud's hardened SecAgg+ mod, which
+# checks each round against the institution's own settings, policy, pinned
+# partner keys and round ledger; training happens only inside its "collect
+# masked vectors" stage, checked again by the client's gate.
+app = ClientApp(client_fn=client_fn, mods=[hardened_secagg_mod])

@@ -21,9 +21,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from audit.keys import load_private_key, load_public_key
 from fedfraud.errors import PolicyViolation
-from fedfraud.settings import UNSAFE_OPT_IN, Aggregation, RunSettings
+from fedfraud.settings import UNSAFE_OPT_IN, Aggregation, RunSettings, check_unsafe_opt_in
 from fedfraud.wire import Refusal
 from policy import Policy, PolicyRefusal, RoundInstructions, load_policy
+from policy.model import AggregationRequirement
 from policy import check_round as policy_check_round
 
 from .node import InstitutionNode, require_file
@@ -142,12 +143,20 @@ def check_round(
     policy_hash = ""
     aggregation = settings.aggregation.value
     if settings.aggregation is Aggregation.UNSAFE_PLAIN and institution is not None:
-        # A benchmark baseline: only with this institution's own opt-in file;
-        # every other rule of its policy still applies.
-        if not (institution.node.site_dir / UNSAFE_OPT_IN).exists():
+        # A benchmark baseline: only with this institution's own opt-in, which
+        # names this federation (or run) and has not expired, and only under
+        # a policy that does not insist on a protection mode. Every other rule
+        # of its policy still applies.
+        broken.extend(
+            check_unsafe_opt_in(
+                institution.node.site_dir / UNSAFE_OPT_IN, settings, dt.datetime.now(dt.timezone.utc)
+            )
+        )
+        required = institution.policy.protection.required_aggregation
+        if required is not AggregationRequirement.ANY:
             broken.append(
-                "run.aggregation: 'unsafe-plain' without this institution's "
-                f"opt-in file {UNSAFE_OPT_IN}"
+                f"protection.required_aggregation: the round is 'unsafe-plain' (no protection) "
+                f"but this policy requires {required.value!r}; an opt-in does not override it"
             )
         aggregation = Aggregation.SECAGG_PLUS.value
     if institution is not None:

@@ -6,7 +6,13 @@ An institution keeps everything it controls in its **site folder**:
   server);
 * ``signing.key``: its Ed25519 key for receipts and countersignatures (0600);
 * ``server-audit.pub``: the server audit key it trusts for checkpoints;
-* ``audit/``: its own local audit logs, one per run.
+* ``audit/``: its own local audit logs, one per run, and ``refusals.jsonl``,
+  every round it refused and why;
+* ``partners/<institution>.pub``: the Ed25519 keys of the partners it approved
+  (the roster its SecAgg+ checks every peer against, never the server's word);
+* ``state/``: its round ledger (:mod:`client.ledger`);
+* ``UNSAFE-ALLOW-PLAIN`` (optional): its bounded consent to an unprotected
+  benchmark run.
 
 Its data lives in a data folder (``train.csv``, ``test.csv``), which may be
 elsewhere. In the Deployment Engine each SuperNode is started with its own node
@@ -23,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedfraud.errors import ConfigError, InputError
-from fedfraud.settings import RunSettings
+from fedfraud.settings import PARTNERS_DIR, RunSettings
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,25 @@ class InstitutionNode:
     def audit_dir(self) -> Path:
         """Where this institution keeps its own audit logs."""
         return self.site_dir / "audit"
+
+    @property
+    def refusal_log(self) -> Path:
+        """This institution's own record of every round it refused (JSON lines)."""
+        return self.audit_dir / "refusals.jsonl"
+
+    @property
+    def partners_dir(self) -> Path:
+        """The partner keys this institution pinned (its approved roster)."""
+        return self.site_dir / PARTNERS_DIR
+
+    def partner_key_path(self, institution_id: str) -> Path:
+        """The pinned Ed25519 public key of one partner."""
+        return self.partners_dir / f"{institution_id}.pub"
+
+    @property
+    def ledger_path(self) -> Path:
+        """The round ledger (one-time rounds, differencing, max_rounds)."""
+        return self.site_dir / "state" / "secagg-ledger.json"
 
 
 def _path(node_config: Mapping[str, object], key: str) -> Path | None:

@@ -1,27 +1,21 @@
-"""The one module on the client side that reads Flower's SecAgg+ internals.
+"""What the client's gate reads of the protocol state its own SecAgg+ mod keeps.
 
-``secaggplus_mod`` keeps its protocol state in the ClientApp context under
-``secaggplus_state``. The gate reads the parameters the server *actually* set
-there (threshold, number of participants, clipping range) instead of trusting
-anything the server claims elsewhere. If Flower renames these fields, only
-this module changes.
+:mod:`client.secagg_mod` keeps the round's state in the ClientApp context
+(:data:`secagg.protocol.STATE_RECORD`). The gate reads the parameters the
+institution itself accepted there, and the cohort it verified, instead of
+trusting anything the server claims elsewhere.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 from flwr.app import Context
-from flwr.app import ConfigRecord, Message
-from flwr.app.message_type import MessageType
-from flwr.common.secure_aggregation.secaggplus_constants import (
-    RECORD_KEY_CONFIGS,
-    RECORD_KEY_STATE,
-    Key,
-    Stage,
-)
 
 from fedfraud.errors import ProtocolError
+from secagg.protocol import STATE_RECORD, Stage
 
 
 @dataclass(frozen=True)
@@ -36,81 +30,50 @@ class ObservedSecAgg:
     quantization_range: int
     modulus_range: int
     max_weight: float
-    #: Institutions this one exchanged SecAgg+ keys with (itself included);
-    #: 0 before the key-sharing stage.
+    #: Institutions whose signed key advertisements this one verified (itself
+    #: included); 0 before the key-sharing stage.
     key_holders: int = 0
+
+
+def load_state(context: Context) -> dict[str, Any]:
+    """The protocol state of the current round ({} if none)."""
+    record = context.state.config_records.get(STATE_RECORD)
+    if record is None or "json" not in record:
+        return {}
+    return dict(json.loads(str(record["json"])))
+
+
+def state_parameters(state: dict[str, Any]) -> ObservedSecAgg:
+    """The parameters in a protocol state."""
+    return ObservedSecAgg(
+        stage_before=str(state["stage"]),
+        sample_num=int(state["sample_num"]),
+        share_num=int(state["num_shares"]),
+        threshold=int(state["threshold"]),
+        clipping_range=float(state["clipping_range"]),
+        quantization_range=int(state["quantization_range"]),
+        modulus_range=int(state["modulus_range"]),
+        max_weight=float(state["max_weight"]),
+        key_holders=len(state.get("adverts", [])),
+    )
 
 
 def observed_secagg(context: Context) -> ObservedSecAgg:
     """Read the SecAgg+ state, failing closed when there is none.
 
-    Training runs only inside SecAgg+'s "collect masked vectors" stage; at that
-    moment the stored stage is still the previous one, "share keys". Anything
-    else means the server asked for a fit outside the protocol, which would
-    return an unprotected update.
+    Training (and any other secure task) runs only inside the protocol's
+    "collect masked vectors" stage, after the cohort was verified. Anything
+    else means the server asked for a result outside the protocol, which
+    would return it unprotected.
     """
-    records = context.state.config_records
-    if RECORD_KEY_STATE not in records:
+    state = load_state(context)
+    if not state:
         raise ProtocolError("training requested outside SecAgg+ (no protocol state)")
-    state = records[RECORD_KEY_STATE]
-    stage = state.get("current_stage")
-    if stage != Stage.SHARE_KEYS:
+    if state.get("stage") != Stage.COLLECT.value:
         raise ProtocolError(
-            f"training requested at the wrong SecAgg+ stage (after {stage!r}); refusing"
+            f"training requested at the wrong SecAgg+ stage (after {state.get('stage')!r}); refusing"
         )
     try:
-        return ObservedSecAgg(
-            stage_before=str(stage),
-            sample_num=int(state["sample_num"]),  # type: ignore[arg-type]
-            share_num=int(state["share_num"]),  # type: ignore[arg-type]
-            threshold=int(state["threshold"]),  # type: ignore[arg-type]
-            clipping_range=float(state["clipping_range"]),  # type: ignore[arg-type]
-            quantization_range=int(state["target_range"]),  # type: ignore[arg-type]
-            modulus_range=int(state["mod_range"]),  # type: ignore[arg-type]
-            max_weight=float(state["max_weight"]),  # type: ignore[arg-type]
-            key_holders=len(state.get("public_keys_dict:K", [])),  # type: ignore[arg-type]
-        )
+        return state_parameters(state)
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolError("SecAgg+ protocol state is incomplete") from exc
-
-
-def setup_request(msg: Message) -> ObservedSecAgg | None:
-    """The SecAgg+ parameters of a "setup" message, or None for any other message.
-
-    The setup stage opens a round: an institution that refuses the round
-    should do so here, before it generates or shares any key material.
-    """
-    if msg.metadata.message_type != MessageType.TRAIN or msg.has_error():
-        return None
-    records = msg.content.config_records
-    if RECORD_KEY_CONFIGS not in records:
-        return None
-    configs: ConfigRecord = records[RECORD_KEY_CONFIGS]
-    if configs.get(Key.STAGE) != Stage.SETUP:
-        return None
-    try:
-        return ObservedSecAgg(
-            stage_before="setup",
-            sample_num=int(configs[Key.SAMPLE_NUMBER]),  # type: ignore[arg-type]
-            share_num=int(configs[Key.SHARE_NUMBER]),  # type: ignore[arg-type]
-            threshold=int(configs[Key.THRESHOLD]),  # type: ignore[arg-type]
-            clipping_range=float(configs[Key.CLIPPING_RANGE]),  # type: ignore[arg-type]
-            quantization_range=int(configs[Key.TARGET_RANGE]),  # type: ignore[arg-type]
-            modulus_range=int(configs[Key.MOD_RANGE]),  # type: ignore[arg-type]
-            max_weight=float(configs[Key.MAX_WEIGHT]),  # type: ignore[arg-type]
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProtocolError("SecAgg+ setup message is incomplete") from exc
-
-
-def round_of(msg: Message) -> int:
-    """The round a message belongs to (Flower's workflows put it in group_id)."""
-    try:
-        return int(msg.metadata.group_id)
-    except (TypeError, ValueError) as exc:
-        raise ProtocolError("message carries no round number") from exc
-
-
-def carries_secagg(msg: Message) -> bool:
-    """Whether a message is part of a SecAgg+ exchange (has the protocol's configs)."""
-    return RECORD_KEY_CONFIGS in msg.content.config_records if msg.has_content() else False

@@ -748,7 +748,20 @@ def provision(
         write_file(files.node_config, node_config_toml(inst, files), PUBLIC_MODE, force)
         written.append(Written(files.node_config, f"{inst.id} node config"))
 
-    # 5. Public summaries (always rewritten from the public keys on disk).
+    # 5. Every institution pins its partners' public keys (from the keys on disk).
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from fedfraud.sites import pin_partner_keys
+
+    pin_partner_keys(
+        {inst.id: layout.institution(inst.id).root for inst in federation.institutions},
+        {
+            inst.id: load_pem_public_key(layout.institution(inst.id).audit_pub.read_bytes())
+            for inst in federation.institutions
+        },
+    )
+
+    # 6. Public summaries (always rewritten from the public keys on disk).
     _write_summaries(federation, layout)
     written.append(Written(layout.trusted_keys, "trusted institution keys"))
     written.append(Written(layout.manifest, "federation manifest"))

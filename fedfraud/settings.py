@@ -6,6 +6,8 @@ Both entry points (the ServerApp and the ClientApp) call
 
 from __future__ import annotations
 
+import datetime as dt
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -29,6 +31,58 @@ class Aggregation(str, Enum):
 #: The file by which a party (the server in its folder, an institution in its
 #: site folder) opts in, itself, to an ``unsafe-plain`` benchmark run.
 UNSAFE_OPT_IN = "UNSAFE-ALLOW-PLAIN"
+#: The folder of an institution's site that holds the partner keys it pinned.
+PARTNERS_DIR = "partners"
+
+
+def write_unsafe_opt_in(
+    folder: Path, federation_id: str, expires: dt.datetime, run_name: str | None = None
+) -> Path:
+    """Write a party's bounded consent to an ``unsafe-plain`` run into ``folder``.
+
+    The consent names the federation (and optionally one run name) and an
+    expiry; it is worth nothing for any other federation, run or time.
+    """
+    if expires.tzinfo is None:
+        raise ConfigError("the opt-in expiry must carry a time zone")
+    lines = [
+        "# Consent to an UNPROTECTED benchmark run: the server sees every update.",
+        f'federation = "{federation_id}"',
+        f"expires = {expires.astimezone(dt.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}",
+    ]
+    if run_name is not None:
+        lines.append(f'run = "{run_name}"')
+    path = folder / UNSAFE_OPT_IN
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def check_unsafe_opt_in(path: Path, settings: RunSettings, now: dt.datetime) -> list[str]:
+    """Every reason the opt-in at ``path`` does not cover this run ([] if it does)."""
+    rule = "run.aggregation: 'unsafe-plain'"
+    if not path.is_file():
+        return [f"{rule} without this party's opt-in file {UNSAFE_OPT_IN}"]
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        return [f"{rule}: opt-in file {path} cannot be read ({exc})"]
+    problems: list[str] = []
+    unknown = set(data) - {"federation", "run", "expires"}
+    if unknown:
+        problems.append(f"{rule}: opt-in file {path} has unknown keys {sorted(unknown)}")
+    if data.get("federation") != settings.federation_id:
+        problems.append(
+            f"{rule}: opt-in file {path} names federation {data.get('federation')!r}, "
+            f"not {settings.federation_id!r}"
+        )
+    if "run" in data and data["run"] != settings.run_name:
+        problems.append(f"{rule}: opt-in file {path} names run {data['run']!r}, not this run")
+    expires = data.get("expires")
+    if not isinstance(expires, dt.datetime) or expires.tzinfo is None:
+        problems.append(f"{rule}: opt-in file {path} needs an offset date-time 'expires'")
+    elif expires <= now:
+        problems.append(f"{rule}: opt-in file {path} expired at {expires.isoformat()}")
+    return problems
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from audit.keys import (
 )
 from fedfraud.datasets import SCHEMA_FILE
 from fedfraud.errors import ConfigError, InputError
+from fedfraud.settings import PARTNERS_DIR
 
 TEMPLATE_INSTITUTION = "bank-a"
 
@@ -155,7 +156,28 @@ def prepare_demo_sites(
             shutil.copyfile(schema_file, site / SCHEMA_FILE)
             (sites.server_dir / "schemas").mkdir(exist_ok=True)
             shutil.copyfile(schema_file, sites.server_dir / "schemas" / f"{institution}.toml")
+    pin_partner_keys(
+        {name: sites.site(name) for name in institutions},
+        {name: load_private_key(sites.site(name) / "signing.key").public_key() for name in institutions},
+    )
     return sites
+
+
+def pin_partner_keys(site_dirs: Mapping[str, Path], public_keys: Mapping[str, Any]) -> None:
+    """Give every site the public keys of its partners (``partners/<id>.pub``).
+
+    This is the roster each institution's SecAgg+ checks its peers' signed
+    keys against. In production each institution approves its partners' keys
+    itself; the demo plays every party and pins them for all.
+    """
+    for name, site in site_dirs.items():
+        folder = site / PARTNERS_DIR
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(mode=0o700)
+        for partner, key in public_keys.items():
+            if partner != name:
+                save_public_key(key, folder / f"{partner}.pub")
 
 
 def split_byo_demo(

@@ -138,6 +138,13 @@ class SecAggSettings:
                 f"reconstruction-threshold {self.reconstruction_threshold} leaves no "
                 f"room for one dropped institution out of {cohort_size}"
             )
+        neighbourhood = min(cohort_size, self.num_shares // 2 * 2 + 1)
+        if self.reconstruction_threshold < minimum_threshold(neighbourhood):
+            problems.append(
+                f"reconstruction-threshold {self.reconstruction_threshold} is below the bound "
+                f"{minimum_threshold(neighbourhood)} that a neighbourhood of {neighbourhood} "
+                "needs against a malicious server (t > n/2, Bonawitz et al. 2017)"
+            )
         if problems:
             raise ConfigError("SecAgg+ settings do not fit the cohort: " + "; ".join(problems))
 
@@ -226,3 +233,43 @@ def _float(config: Mapping[str, object], key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"run config {key!r} must be a number, found {value!r}")
     return float(value)
+
+
+#: Colluding institutions the default threshold bound assumes (besides an
+#: actively malicious server). Raise it only with a threshold that meets
+#: :func:`minimum_threshold` for the larger number.
+ASSUMED_COLLUDERS = 0
+
+
+def minimum_threshold(neighbourhood: int, colluders: int = ASSUMED_COLLUDERS) -> int:
+    """The smallest safe reconstruction threshold for a neighbourhood.
+
+    Bonawitz et al. (CCS 2017, section 6.4 and Theorem A.2) show the protocol
+    secure against an active server colluding with ``n_C`` clients when
+    ``t > (n + n_C) / 2``: a server that shows two groups of honest clients
+    two different survivor sets then needs ``t - n_C`` honest signatures in
+    each, which two disjoint honest groups cannot both give. And, as in any
+    t-of-n sharing, fewer than ``t`` colluders rebuild nothing: ``t > n_C``.
+    """
+    return max((neighbourhood + colluders) // 2 + 1, colluders + 1, 2)
+
+
+def check_threshold(threshold: int, neighbourhood: int, colluders: int = ASSUMED_COLLUDERS) -> None:
+    """Refuse a threshold the security bound does not allow, or one no cohort can reach.
+
+    Raises
+    ------
+    ProtocolError
+        Naming the bound and the values found.
+    """
+    low = minimum_threshold(neighbourhood, colluders)
+    if threshold < low:
+        raise ProtocolError(
+            f"secagg.threshold: {threshold} is below the bound t > (n + n_C)/2 = "
+            f"{(neighbourhood + colluders) / 2:g} for a neighbourhood of {neighbourhood} "
+            f"with {colluders} colluding institutions (Bonawitz et al. 2017)"
+        )
+    if threshold > neighbourhood:
+        raise ProtocolError(
+            f"secagg.threshold: {threshold} exceeds the neighbourhood of {neighbourhood}"
+        )

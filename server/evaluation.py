@@ -65,7 +65,9 @@ class _SumStrategy(FedAvg):  # type: ignore[misc]
         self.extra = extra
         self.mean: npt.NDArray[np.float64] | None = None
         self.institutions: list[str] = []
-        self.total_weight = 0
+        #: Sum of the contributors' weights (set from the secure sum itself:
+        #: no institution's count is sent in the clear).
+        self.total_weight = 0.0
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -91,7 +93,6 @@ class _SumStrategy(FedAvg):  # type: ignore[misc]
                 [a.ravel() for a in parameters_to_ndarrays(results[0][1].parameters)]
             )
             self.institutions = sorted(str(res.metrics.get("institution", "?")) for _, res in results)
-            self.total_weight = sum(int(res.num_examples) for _, res in results)
         return None, {}
 
 
@@ -106,7 +107,10 @@ def secure_round(
         strategy=strategy,
         client_manager=context.client_manager,
     )
-    secagg_workflow(settings.secagg)(grid, view)
+    workflow = secagg_workflow(settings.secagg, settings.federation_id)
+    workflow(grid, view)
+    if strategy.mean is not None:
+        strategy.total_weight = workflow.total_weight
     return strategy
 
 

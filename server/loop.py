@@ -164,7 +164,7 @@ def _fit_workflow(settings: RunSettings) -> Any:
         from flwr.server.workflow.default_workflows import default_fit_workflow
 
         return default_fit_workflow
-    return secagg_workflow(settings.secagg)
+    return secagg_workflow(settings.secagg, settings.federation_id)
 
 
 def _round_record(round_log: RoundLog) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from fedfraud.datasets import DataFormat, model_columns, server_schema
 from fedfraud.errors import ConfigError
-from fedfraud.settings import UNSAFE_OPT_IN, Aggregation, RunSettings
+from fedfraud.settings import UNSAFE_OPT_IN, Aggregation, RunSettings, check_unsafe_opt_in
 from fraud.features import FEATURE_COLUMNS
 from policy import COUNT_METRICS as POLICY_COUNT_METRICS
 from policy import Policy, RunPlan, RunRequest, combine, load_policy
@@ -49,11 +49,11 @@ def run_request(settings: RunSettings) -> RunRequest:
     """
     aggregation = settings.aggregation.value
     if settings.aggregation is Aggregation.UNSAFE_PLAIN:
-        if not (settings.server_dir / UNSAFE_OPT_IN).exists():
-            raise ConfigError(
-                f"aggregation 'unsafe-plain' needs the opt-in file "
-                f"{settings.server_dir / UNSAFE_OPT_IN} (benchmarks only)"
-            )
+        problems = check_unsafe_opt_in(
+            settings.server_dir / UNSAFE_OPT_IN, settings, dt.datetime.now(dt.timezone.utc)
+        )
+        if problems:
+            raise ConfigError("; ".join(problems) + " (benchmarks only)")
         aggregation = Aggregation.SECAGG_PLUS.value
     return RunRequest(
         purpose=settings.purpose,

@@ -1,39 +1,355 @@
-"""Flower's SecAgg+ workflow with one repair: institutions that leave early.
+"""The server's side of fedfraud's hardened SecAgg+ (a Flower fit workflow).
 
-Flower 1.42's ``SecAggPlusWorkflow`` fixes its list of "sampled" nodes before
-the setup stage. A node that leaves during *setup* or *share keys* (for
-example an institution whose policy refuses the round) is therefore counted
-as a dropped node at the unmask stage, and every survivor is asked for key
-shares of that node, which it never received: the survivors fail and the
-whole round is lost. A node that left before distributing its key shares
-never entered anyone's masks, so the right thing is to forget it.
+It keeps the shape and the Strategy contract of Flower's
+``SecAggPlusWorkflow`` (setup, share keys, collect masked vectors, unmask;
+``configure_fit`` before, ``aggregate_fit`` with the unmasked sum after) and
+adds the consistency round of Bonawitz et al. (CCS 2017) before unmasking.
+The server here is only a relay and a calculator: every check that protects
+an institution runs on the institution's side (:mod:`client.secagg_mod`), so
+a server that deviates from this code gains nothing but an aborted round.
 
-This subclass does exactly that, after each of the two early stages. It is
-the one module on the server side that touches Flower's internals: the
-workflow's state, and the legacy message format of the witnessing request.
+It is also the one module on the server side that touches Flower internals:
+the workflow's context records, and the legacy message format of the
+witnessing request.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from flwr.server.workflow import SecAggPlusWorkflow
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app.message_type import MessageType
+from flwr.common import FitRes, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
+from flwr.server import LegacyContext
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from fedfraud.errors import CryptoError, FedFraudError, ProtocolError
+from secagg import hardened as hc
+from secagg.masks import add_mod, dequantize_sum, mask_stream, unpack
+from secagg.params import SecAggSettings
+from secagg.protocol import (
+    PROTOCOL_NAME,
+    RECORD,
+    Field,
+    ShareKind,
+    Stage,
+    Task,
+    get_bytes,
+    get_int,
+    get_list,
+    get_str,
+    same_length,
+)
+from secagg.shamir import combine_shares
+
+INFO, WARNING = 20, 30
 
 
-class EarlyDropoutSafeSecAggPlus(SecAggPlusWorkflow):  # type: ignore[misc]
-    """``SecAggPlusWorkflow`` that survives institutions leaving before key sharing ends."""
+@dataclass
+class _Round:
+    """What the server holds during one secure round (never an individual update)."""
 
-    def setup_stage(self, grid: Any, context: Any, state: Any) -> bool:
-        """Run Flower's setup stage, then forget nodes that did not answer it."""
-        ok = bool(super().setup_stage(grid, context, state))
-        state.sampled_node_ids = set(state.active_node_ids)
-        return ok
+    binding: hc.Binding
+    fitins: dict[int, RecordDict] = field(default_factory=dict)
+    proxies: dict[int, Any] = field(default_factory=dict)
+    adverts: dict[int, hc.Advertisement] = field(default_factory=dict)
+    shared: set[int] = field(default_factory=set)
+    forward: dict[int, list[tuple[int, bytes]]] = field(default_factory=dict)
+    total: npt.NDArray[np.uint32] | None = None
+    size: int = 0
+    shapes: list[str] = field(default_factory=list)
+    results: dict[int, FitRes] = field(default_factory=dict)
+    signatures: dict[int, bytes] = field(default_factory=dict)
+    failures: list[BaseException] = field(default_factory=list)
 
-    def share_keys_stage(self, grid: Any, context: Any, state: Any) -> bool:
-        """Run Flower's share-keys stage, then forget nodes that shared no keys."""
-        ok = bool(super().share_keys_stage(grid, context, state))
-        state.sampled_node_ids = set(state.active_node_ids)
-        return ok
+
+class HardenedSecAggWorkflow:
+    """A Flower fit workflow running fedfraud's hardened SecAgg+ for one task."""
+
+    def __init__(self, secagg: SecAggSettings, federation_id: str) -> None:
+        self.secagg = secagg
+        self.federation_id = federation_id
+        #: Sum of the survivors' example counts (``sum r_i * max-weight``) of
+        #: the last round; set after a successful unmask.
+        self.total_weight = 0.0
+
+    # -- Flower workflow entry point -------------------------------------------------
+    def __call__(self, grid: Grid, context: Any) -> None:
+        """Run one secure round: configure, five stages, aggregate."""
+        if not isinstance(context, LegacyContext):
+            raise TypeError(f"expected Flower's LegacyContext, found {type(context).__name__}")
+        server_round = current_round(context)
+        parameters = compat.arrayrecord_to_parameters(
+            context.state.array_records[_main_params()], keep_input=True
+        )
+        pairs = context.strategy.configure_fit(server_round, parameters, context.client_manager)
+        if not pairs:
+            log(INFO, "secure round %s: no institutions selected", server_round)
+            return
+        task = str(pairs[0][1].config.get("task", Task.TRAIN.value))
+        state = _Round(hc.Binding(self.federation_id, grid.run.run_id, server_round, task))
+        for proxy, fitins in pairs:
+            state.fitins[proxy.node_id] = compat.fitins_to_recorddict(fitins, True)
+            state.proxies[proxy.node_id] = proxy
+        aggregate = None
+        try:
+            if self._setup(grid, state) and self._share_keys(grid, state) and self._collect(grid, state):
+                survivors = self._consistency(grid, state)
+                if survivors:
+                    aggregate = self._unmask(grid, state, survivors)
+        except FedFraudError as exc:
+            log(WARNING, "secure round %s (%s) halted: %s", server_round, task, exc)
+        if aggregate is None:
+            log(INFO, "secure round %s (%s): halted, nothing aggregated", server_round, task)
+            return
+        results = []
+        for node_id, fitres in state.results.items():
+            fitres.parameters = aggregate
+            fitres.num_examples = 1
+            results.append((state.proxies[node_id], fitres))
+        parameters_aggregated, metrics = context.strategy.aggregate_fit(
+            server_round, results, state.failures
+        )
+        if parameters_aggregated:
+            context.state.array_records[_main_params()] = compat.parameters_to_arrayrecord(
+                parameters_aggregated, True
+            )
+            context.history.add_metrics_distributed_fit(server_round=server_round, metrics=metrics)
+
+    # -- stages ------------------------------------------------------------------
+    def _send(
+        self, grid: Grid, state: _Round, stage: Stage, payloads: dict[int, dict[str, Any]]
+    ) -> dict[int, dict[str, Any]]:
+        """Send one stage's messages; return each good reply's fields by node."""
+        messages = []
+        for node_id, fields in payloads.items():
+            content = state.fitins[node_id] if stage is Stage.COLLECT else RecordDict()
+            content.config_records[RECORD] = ConfigRecord(
+                {Field.STAGE: stage.value, Field.PROTOCOL: PROTOCOL_NAME, **fields}
+            )
+            messages.append(
+                Message(
+                    content=content,
+                    dst_node_id=node_id,
+                    message_type=MessageType.TRAIN,
+                    group_id=str(state.binding.server_round),
+                )
+            )
+        replies: dict[int, dict[str, Any]] = {}
+        for reply in grid.send_and_receive(messages, timeout=self.secagg.timeout):
+            if reply.has_error():
+                state.failures.append(Exception(reply.error.reason))
+                continue
+            record = reply.content.config_records.get(RECORD)
+            if record is None or record.get(Field.PROTOCOL) != PROTOCOL_NAME:
+                state.failures.append(Exception("reply without the protocol record"))
+                continue
+            replies[reply.metadata.src_node_id] = dict(record)
+            if stage is Stage.COLLECT:
+                state.results[reply.metadata.src_node_id] = compat.recorddict_to_fitres(
+                    reply.content, keep_input=True
+                )
+        return replies
+
+    def _base_fields(self, state: _Round, sample_num: int) -> dict[str, Any]:
+        s = self.secagg
+        return {
+            Field.TASK: state.binding.task,
+            Field.NUM_SHARES: s.num_shares,
+            Field.THRESHOLD: s.reconstruction_threshold,
+            Field.CLIPPING_RANGE: float(s.clipping_range),
+            Field.QUANTIZATION_RANGE: s.quantization_range,
+            Field.MODULUS_RANGE: s.modulus_range,
+            Field.MAX_WEIGHT: float(s.max_weight),
+            Field.SAMPLE_NUM: sample_num,
+        }
+
+    def _setup(self, grid: Grid, state: _Round) -> bool:
+        fields = self._base_fields(state, len(state.fitins))
+        replies = self._send(grid, state, Stage.SETUP, {n: dict(fields) for n in state.fitins})
+        for node_id, reply in replies.items():
+            try:
+                state.adverts[node_id] = hc.Advertisement(
+                    node_id,
+                    get_str(reply, Field.INSTITUTION, 100),
+                    get_bytes(reply, Field.SEAL_KEY, 32),
+                    get_bytes(reply, Field.MASK_KEY, 32),
+                    get_bytes(reply, Field.SIGNATURE, 64),
+                )
+            except ProtocolError as exc:
+                state.failures.append(exc)
+        return self._enough(state, len(state.adverts), Stage.SETUP)
+
+    def _share_keys(self, grid: Grid, state: _Round) -> bool:
+        adverts = [state.adverts[n] for n in sorted(state.adverts)]
+        listing = {
+            Field.NODES: [a.node_id for a in adverts],
+            Field.INSTITUTIONS: [a.institution for a in adverts],
+            Field.SEAL_KEYS: [a.seal_key for a in adverts],
+            Field.MASK_KEYS: [a.mask_key for a in adverts],
+            Field.SIGNATURES: [a.signature for a in adverts],
+        }
+        replies = self._send(grid, state, Stage.SHARE_KEYS, {a.node_id: listing for a in adverts})
+        state.forward = {n: [] for n in replies}
+        for node_id, reply in replies.items():
+            destinations = get_list(reply, Field.DESTINATIONS, int)
+            boxes = get_list(reply, Field.BOXES, bytes)
+            same_length(destinations, boxes)
+            state.shared.add(node_id)
+            for destination, box in zip(destinations, boxes, strict=True):
+                if destination in state.forward:
+                    state.forward[destination].append((node_id, box))
+        return self._enough(state, len(state.shared), Stage.SHARE_KEYS)
+
+    def _collect(self, grid: Grid, state: _Round) -> bool:
+        payloads = {
+            n: {
+                Field.SOURCES: [src for src, _ in state.forward[n]],
+                Field.BOXES: [box for _, box in state.forward[n]],
+            }
+            for n in state.forward
+        }
+        replies = self._send(grid, state, Stage.COLLECT, payloads)
+        modulus = self.secagg.modulus_range
+        for node_id, reply in sorted(replies.items()):
+            try:
+                size = get_int(reply, Field.SIZE, 1, 2**26)
+                shapes = [str(s) for s in reply.get("shapes", [])]
+                if state.total is None:
+                    state.total, state.size, state.shapes = (
+                        np.zeros(size, dtype=np.uint32), size, shapes,
+                    )
+                if size != state.size or shapes != state.shapes:
+                    raise ProtocolError(f"node {node_id}: masked vector of another shape")
+                masked = unpack(get_bytes(reply, Field.MASKED, 4 * size), size, modulus)
+            except ProtocolError as exc:
+                state.failures.append(exc)
+                state.results.pop(node_id, None)
+                continue
+            state.total = add_mod(state.total, masked, modulus)
+        return self._enough(state, len(state.results), Stage.COLLECT)
+
+    def _consistency(self, grid: Grid, state: _Round) -> list[int]:
+        survivors = sorted(state.results)
+        replies = self._send(
+            grid, state, Stage.CONSISTENCY, {n: {Field.SURVIVORS: survivors} for n in survivors}
+        )
+        for node_id, reply in replies.items():
+            try:
+                state.signatures[node_id] = get_bytes(reply, Field.SIGNATURE, 64)
+            except ProtocolError as exc:
+                state.failures.append(exc)
+        if not self._enough(state, len(state.signatures), Stage.CONSISTENCY):
+            return []
+        return survivors
+
+    def _unmask(self, grid: Grid, state: _Round, survivors: list[int]) -> Any:
+        names = {n: a.institution for n, a in state.adverts.items()}
+        cohort = sorted(names.values())
+        node_of = {a.institution: n for n, a in state.adverts.items()}
+        survivor_set = set(survivors)
+        dead_set = state.shared - survivor_set
+        signers = sorted(state.signatures)
+        payloads = {}
+        for node_id in signers:
+            hood = {node_of[i] for i in hc.neighbours(cohort, names[node_id], self.secagg.num_shares)}
+            payloads[node_id] = {
+                Field.SIGNERS: signers,
+                Field.SIGNATURES: [state.signatures[n] for n in signers],
+                Field.ACTIVE: sorted(hood & survivor_set),
+                Field.DEAD: sorted(hood & dead_set & _sent_to(state, node_id)),
+            }
+        replies = self._send(grid, state, Stage.UNMASK, payloads)
+        seeds: dict[int, list[bytes]] = {n: [] for n in survivors}
+        masks: dict[int, list[bytes]] = {n: [] for n in dead_set}
+        for reply in replies.values():
+            owners = get_list(reply, Field.OWNERS, int)
+            kinds = get_list(reply, Field.KINDS, str)
+            shares = get_list(reply, Field.SHARES, bytes)
+            same_length(owners, kinds, shares)
+            for owner, kind, share in zip(owners, kinds, shares, strict=True):
+                target = seeds if kind == ShareKind.SEED.value else masks
+                if owner in target:
+                    target[owner].append(share)
+        return self._remove_masks(state, survivors, seeds, masks, names, cohort)
+
+    def _remove_masks(
+        self,
+        state: _Round,
+        survivors: list[int],
+        seeds: dict[int, list[bytes]],
+        masks: dict[int, list[bytes]],
+        names: dict[int, str],
+        cohort: list[str],
+    ) -> Any:
+        s = self.secagg
+        t = s.reconstruction_threshold
+        binding = state.binding
+        digest = hc.cohort_digest(binding, state.adverts.values())
+        total = state.total
+        if total is None:
+            raise ProtocolError("no masked vectors to unmask")
+        # 1. Every survivor's self mask, from its rebuilt seed.
+        for node_id in survivors:
+            seed = combine_shares(seeds[node_id], t)
+            key = hc.self_mask_key(seed, binding, digest, names[node_id])
+            total = add_mod(total, mask_stream(key, state.size, s.modulus_range), s.modulus_range, -1)
+        # 2. The pairwise masks survivors added for each dropout, from its rebuilt key.
+        node_of = {a.institution: n for n, a in state.adverts.items()}
+        for dead in masks:
+            private = X25519PrivateKey.from_private_bytes(combine_shares(masks[dead], t))
+            for peer in hc.neighbours(cohort, names[dead], s.num_shares):
+                peer_node = node_of[peer]
+                if peer_node not in survivors or dead not in _sent_to(state, peer_node):
+                    continue
+                key = hc.pair_mask_key(
+                    private, state.adverts[peer_node].mask_key, binding, digest, names[dead], peer
+                )
+                sign = hc.pair_sign(peer, names[dead])
+                total = add_mod(total, mask_stream(key, state.size, s.modulus_range), s.modulus_range, -sign)
+        # 3. Dequantize: the weighted sum and the sum of weights; divide.
+        summed = dequantize_sum(total, len(survivors), s.clipping_range, s.quantization_range)
+        weight = float(summed[0])
+        if not weight > 0:
+            raise CryptoError("the unmasked sum has no weight; aggregation failed")
+        self.total_weight = float(round(weight * s.max_weight))
+        flat = summed[1:] / weight
+        arrays, start = [], 0
+        for shape_text in state.shapes:
+            shape = () if shape_text == "scalar" else tuple(int(d) for d in shape_text.split(","))
+            count = int(np.prod(shape)) if shape else 1
+            arrays.append(flat[start : start + count].reshape(shape))
+            start += count
+        if start != flat.size:
+            raise ProtocolError("the shapes do not cover the summed vector")
+        if binding.task == Task.TRAIN.value:
+            arrays = [a.astype(np.float32) for a in arrays]
+        return ndarrays_to_parameters(arrays)
+
+    def _enough(self, state: _Round, count: int, stage: Stage) -> bool:
+        floor = max(2, self.secagg.reconstruction_threshold)
+        if count < floor:
+            log(WARNING, "secure round %s: %s institutions after %s, %s needed",
+                state.binding.server_round, count, stage.value, floor)
+            return False
+        return True
+
+
+def _sent_to(state: _Round, node_id: int) -> set[int]:
+    """The nodes whose shares were forwarded to ``node_id``."""
+    return {src for src, _ in state.forward.get(node_id, [])}
+
+
+def _main_params() -> str:
+    from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+
+    return str(MAIN_PARAMS_RECORD)
 
 
 def current_round(context: Any) -> int:
@@ -43,27 +359,17 @@ def current_round(context: Any) -> int:
     return int(context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
 
 
-def secagg_workflow(secagg: Any) -> EarlyDropoutSafeSecAggPlus:
-    """The SecAgg+ workflow for a run's :class:`secagg.params.SecAggSettings`."""
-    return EarlyDropoutSafeSecAggPlus(
-        num_shares=secagg.num_shares,
-        reconstruction_threshold=secagg.reconstruction_threshold,
-        max_weight=secagg.max_weight,
-        clipping_range=secagg.clipping_range,
-        quantization_range=secagg.quantization_range,
-        modulus_range=secagg.modulus_range,
-        timeout=secagg.timeout,
-    )
+def secagg_workflow(secagg: SecAggSettings, federation_id: str) -> HardenedSecAggWorkflow:
+    """The hardened SecAgg+ workflow for a run's settings."""
+    return HardenedSecAggWorkflow(secagg, federation_id)
 
 
 def witness_request(
     grid: Any, node_id: int, config: dict[str, Any], server_round: int, timeout: float
 ) -> Any:
     """A legacy ``get_properties`` message (the institution's client answers it)."""
-    from flwr.app import Message
     from flwr.common import GetPropertiesIns
     from flwr.common.constant import MessageTypeLegacy
-    from flwr.compat.common import recorddict_compat as compat
 
     return Message(
         content=compat.getpropertiesins_to_recorddict(GetPropertiesIns(config=config)),
@@ -77,9 +383,10 @@ def witness_request(
 def witness_reply(reply: Any) -> dict[str, Any]:
     """The properties of a ``get_properties`` reply (empty if the status is not OK)."""
     from flwr.common import Code
-    from flwr.compat.common import recorddict_compat as compat
 
     res = compat.recorddict_to_getpropertiesres(reply.content)
     if res.status.code != Code.OK:
         return {}
     return dict(res.properties)
+
+

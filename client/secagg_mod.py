@@ -1,0 +1,544 @@
+"""The institution's side of the hardened SecAgg+ protocol (replaces ``secaggplus_mod``).
+
+Every training message reaches the client only through this mod. It keeps
+the protocol's state in the ClientApp context (as Flower's mod does) and
+decides every step from what the institution knows itself: its run settings,
+its own policy, the partner keys it pinned in its site folder and its round
+ledger. Nothing the server says is taken on trust:
+
+* **setup**: the parameters must equal the run's agreed values and meet the
+  bound of the protocol's security analysis (:func:`secagg.params.check_threshold`)
+  and the institution's own policy; the (run, round, task) is claimed once;
+* **share-keys**: each peer's key advertisement must verify against the key
+  this institution pinned for that peer; the cohort it counts is the set of
+  verified advertisements;
+* **collect-masked-vectors**: shares must come sealed from verified
+  neighbours; the model is checked against the ledger (no differencing); the
+  update is masked with AES-CTR streams keyed by full X25519 secrets;
+* **consistency**: the claimed survivors must fit what it saw; it signs them;
+* **unmask**: at least ``t`` survivors must have signed the very same set; the
+  active and dead lists must match it exactly (disjoint, itself not dead);
+  seed shares go out for survivors only, key shares for dropouts only.
+
+Any failure aborts the round for this institution with a named reason: in its
+own refusal log, and in a refusal token the server writes to its audit log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app.message_type import MessageType
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common import Code, FitRes, Parameters, Status, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
+
+from audit.keys import load_public_key
+from fedfraud.errors import CryptoError, FedFraudError, ProtocolError
+from fedfraud.settings import Aggregation, RunSettings
+from fedfraud.wire import Refusal, update_digest
+from secagg import hardened as hc
+from secagg.masks import add_mod, mask_stream, pack, quantize
+from secagg.params import check_threshold
+from secagg.protocol import (
+    MAX_VECTOR,
+    PROTOCOL_NAME,
+    RECORD,
+    STATE_RECORD,
+    Field,
+    ShareKind,
+    Stage,
+    Task,
+    get_bytes,
+    get_float,
+    get_int,
+    get_list,
+    get_stage,
+    get_str,
+    same_length,
+)
+from secagg.shamir import split_secret
+
+from .gate import Institution, RoundRefused, RoundView, check_round, load_institution
+from .ledger import LedgerRefusal, RoundLedger
+from .node import InstitutionNode, resolve_node
+from .secagg_adapter import load_state, state_parameters
+
+
+class TaskFailed(RuntimeError):
+    """The client's own task failed inside the protocol (reported as a dropout)."""
+
+
+@dataclass
+class _Party:
+    """Everything the mod needs about this institution, loaded once per message."""
+
+    settings: RunSettings
+    node: InstitutionNode
+    institution: Institution
+
+
+def hardened_secagg_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
+    """Run one stage of the hardened SecAgg+ protocol for this institution."""
+    if msg.metadata.message_type != MessageType.TRAIN:
+        return call_next(msg, ctxt)
+    settings = RunSettings.from_run_config(ctxt.run_config)
+    if RECORD not in msg.content.config_records:
+        if settings.aggregation is Aggregation.UNSAFE_PLAIN:
+            # The opted-in benchmark baseline: the client's gate still checks
+            # this institution's own, bounded consent before it trains.
+            return call_next(msg, ctxt)
+        raise ProtocolError(
+            "training requested outside fedfraud's SecAgg+ (no protocol record); refusing"
+        )
+    node = resolve_node(ctxt.node_config, settings)
+    party = _Party(settings, node, load_institution(node, settings))
+    fields = dict(msg.content.config_records[RECORD])
+    server_round = _round_of(msg)
+    try:
+        stage = get_stage(fields)
+        state = load_state(ctxt)
+        if stage is not Stage.SETUP:
+            previous = state.get("stage")
+            expected = Stage(previous).next() if previous in set(Stage) else None
+            if stage is not expected:
+                raise ProtocolError(
+                    f"stage {stage.value!r} out of order (expected "
+                    f"{expected.value if expected else 'setup'!r})"
+                )
+            if state["round"] != server_round or state["run"] != msg.metadata.run_id:
+                raise ProtocolError("message belongs to another run or round than the protocol")
+        handler = _HANDLERS[stage]
+        reply_fields, content = handler(party, msg, ctxt, fields, state, call_next)
+    except RoundRefused as refusal:
+        _abort(ctxt, party, refusal.refusal.rules, server_round)
+        raise
+    except (FedFraudError, LedgerRefusal) as exc:
+        stage_name = str(fields.get(Field.STAGE, "?"))[:40]
+        rule = str(exc) if str(exc).startswith(("secagg.", "protection.")) else f"secagg.{stage_name}: {exc}"
+        refusal = Refusal(
+            institution=node.institution_id,
+            server_round=server_round,
+            rules=(rule,),
+            policy_hash=party.institution.policy.policy_hash,
+        )
+        _abort(ctxt, party, refusal.rules, server_round)
+        raise RoundRefused(refusal) from exc
+    reply_fields[Field.PROTOCOL] = PROTOCOL_NAME
+    content.config_records[RECORD] = ConfigRecord(reply_fields)  # type: ignore[arg-type]
+    return Message(content, reply_to=msg)
+
+
+# -- state -------------------------------------------------------------------
+
+
+def _save_state(ctxt: Context, state: dict[str, Any]) -> None:
+    ctxt.state.config_records[STATE_RECORD] = ConfigRecord({"json": json.dumps(state)})
+
+
+def _abort(ctxt: Context, party: _Party, rules: tuple[str, ...], server_round: int) -> None:
+    """Forget the round's secrets and write the reason to the institution's own log."""
+    _save_state(ctxt, {"stage": "aborted"})
+    party.node.audit_dir.mkdir(parents=True, exist_ok=True)
+    entry = {
+        "time": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "institution": party.node.institution_id,
+        "run_name": party.settings.run_name,
+        "round": server_round,
+        "rules": list(rules),
+    }
+    with party.node.refusal_log.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def _round_of(msg: Message) -> int:
+    try:
+        return int(msg.metadata.group_id)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError("message carries no round number") from exc
+
+
+def _binding(party: _Party, state: dict[str, Any]) -> hc.Binding:
+    return hc.Binding(party.settings.federation_id, state["run"], state["round"], state["task"])
+
+
+def _adverts(state: dict[str, Any]) -> dict[str, hc.Advertisement]:
+    return {
+        a["institution"]: hc.Advertisement(
+            a["node"],
+            a["institution"],
+            bytes.fromhex(a["seal"]),
+            bytes.fromhex(a["mask"]),
+            bytes.fromhex(a["sig"]),
+        )
+        for a in state["adverts"]
+    }
+
+
+def _round_keys(state: dict[str, Any]) -> hc.RoundKeys:
+    return hc.RoundKeys(
+        X25519PrivateKey.from_private_bytes(bytes.fromhex(state["seal_sk"])),
+        X25519PrivateKey.from_private_bytes(bytes.fromhex(state["mask_sk"])),
+        bytes.fromhex(state["seed"]),
+    )
+
+
+# -- stages ------------------------------------------------------------------
+
+Handled = tuple[dict[str, Any], RecordDict]
+
+
+def _setup(
+    party: _Party, msg: Message, ctxt: Context, fields: dict[str, Any], _: dict[str, Any], __: Any
+) -> Handled:
+    settings, expected = party.settings, party.settings.secagg
+    task = Task(get_str(fields, Field.TASK)) if fields.get(Field.TASK) in set(Task) else None
+    if task is None:
+        raise ProtocolError(f"unknown task {str(fields.get(Field.TASK))[:40]!r}")
+    state: dict[str, Any] = {
+        "stage": Stage.SETUP.value,
+        "run": msg.metadata.run_id,
+        "round": _round_of(msg),
+        "task": task.value,
+        "num_shares": get_int(fields, Field.NUM_SHARES, 2, 1000),
+        "threshold": get_int(fields, Field.THRESHOLD, 1, 1000),
+        "clipping_range": get_float(fields, Field.CLIPPING_RANGE),
+        "quantization_range": get_int(fields, Field.QUANTIZATION_RANGE, 1, 2**32),
+        "modulus_range": get_int(fields, Field.MODULUS_RANGE, 2, 2**32),
+        "max_weight": get_float(fields, Field.MAX_WEIGHT),
+        "sample_num": get_int(fields, Field.SAMPLE_NUM, 0, 1000),
+    }
+    # 1. Parameters: exactly the run's agreed values (the server may not pick them).
+    broken: list[str] = []
+    agreed = {
+        "num_shares": expected.num_shares,
+        "threshold": expected.reconstruction_threshold,
+        "clipping_range": expected.clipping_range,
+        "quantization_range": expected.quantization_range,
+        "modulus_range": expected.modulus_range,
+        "max_weight": expected.max_weight,
+    }
+    for key, value in agreed.items():
+        if state[key] != value:
+            broken.append(
+                f"run.{key.replace('_', '-')}: the server set {state[key]!r}, the run agreed {value!r}"
+            )
+    if broken:
+        raise RoundRefused(
+            Refusal(party.node.institution_id, state["round"], tuple(broken),
+                    party.institution.policy.policy_hash)
+        )
+    # 2. The institution's own policy, for the round as announced.
+    check_round(
+        RoundView(party.node.institution_id, state["round"], state_parameters(state),
+                  state["sample_num"], training=task is Task.TRAIN),
+        settings,
+        party.institution,
+    )
+    # 3. One time only: each (run, round, task), and the policy's max_rounds.
+    RoundLedger(party.node.ledger_path).claim_round(
+        state["run"], state["round"], task.value, party.institution.policy.protection.max_rounds
+    )
+    # 4. Fresh keys, advertised under this institution's own signature.
+    keys = hc.RoundKeys.generate()
+    binding = _binding(party, state)
+    advert = hc.advertise(
+        party.institution.signing_key, binding, msg.metadata.dst_node_id,
+        party.node.institution_id, keys,
+    )
+    state.update(
+        seal_sk=hc.private_bytes(keys.seal_private).hex(),
+        mask_sk=keys.mask_secret().hex(),
+        seed=keys.seed.hex(),
+        node=msg.metadata.dst_node_id,
+    )
+    _save_state(ctxt, state)
+    return {
+        Field.INSTITUTION: party.node.institution_id,
+        Field.SEAL_KEY: advert.seal_key,
+        Field.MASK_KEY: advert.mask_key,
+        Field.SIGNATURE: advert.signature,
+    }, RecordDict()
+
+
+def _pinned_keys(party: _Party) -> dict[str, Ed25519PublicKey]:
+    """This institution's own key and those of the partners it pinned and accepts."""
+    me = party.node.institution_id
+    keys = {me: party.institution.signing_key.public_key()}
+    accepted = set(party.institution.policy.data_use.accepted_partners)
+    for partner in party.settings.institutions:
+        path = party.node.partner_key_path(partner)
+        if partner != me and partner in accepted and path.is_file():
+            keys[partner] = load_public_key(path)
+    return keys
+
+
+def _share_keys(
+    party: _Party, msg: Message, ctxt: Context, fields: dict[str, Any], state: dict[str, Any], _: Any
+) -> Handled:
+    me = party.node.institution_id
+    nodes = get_list(fields, Field.NODES, int)
+    names = get_list(fields, Field.INSTITUTIONS, str, max_len=100)
+    seals = get_list(fields, Field.SEAL_KEYS, bytes, max_len=32)
+    masks = get_list(fields, Field.MASK_KEYS, bytes, max_len=32)
+    sigs = get_list(fields, Field.SIGNATURES, bytes, max_len=64)
+    same_length(nodes, names, seals, masks, sigs)
+    binding = _binding(party, state)
+    pinned = _pinned_keys(party)
+    # 1. Every advertisement must verify against a key pinned on this side:
+    #    an unknown institution or a key the server made is refused.
+    verified: dict[str, hc.Advertisement] = {}
+    for node, name, seal, mask, sig in zip(nodes, names, seals, masks, sigs, strict=True):
+        if name not in pinned:
+            raise CryptoError(
+                f"secagg.unknown-peer: {name[:60]!r} is not a partner whose key this institution pinned"
+            )
+        advert = hc.Advertisement(node, name, seal, mask, sig)
+        hc.verify_advertisement(pinned[name], binding, advert)
+        if name in verified:
+            raise ProtocolError(f"secagg.duplicate-peer: {name} is listed twice")
+        verified[name] = advert
+    if len({a.node_id for a in verified.values()}) != len(verified) or len(
+        {a.seal_key for a in verified.values()} | {a.mask_key for a in verified.values()}
+    ) != 2 * len(verified):
+        raise ProtocolError("secagg.duplicate-peer: node ids or keys repeat")
+    # 2. Its own advertisement must be there, unchanged.
+    own = verified.get(me)
+    keys = _round_keys(state)
+    if (
+        own is None
+        or own.node_id != state["node"]
+        or not hc.same_bytes(own.seal_key, keys.seal_public)
+        or not hc.same_bytes(own.mask_key, keys.mask_public)
+    ):
+        raise ProtocolError("secagg.own-keys: this institution's keys are missing or altered")
+    # 3. The cohort it counts is the verified one; check it against its policy
+    #    and the threshold bound for its neighbourhood.
+    cohort = sorted(verified)
+    neighbourhood = hc.neighbours(cohort, me, state["num_shares"])
+    check_threshold(state["threshold"], len(neighbourhood))
+    state["adverts"] = [
+        {"node": a.node_id, "institution": a.institution, "seal": a.seal_key.hex(),
+         "mask": a.mask_key.hex(), "sig": a.signature.hex()}
+        for a in verified.values()
+    ]
+    state["stage"] = Stage.SHARE_KEYS.value
+    check_round(
+        RoundView(me, state["round"], state_parameters(state), len(cohort),
+                  training=state["task"] == Task.TRAIN),
+        party.settings,
+        party.institution,
+    )
+    # 4. Share the self-mask seed and the mask key with the neighbourhood.
+    digest = hc.cohort_digest(binding, verified.values())
+    xs = {name: index + 1 for index, name in enumerate(neighbourhood)}
+    seed_shares = split_secret(keys.seed, state["threshold"], list(xs.values()))
+    mask_shares = split_secret(keys.mask_secret(), state["threshold"], list(xs.values()))
+    destinations, boxes = [], []
+    held: dict[str, list[str]] = {me: [seed_shares[xs[me]].hex(), mask_shares[xs[me]].hex()]}
+    for name in neighbourhood:
+        if name == me:
+            continue
+        peer = verified[name]
+        destinations.append(peer.node_id)
+        boxes.append(
+            hc.seal_shares(keys, peer.seal_key, binding, digest, me, name,
+                           seed_shares[xs[name]], mask_shares[xs[name]])
+        )
+    state.update(digest=digest.hex(), neighbours=list(neighbourhood), held=held)
+    _save_state(ctxt, state)
+    return {Field.DESTINATIONS: destinations, Field.BOXES: boxes}, RecordDict()
+
+
+def _collect(
+    party: _Party,
+    msg: Message,
+    ctxt: Context,
+    fields: dict[str, Any],
+    state: dict[str, Any],
+    call_next: ClientAppCallable,
+) -> Handled:
+    me = party.node.institution_id
+    sources = get_list(fields, Field.SOURCES, int)
+    boxes = get_list(fields, Field.BOXES, bytes)
+    same_length(sources, boxes)
+    binding = _binding(party, state)
+    digest = bytes.fromhex(state["digest"])
+    adverts = _adverts(state)
+    by_node = {a.node_id: a for a in adverts.values()}
+    neighbourhood = set(state["neighbours"])
+    keys = _round_keys(state)
+    # 1. Shares must come sealed from verified neighbours, once each.
+    held: dict[str, list[str]] = state["held"]
+    for source, box in zip(sources, boxes, strict=True):
+        peer = by_node.get(source)
+        if peer is None or peer.institution not in neighbourhood or peer.institution == me:
+            raise ProtocolError(f"secagg.unknown-peer: shares from node {source}, not a neighbour")
+        if peer.institution in held:
+            raise ProtocolError(f"secagg.duplicate-peer: two share boxes from {peer.institution}")
+        seed_share, mask_share = hc.open_shares(
+            keys, peer.seal_key, binding, digest, peer.institution, me, box
+        )
+        held[peer.institution] = [seed_share.hex(), mask_share.hex()]
+    if len(held) < state["threshold"]:
+        raise ProtocolError(
+            f"secagg.threshold: shares from {len(held)} institutions, {state['threshold']} needed"
+        )
+    # 2. The task and round of the instructions must be the ones set up, and
+    #    the model must not have been summed under another cohort before.
+    fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    task = str(fitins.config.get("task", Task.TRAIN.value))
+    if task != state["task"] or fitins.config.get("server-round") != state["round"]:
+        raise ProtocolError("secagg.binding: the instructions name another task or round")
+    model_hash = update_digest(parameters_to_ndarrays(fitins.parameters))
+    cohort = sorted(adverts)
+    RoundLedger(party.node.ledger_path).check_model(task, model_hash, cohort, record=False)
+    state.update(stage=Stage.COLLECT.value, held=held, model_hash=model_hash)
+    _save_state(ctxt, state)
+    # 3. The client computes its contribution (its gate runs again inside).
+    try:
+        reply = call_next(msg, ctxt)
+    except RoundRefused:
+        raise
+    except FedFraudError as exc:
+        # The institution's own task failed (missing data, an update out of
+        # range): a dropout, not a protocol refusal. Forget the round's secrets.
+        _save_state(ctxt, {"stage": "aborted"})
+        raise TaskFailed(f"{type(exc).__name__}: {exc}") from exc
+    if reply.has_error():
+        raise ProtocolError(f"secagg.client: {reply.error.reason[:200]}")
+    fitres = compat.recorddict_to_fitres(reply.content, keep_input=True)
+    arrays = parameters_to_ndarrays(fitres.parameters)
+    ratio = fitres.num_examples / state["max_weight"]
+    if not 0 < ratio <= 1:
+        raise ProtocolError("secagg.weight: the example count is outside [1, max-weight]")
+    flat = np.concatenate([[ratio]] + [np.asarray(a, dtype=np.float64).ravel() * ratio for a in arrays])
+    if flat.size > MAX_VECTOR:
+        raise ProtocolError("secagg.size: the vector exceeds the protocol's limit")
+    # 4. Quantize, then add the self mask and one pairwise mask per neighbour
+    #    that shared keys, each a fresh AES-CTR stream.
+    modulus = state["modulus_range"]
+    total = quantize(flat, state["clipping_range"], state["quantization_range"])
+    total = add_mod(total, mask_stream(hc.self_mask_key(keys.seed, binding, digest, me), flat.size, modulus), modulus)
+    for name in sorted(held):
+        if name == me:
+            continue
+        key = hc.pair_mask_key(keys.mask_private, adverts[name].mask_key, binding, digest, me, name)
+        total = add_mod(total, mask_stream(key, flat.size, modulus), modulus, hc.pair_sign(me, name))
+    state["u2"] = sorted(held)
+    _save_state(ctxt, state)
+    # The example count stays inside the masked vector; nothing else of the
+    # update leaves (metrics carry the institution's name and signed receipt).
+    clear = FitRes(Status(Code.OK, "masked"), Parameters([], ""), 0, fitres.metrics)
+    shapes = [",".join(str(d) for d in np.shape(a)) or "scalar" for a in arrays]
+    return {
+        Field.MASKED: pack(total),
+        Field.SIZE: int(flat.size),
+        "shapes": shapes,
+    }, compat.fitres_to_recorddict(clear, keep_input=False)
+
+
+def _consistency(
+    party: _Party, msg: Message, ctxt: Context, fields: dict[str, Any], state: dict[str, Any], _: Any
+) -> Handled:
+    me = party.node.institution_id
+    by_node = {a.node_id: a for a in _adverts(state).values()}
+    survivors_nodes = get_list(fields, Field.SURVIVORS, int)
+    if len(set(survivors_nodes)) != len(survivors_nodes) or any(n not in by_node for n in survivors_nodes):
+        raise ProtocolError("secagg.consistency: survivors include unknown or repeated nodes")
+    survivors = sorted(by_node[n].institution for n in survivors_nodes)
+    neighbourhood = set(state["neighbours"])
+    u2 = set(state["u2"])
+    # 1. It must itself be a survivor, and a neighbour can only have survived
+    #    if it shared keys with this institution.
+    if me not in survivors:
+        raise ProtocolError("secagg.consistency: this institution is missing from the survivors")
+    if (set(survivors) & neighbourhood) - u2:
+        raise ProtocolError("secagg.consistency: a claimed survivor never shared keys")
+    if len(set(survivors) & neighbourhood) < state["threshold"]:
+        raise ProtocolError(
+            f"secagg.threshold: {len(set(survivors) & neighbourhood)} surviving neighbours, "
+            f"{state['threshold']} needed"
+        )
+    # 2. The differencing rule, recorded now: once signed, shares may follow.
+    RoundLedger(party.node.ledger_path).check_model(
+        state["task"], state["model_hash"], survivors, record=True
+    )
+    binding = _binding(party, state)
+    signature = hc.sign_consistency(
+        party.institution.signing_key, binding, bytes.fromhex(state["digest"]), survivors
+    )
+    state.update(stage=Stage.CONSISTENCY.value, u3=survivors)
+    _save_state(ctxt, state)
+    return {Field.SIGNATURE: signature}, RecordDict()
+
+
+def _unmask(
+    party: _Party, msg: Message, ctxt: Context, fields: dict[str, Any], state: dict[str, Any], _: Any
+) -> Handled:
+    me = party.node.institution_id
+    adverts = _adverts(state)
+    by_node = {a.node_id: a for a in adverts.values()}
+    signers = get_list(fields, Field.SIGNERS, int)
+    signatures = get_list(fields, Field.SIGNATURES, bytes, max_len=64)
+    active_nodes = get_list(fields, Field.ACTIVE, int)
+    dead_nodes = get_list(fields, Field.DEAD, int)
+    same_length(signers, signatures)
+    survivors: list[str] = state["u3"]
+    # 1. At least t survivors must have signed exactly the set this one signed.
+    every_pinned = _pinned_keys(party)
+    pinned = {name: every_pinned[name] for name in adverts}
+    signed = {
+        by_node[n].institution: s for n, s in zip(signers, signatures, strict=True) if n in by_node
+    }
+    valid = hc.count_consistency_signatures(
+        pinned, _binding(party, state), bytes.fromhex(state["digest"]), survivors, signed
+    )
+    if len(valid) < state["threshold"]:
+        raise CryptoError(
+            f"secagg.consistency: {len(valid)} valid signatures of the survivor set, "
+            f"{state['threshold']} needed"
+        )
+    # 2. The lists must be exactly what the signed set implies: disjoint, this
+    #    institution not dead, survivors active, neighbours lost after sharing dead.
+    if set(active_nodes) & set(dead_nodes):
+        raise ProtocolError("secagg.overlap: a node is listed as both active and dead")
+    if any(n not in by_node for n in active_nodes + dead_nodes):
+        raise ProtocolError("secagg.unmask: unknown nodes in the active or dead list")
+    active = {by_node[n].institution for n in active_nodes}
+    dead = {by_node[n].institution for n in dead_nodes}
+    if me in dead:
+        raise ProtocolError("secagg.overlap: this institution is listed as dead")
+    neighbourhood = set(state["neighbours"])
+    held = state["held"]
+    if active != set(survivors) & neighbourhood or dead != (set(held) - set(survivors)):
+        raise ProtocolError("secagg.unmask: active or dead list differs from the signed survivors")
+    # 3. Release: self-mask seed shares for survivors, mask-key shares for the dead.
+    owners, kinds, shares = [], [], []
+    for name in sorted(active):
+        owners.append(adverts[name].node_id)
+        kinds.append(ShareKind.SEED.value)
+        shares.append(bytes.fromhex(held[name][0]))
+    for name in sorted(dead):
+        owners.append(adverts[name].node_id)
+        kinds.append(ShareKind.MASK.value)
+        shares.append(bytes.fromhex(held[name][1]))
+    _save_state(ctxt, {"stage": Stage.UNMASK.value, "run": state["run"], "round": state["round"]})
+    return {Field.OWNERS: owners, Field.KINDS: kinds, Field.SHARES: shares}, RecordDict()
+
+
+_HANDLERS = {
+    Stage.SETUP: _setup,
+    Stage.SHARE_KEYS: _share_keys,
+    Stage.COLLECT: _collect,
+    Stage.CONSISTENCY: _consistency,
+    Stage.UNMASK: _unmask,
+}
+

@@ -1,0 +1,119 @@
+"""Masks and quantization of the hardened SecAgg+ (Flower-free arithmetic).
+
+**Masks.** Every mask is a keystream of AES-256 in counter mode (NIST SP
+800-38A) under a key derived with HKDF-SHA256 (RFC 5869) from the *full*
+256-bit secret it belongs to, with an ``info`` string that names the protocol
+version, the purpose (pairwise or self mask), the run binding and the pair.
+So two masks of different pairs, rounds, runs or vectors are independent
+streams, and recovering one needs the 256-bit secret itself. (Flower's stock
+``pseudo_rand_gen`` XOR-folds its seed to 32 bits and seeds numpy's Mersenne
+Twister; with base64 text as the seed, 4 of those bits are always zero.) The
+counter starts at zero: the derived key is used for one stream only.
+
+The stream is read as little-endian ``uint32`` words reduced modulo the
+modulus, a power of two <= 2**32, which keeps every word uniform over the
+modulus (2**32 is a multiple of it).
+
+**Quantization.** A value ``v`` in ``[-c, c]`` becomes the integer
+``rint((v + c) * Q / (2c))`` in ``[0, Q]``; the sum of ``n`` of them stays below
+the modulus while ``n * Q < modulus`` (checked by
+:meth:`secagg.params.SecAggSettings.validate_for`). Dequantizing a sum of
+``n`` quantized values gives the sum of the values within ``n c / Q``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from fedfraud.errors import CryptoError, ProtocolError
+
+#: Version marker of every derivation in this module (domain separation).
+MASK_DOMAIN = b"fedfraud-secagg/1/mask"
+_ZERO_IV = bytes(16)
+
+Words = npt.NDArray[np.uint32]
+
+
+def derive_key(secret: bytes, purpose: bytes, context: bytes) -> bytes:
+    """A 256-bit key for one use, bound to its purpose and context (HKDF-SHA256)."""
+    if len(secret) < 32:
+        raise CryptoError("mask secrets must carry at least 256 bits")
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=None,
+        info=MASK_DOMAIN + b"\x00" + purpose + b"\x00" + context,
+    ).derive(secret)
+
+
+def mask_stream(key: bytes, size: int, modulus: int) -> Words:
+    """``size`` mask words, uniform modulo ``modulus``, from a one-use 256-bit key."""
+    if len(key) != 32:
+        raise CryptoError("a mask key is 256 bits")
+    _check_modulus(modulus)
+    encryptor = Cipher(algorithms.AES(key), modes.CTR(_ZERO_IV)).encryptor()
+    words: Words = np.frombuffer(encryptor.update(bytes(4 * size)), dtype="<u4")
+    if modulus < 2**32:
+        words = words & np.uint32(modulus - 1)
+    return words
+
+
+def quantize(values: npt.NDArray[np.floating], clipping_range: float, levels: int) -> Words:
+    """Map values in ``[-c, c]`` to integers in ``[0, levels]``.
+
+    Raises
+    ------
+    ProtocolError
+        If a value is outside the range or not finite (it would be clipped:
+        callers check first and refuse to send such an update).
+    """
+    flat = np.asarray(values, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(flat)) or (
+        flat.size and float(np.max(np.abs(flat))) > clipping_range
+    ):
+        raise ProtocolError("a value to be masked is outside the clipping range")
+    scaled = np.rint((flat + clipping_range) * (levels / (2.0 * clipping_range)))
+    return scaled.astype(np.uint32)
+
+
+def dequantize_sum(
+    total: npt.NDArray[np.integer], contributors: int, clipping_range: float, levels: int
+) -> npt.NDArray[np.float64]:
+    """The sum of ``contributors`` values from the sum of their quantized forms."""
+    step = 2.0 * clipping_range / levels
+    return np.asarray(total, dtype=np.float64) * step - contributors * clipping_range
+
+
+def add_mod(total: Words, words: Words, modulus: int, sign: int = 1) -> Words:
+    """``total + sign * words`` modulo ``modulus`` (a power of two <= 2**32)."""
+    if sign == 1:
+        out = total + words  # uint32 wraps modulo 2**32
+    else:
+        out = total - words
+    if modulus < 2**32:
+        out &= np.uint32(modulus - 1)
+    return out
+
+
+def pack(words: Words) -> bytes:
+    """Wire form of a masked vector: little-endian uint32, 4 bytes per entry."""
+    return np.ascontiguousarray(words, dtype="<u4").tobytes()
+
+
+def unpack(data: bytes, size: int, modulus: int) -> Words:
+    """Parse a masked vector of ``size`` entries; refuse any other length or range."""
+    if not isinstance(data, bytes) or len(data) != 4 * size:
+        raise ProtocolError(f"masked vector must be {4 * size} bytes")
+    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    if modulus < 2**32 and words.size and int(words.max()) >= modulus:
+        raise ProtocolError("masked vector has entries outside the modulus")
+    return words
+
+
+def _check_modulus(modulus: int) -> None:
+    if not 2 <= modulus <= 2**32 or modulus & (modulus - 1):
+        raise CryptoError("the modulus must be a power of two <= 2**32")

@@ -1,0 +1,177 @@
+"""Wire format of the hardened SecAgg+ protocol: stages, field names, limits.
+
+Both sides (the server workflow and the institution's mod) read and write
+these fields in one Flower ``ConfigRecord`` named :data:`RECORD`. Every field
+an institution reads is checked here for type and size before anything else
+happens: a malformed or oversized message is refused by name.
+
+Stages, in order (the server sends, the institution replies):
+
+1. ``setup``: run parameters and task -> signed round keys (advertisement);
+2. ``share-keys``: every advertisement -> shares sealed for each neighbour;
+3. ``collect-masked-vectors``: the shares sealed for this institution, and the
+   model -> the masked vector (plus a signed receipt for training);
+4. ``consistency``: the survivor set -> a signature over it;
+5. ``unmask``: the survivors' signatures -> the shares that remove the masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from fedfraud.errors import ProtocolError
+
+#: Name of the ConfigRecord carrying the protocol's fields.
+RECORD = "fedfraud.secagg"
+#: Name of the institution's protocol state in its Flower context.
+STATE_RECORD = "fedfraud.secagg.state"
+
+#: Most institutions a round may list (bounds every list field).
+MAX_PARTIES = 1000
+#: Most entries of a masked vector (2**26: a 64M-parameter model).
+MAX_VECTOR = 2**26
+#: Largest sealed box of shares, signature or key, in bytes.
+MAX_BOX = 4096
+
+
+class Stage(StrEnum):
+    """The protocol's stages, in order."""
+
+    SETUP = "setup"
+    SHARE_KEYS = "share-keys"
+    COLLECT = "collect-masked-vectors"
+    CONSISTENCY = "consistency"
+    UNMASK = "unmask"
+
+    def next(self) -> Stage | None:
+        """The stage that must follow this one (None after unmask)."""
+        order = list(Stage)
+        index = order.index(self)
+        return order[index + 1] if index + 1 < len(order) else None
+
+
+class Task(StrEnum):
+    """What a secure round sums."""
+
+    TRAIN = "train"
+    EVALUATE = "evaluate"
+    STATS = "stats"
+
+
+class Field(StrEnum):
+    """Field names of the protocol's ConfigRecord."""
+
+    STAGE = "stage"
+    PROTOCOL = "protocol"
+    TASK = "task"
+    NUM_SHARES = "num-shares"
+    THRESHOLD = "threshold"
+    CLIPPING_RANGE = "clipping-range"
+    QUANTIZATION_RANGE = "quantization-range"
+    MODULUS_RANGE = "modulus-range"
+    MAX_WEIGHT = "max-weight"
+    SAMPLE_NUM = "sample-num"
+    INSTITUTION = "institution"
+    SEAL_KEY = "seal-key"
+    MASK_KEY = "mask-key"
+    SIGNATURE = "signature"
+    NODES = "nodes"
+    INSTITUTIONS = "institutions"
+    SEAL_KEYS = "seal-keys"
+    MASK_KEYS = "mask-keys"
+    SIGNATURES = "signatures"
+    DESTINATIONS = "destinations"
+    SOURCES = "sources"
+    BOXES = "boxes"
+    MASKED = "masked"
+    SIZE = "size"
+    SURVIVORS = "survivors"
+    SIGNERS = "signers"
+    ACTIVE = "active"
+    DEAD = "dead"
+    OWNERS = "owners"
+    KINDS = "kinds"
+    SHARES = "shares"
+
+
+class ShareKind(StrEnum):
+    """Which secret a released share belongs to."""
+
+    #: The self-mask seed of a survivor.
+    SEED = "seed"
+    #: The mask private key of a dropped institution.
+    MASK = "mask"
+
+
+def get_int(fields: Mapping[str, Any], name: Field, low: int = 0, high: int = 2**63 - 1) -> int:
+    """An int field within ``[low, high]``."""
+    value = fields.get(name)
+    if type(value) is not int or not low <= value <= high:
+        raise ProtocolError(f"field {name.value!r} must be an integer in [{low}, {high}]")
+    return value
+
+
+def get_float(fields: Mapping[str, Any], name: Field) -> float:
+    """A finite float field."""
+    value = fields.get(name)
+    if type(value) is not float or value != value or value in (float("inf"), float("-inf")):
+        raise ProtocolError(f"field {name.value!r} must be a finite float")
+    return value
+
+
+def get_str(fields: Mapping[str, Any], name: Field, max_len: int = 200) -> str:
+    """A short str field."""
+    value = fields.get(name)
+    if not isinstance(value, str) or not 0 < len(value) <= max_len:
+        raise ProtocolError(f"field {name.value!r} must be a string of 1 to {max_len} characters")
+    return value
+
+
+def get_bytes(fields: Mapping[str, Any], name: Field, max_len: int = MAX_BOX) -> bytes:
+    """A bytes field of at most ``max_len`` bytes."""
+    value = fields.get(name)
+    if not isinstance(value, bytes) or not 0 < len(value) <= max_len:
+        raise ProtocolError(f"field {name.value!r} must be 1 to {max_len} bytes")
+    return value
+
+
+def get_list(
+    fields: Mapping[str, Any], name: Field, kind: type, max_items: int = MAX_PARTIES, max_len: int = MAX_BOX
+) -> list[Any]:
+    """A list field whose items all have type ``kind`` (bounded count and size)."""
+    value = fields.get(name)
+    if not isinstance(value, list) or len(value) > max_items:
+        raise ProtocolError(f"field {name.value!r} must be a list of at most {max_items} items")
+    for item in value:
+        if type(item) is not kind:
+            raise ProtocolError(f"field {name.value!r} must hold only {kind.__name__} items")
+        if kind in (bytes, str) and not 0 < len(item) <= max_len:
+            raise ProtocolError(f"field {name.value!r} has an item of a bad size")
+        if kind is int and not 0 <= item < 2**64:
+            raise ProtocolError(f"field {name.value!r} has an out-of-range node id")
+    return value
+
+
+def same_length(*lists: list[Any]) -> None:
+    """Parallel list fields must have one length."""
+    if len({len(items) for items in lists}) > 1:
+        raise ProtocolError("parallel list fields differ in length")
+
+
+def get_stage(fields: Mapping[str, Any]) -> Stage:
+    """The stage a message asks for; also checks the protocol marker."""
+    if fields.get(Field.PROTOCOL) != PROTOCOL_NAME:
+        raise ProtocolError(
+            f"message is not {PROTOCOL_NAME} (found {str(fields.get(Field.PROTOCOL))[:40]!r})"
+        )
+    value = fields.get(Field.STAGE)
+    try:
+        return Stage(value)
+    except ValueError:
+        raise ProtocolError(f"unknown stage {str(value)[:40]!r}") from None
+
+
+#: The version marker every message carries.
+PROTOCOL_NAME = "fedfraud-secagg/1"
