@@ -23,10 +23,14 @@ class RefusalTap(Grid):  # type: ignore[misc]
 
     def __init__(self, inner: Grid) -> None:
         self._inner = inner
-        self._refusals: dict[int, dict[str, Refusal]] = {}
+        self._refusals: dict[int, dict[tuple[str, tuple[str, ...]], Refusal]] = {}
 
     def take(self, server_round: int) -> list[Refusal]:
-        """The refusals seen for a round (each institution once)."""
+        """The refusals seen for a round (each distinct one once, in arrival order).
+
+        An institution may refuse twice in one round (its training and its
+        evaluation, say): both are kept, so the audit log names both.
+        """
         return list(self._refusals.pop(server_round, {}).values())
 
     def _scan(self, messages: Iterable[Message]) -> list[Message]:
@@ -35,7 +39,8 @@ class RefusalTap(Grid):  # type: ignore[misc]
             if message.has_error():
                 reason = message.error.reason or ""
                 for refusal in find_refusals(reason):
-                    self._refusals.setdefault(refusal.server_round, {})[refusal.institution] = refusal
+                    key = (refusal.institution, refusal.rules)
+                    self._refusals.setdefault(refusal.server_round, {})[key] = refusal
         return replies
 
     # -- Grid interface, forwarded -------------------------------------------------

@@ -1,0 +1,1 @@
+"""Dishonest-server attacks against SecAgg+ clients (stock Flower and ours)."""
