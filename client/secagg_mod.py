@@ -117,8 +117,8 @@ def hardened_secagg_mod(msg: Message, ctxt: Context, call_next: ClientAppCallabl
                 raise ProtocolError("message belongs to another run or round than the protocol")
         handler = _HANDLERS[stage]
         reply_fields, content = handler(party, msg, ctxt, fields, state, call_next)
-    except RoundRefused as refusal:
-        _abort(ctxt, party, refusal.refusal.rules, server_round)
+    except RoundRefused as refused:
+        _abort(ctxt, party, refused.refusal.rules, server_round)
         raise
     except (FedFraudError, LedgerRefusal) as exc:
         stage_name = str(fields.get(Field.STAGE, "?"))[:40]
@@ -413,7 +413,7 @@ def _collect(
         _save_state(ctxt, {"stage": "aborted"})
         raise TaskFailed(f"{type(exc).__name__}: {exc}") from exc
     if reply.has_error():
-        raise ProtocolError(f"secagg.client: {reply.error.reason[:200]}")
+        raise ProtocolError(f"secagg.client: {str(reply.error.reason)[:200]}")
     fitres = compat.recorddict_to_fitres(reply.content, keep_input=True)
     arrays = parameters_to_ndarrays(fitres.parameters)
     ratio = fitres.num_examples / state["max_weight"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,6 +48,19 @@ class FraudMLP(nn.Module):
         """Return logits of shape ``[n]`` for inputs of shape ``[n, n_features]``."""
         out: torch.Tensor = self.net(x).squeeze(-1)
         return out
+
+
+def initial_model_seed(seed: int, institutions: Sequence[str]) -> int:
+    """The seed of a federation's initial global model: the run seed and the cohort.
+
+    Each institution refuses to contribute to a sum over the same model with a
+    different set of partners (the difference of two such sums would reveal
+    one institution's contribution). Runs of the same seed with different
+    institutions therefore start from different models, while a rerun with
+    the same institutions starts from the same one.
+    """
+    digest = hashlib.sha256("\n".join(sorted(institutions)).encode("utf-8")).digest()
+    return (seed * 1_000_003 + int.from_bytes(digest[:4], "big")) % 2**31
 
 
 def build_model(

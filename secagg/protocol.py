@@ -147,11 +147,17 @@ def get_list(
     for item in value:
         if type(item) is not kind:
             raise ProtocolError(f"field {name.value!r} must hold only {kind.__name__} items")
-        if kind in (bytes, str) and not 0 < len(item) <= max_len:
-            raise ProtocolError(f"field {name.value!r} has an item of a bad size")
-        if kind is int and not 0 <= item < 2**64:
-            raise ProtocolError(f"field {name.value!r} has an out-of-range node id")
+        if not _item_in_bounds(item, max_len):
+            raise ProtocolError(f"field {name.value!r} has an item of a bad size or range")
     return value
+
+
+def _item_in_bounds(item: Any, max_len: int) -> bool:
+    if isinstance(item, (bytes, str)):
+        return 0 < len(item) <= max_len
+    if isinstance(item, int):
+        return 0 <= item < 2**64
+    return True
 
 
 def same_length(*lists: list[Any]) -> None:
@@ -168,7 +174,7 @@ def get_stage(fields: Mapping[str, Any]) -> Stage:
         )
     value = fields.get(Field.STAGE)
     try:
-        return Stage(value)
+        return Stage(str(value))
     except ValueError:
         raise ProtocolError(f"unknown stage {str(value)[:40]!r}") from None
 

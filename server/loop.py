@@ -33,7 +33,7 @@ from fedfraud.datasets import DataFormat, server_schema
 from fedfraud.settings import Aggregation, RunSettings
 from fedfraud.wire import update_digest
 from fraud.features import FEATURE_COLUMNS
-from fraud.model import build_model, get_weights, max_abs_weight
+from fraud.model import build_model, get_weights, initial_model_seed, max_abs_weight
 
 from .auditing import ServerAudit
 from .evaluation import SecureEvaluation
@@ -80,7 +80,7 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
         n_features = len(feature_names(schema))  # type: ignore[arg-type]
     else:
         n_features = len(FEATURE_COLUMNS)
-    model = build_model(n_features, seed=settings.seed)
+    model = build_model(n_features, seed=initial_model_seed(settings.seed, settings.institutions))
     layer_names = list(model.state_dict().keys())
     initial = get_weights(model)
     peak = max_abs_weight(initial)

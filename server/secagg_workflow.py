@@ -66,7 +66,7 @@ class _Round:
     shapes: list[str] = field(default_factory=list)
     results: dict[int, FitRes] = field(default_factory=dict)
     signatures: dict[int, bytes] = field(default_factory=dict)
-    failures: list[BaseException] = field(default_factory=list)
+    failures: list[Any] = field(default_factory=list)
 
 
 class HardenedSecAggWorkflow:
@@ -188,7 +188,7 @@ class HardenedSecAggWorkflow:
 
     def _share_keys(self, grid: Grid, state: _Round) -> bool:
         adverts = [state.adverts[n] for n in sorted(state.adverts)]
-        listing = {
+        listing: dict[str, Any] = {
             Field.NODES: [a.node_id for a in adverts],
             Field.INSTITUTIONS: [a.institution for a in adverts],
             Field.SEAL_KEYS: [a.seal_key for a in adverts],
@@ -208,7 +208,7 @@ class HardenedSecAggWorkflow:
         return self._enough(state, len(state.shared), Stage.SHARE_KEYS)
 
     def _collect(self, grid: Grid, state: _Round) -> bool:
-        payloads = {
+        payloads: dict[int, dict[str, Any]] = {
             n: {
                 Field.SOURCES: [src for src, _ in state.forward[n]],
                 Field.BOXES: [box for _, box in state.forward[n]],
@@ -256,7 +256,7 @@ class HardenedSecAggWorkflow:
         survivor_set = set(survivors)
         dead_set = state.shared - survivor_set
         signers = sorted(state.signatures)
-        payloads = {}
+        payloads: dict[int, dict[str, Any]] = {}
         for node_id in signers:
             hood = {node_of[i] for i in hc.neighbours(cohort, names[node_id], self.secagg.num_shares)}
             payloads[node_id] = {

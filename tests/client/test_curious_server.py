@@ -7,6 +7,7 @@ update comes back.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import app
-from fedfraud.settings import UNSAFE_OPT_IN
+from fedfraud.settings import UNSAFE_OPT_IN, write_unsafe_opt_in
 from fedfraud.simulation import default_run_config, project_dir
 from fedfraud.sites import prepare_demo_sites
 from fraud.features import FEATURE_COLUMNS
@@ -90,12 +91,16 @@ def test_server_claiming_a_plain_run_gets_nothing_without_the_institutions_opt_i
     assert "fedfraud-refusal/1:" in str(info.value)
 
 
+def soon() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
+
+
 def test_the_opted_in_baseline_does_train(run_config: dict[str, Any]) -> None:
     # With bank-a's own opt-in the plain baseline runs (benchmarks only):
     # this shows the refusals above are the gate's doing, not a broken client.
     config = {**run_config, "aggregation": "unsafe-plain"}
     site = Path(str(run_config["sites-dir"])) / "bank-a"
-    (site / UNSAFE_OPT_IN).touch()
+    write_unsafe_opt_in(site, "fedfraud-demo", soon(), "curious")
     try:
         message, context = plain_fit(config)
         with pytest.warns(UserWarning, match="UNSAFE"):
@@ -106,3 +111,49 @@ def test_the_opted_in_baseline_does_train(run_config: dict[str, Any]) -> None:
     assert fitres.num_examples > 0
     assert len(fitres.parameters.tensors) == len(get_weights(build_model(len(FEATURE_COLUMNS), seed=42)))
     assert not np.isnan(fitres.num_examples)
+
+
+@pytest.mark.parametrize(
+    ("federation", "expires", "run", "rule"),
+    [
+        ("other-federation", None, None, "names federation 'other-federation'"),
+        ("fedfraud-demo", dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc), None, "expired"),
+        ("fedfraud-demo", None, "another-run", "names run 'another-run'"),
+    ],
+    ids=["foreign-federation", "expired", "another-run"],
+)
+def test_plain_run_with_an_opt_in_for_something_else_is_refused(
+    run_config: dict[str, Any], federation: str, expires: dt.datetime | None, run: str | None, rule: str
+) -> None:
+    # The opt-in is bounded: it names a federation (or run) and an expiry.
+    site = Path(str(run_config["sites-dir"])) / "bank-a"
+    write_unsafe_opt_in(site, federation, expires or soon(), run)
+    try:
+        message, context = plain_fit({**run_config, "aggregation": "unsafe-plain"})
+        with pytest.raises(Exception) as info:
+            app(message, context)
+    finally:
+        (site / UNSAFE_OPT_IN).unlink()
+    assert rule in str(info.value)
+
+
+def test_plain_bypass_with_opt_in_under_a_policy_requiring_secagg(run_config: dict[str, Any]) -> None:
+    # Attack 5 of issue 9: bank-a's policy requires SecAgg+; a valid opt-in
+    # file is present (left from a benchmark); the server asks for a plain fit.
+    site = Path(str(run_config["sites-dir"])) / "bank-a"
+    policy = site / "policy.toml"
+    original = policy.read_text(encoding="utf-8")
+    policy.write_text(
+        original.replace('required_aggregation = "any"', 'required_aggregation = "secagg+"'),
+        encoding="utf-8",
+    )
+    write_unsafe_opt_in(site, "fedfraud-demo", soon())
+    try:
+        message, context = plain_fit({**run_config, "aggregation": "unsafe-plain"})
+        with pytest.raises(Exception) as info:
+            app(message, context)
+    finally:
+        (site / UNSAFE_OPT_IN).unlink()
+        policy.write_text(original, encoding="utf-8")
+    assert "protection.required_aggregation" in str(info.value)
+    assert "fedfraud-refusal/1:" in str(info.value)

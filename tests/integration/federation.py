@@ -20,7 +20,7 @@ from fedfraud.sites import prepare_demo_sites, release_validation_data
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
 from fraud.features import FEATURE_COLUMNS
 from fraud.generator import ensure_federation_data
-from fraud.model import build_model, get_weights, set_weights
+from fraud.model import build_model, get_weights, initial_model_seed, set_weights
 from fraud.train import TrainConfig, train_local
 
 INSTITUTIONS = ("bank-a", "bank-b", "insurer-c")
@@ -92,7 +92,9 @@ def plain_fedavg_round_one(
     settings: RunSettings, data_dir: Path, members: tuple[str, ...]
 ) -> tuple[dict[str, npt.NDArray[np.float64]], list[int]]:
     """Plain FedAvg of round 1, recomputed here from the same seeds and data."""
-    template = build_model(len(FEATURE_COLUMNS), seed=settings.seed)
+    template = build_model(
+        len(FEATURE_COLUMNS), seed=initial_model_seed(settings.seed, settings.institutions)
+    )
     names = list(template.state_dict().keys())
     initial = get_weights(template)
     updates: list[list[npt.NDArray[np.float32]]] = []
