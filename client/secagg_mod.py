@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -76,13 +76,28 @@ class TaskFailed(RuntimeError):
     """The client's own task failed inside the protocol (reported as a dropout)."""
 
 
-@dataclass
 class _Party:
-    """Everything the mod needs about this institution, loaded once per message."""
+    """Everything the mod needs about this institution, loaded at most once per message.
 
-    settings: RunSettings
-    node: InstitutionNode
-    institution: Institution
+    The policy and keys are read from the site folder only by the stages that
+    use them (every message may run in a fresh process, so nothing is kept
+    between messages but the protocol state).
+    """
+
+    def __init__(self, settings: RunSettings, node: InstitutionNode) -> None:
+        self.settings = settings
+        self.node = node
+
+    @cached_property
+    def institution(self) -> Institution:
+        """The institution's policy and signing key (checked: right id, in force)."""
+        return load_institution(self.node, self.settings)
+
+    def pinned_key(self, institution_id: str) -> Ed25519PublicKey:
+        """This institution's own key, or the key it pinned for a partner."""
+        if institution_id == self.node.institution_id:
+            return self.institution.signing_key.public_key()
+        return load_public_key(self.node.partner_key_path(institution_id))
 
 
 def hardened_secagg_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
@@ -99,7 +114,7 @@ def hardened_secagg_mod(msg: Message, ctxt: Context, call_next: ClientAppCallabl
             "training requested outside fedfraud's SecAgg+ (no protocol record); refusing"
         )
     node = resolve_node(ctxt.node_config, settings)
-    party = _Party(settings, node, load_institution(node, settings))
+    party = _Party(settings, node)
     fields = dict(msg.content.config_records[RECORD])
     server_round = _round_of(msg)
     try:
@@ -467,7 +482,16 @@ def _consistency(
             f"secagg.threshold: {len(set(survivors) & neighbourhood)} surviving neighbours, "
             f"{state['threshold']} needed"
         )
-    # 2. The differencing rule, recorded now: once signed, shares may follow.
+    # 2. The sum must still cover the cohort its policy and the run require:
+    #    a server that drops partners here would otherwise shrink the cohort
+    #    after the check at share-keys.
+    floor = max(party.settings.min_cohort, party.institution.policy.protection.min_cohort_size)
+    if len(survivors) < floor:
+        raise ProtocolError(
+            f"protection.min_cohort_size: the sum would combine {len(survivors)} institutions, "
+            f"this institution needs at least {floor}"
+        )
+    # 3. The differencing rule, recorded now: once signed, shares may follow.
     RoundLedger(party.node.ledger_path).check_model(
         state["task"], state["model_hash"], survivors, record=True
     )
@@ -492,14 +516,17 @@ def _unmask(
     dead_nodes = get_list(fields, Field.DEAD, int)
     same_length(signers, signatures)
     survivors: list[str] = state["u3"]
-    # 1. At least t survivors must have signed exactly the set this one signed.
-    every_pinned = _pinned_keys(party)
-    pinned = {name: every_pinned[name] for name in adverts}
+    # 1. At least t survivors must have signed exactly the set this one signed
+    #    (checked against the keys it pinned; it stops at t valid signatures).
     signed = {
-        by_node[n].institution: s for n, s in zip(signers, signatures, strict=True) if n in by_node
+        by_node[n].institution: s
+        for n, s in zip(signers, signatures, strict=True)
+        if n in by_node and by_node[n].institution in survivors
     }
+    pinned = {name: party.pinned_key(name) for name in signed}
     valid = hc.count_consistency_signatures(
-        pinned, _binding(party, state), bytes.fromhex(state["digest"]), survivors, signed
+        pinned, _binding(party, state), bytes.fromhex(state["digest"]), survivors, signed,
+        enough=state["threshold"],
     )
     if len(valid) < state["threshold"]:
         raise CryptoError(

@@ -296,11 +296,17 @@ def count_consistency_signatures(
     digest: bytes,
     survivors: Sequence[str],
     signatures: dict[str, bytes],
+    enough: int | None = None,
 ) -> set[str]:
-    """The survivors whose signature over exactly ``survivors`` verifies."""
+    """The survivors whose signature over exactly ``survivors`` verifies.
+
+    With ``enough``, stops once that many are valid (the caller needs no more).
+    """
     payload = consistency_payload(binding, digest, survivors)
     valid: set[str] = set()
     for institution, signature in signatures.items():
+        if enough is not None and len(valid) >= enough:
+            break
         key = pinned.get(institution)
         if key is None or institution not in survivors:
             continue

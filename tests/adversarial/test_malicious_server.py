@@ -151,6 +151,24 @@ def test_split_view_consistency_is_refused(federation: dict[str, Any]) -> None:
     assert "secagg.consistency" in refused(send, bank_a, Stage.UNMASK, fields)
 
 
+def test_cohort_shrunk_at_consistency_is_refused(tmp_path: Path) -> None:
+    # bank-a's policy needs a cohort of 3; the server lets all three share
+    # keys and send vectors, then claims only two survived, so that the sum
+    # it unmasks combines fewer institutions than bank-a accepted.
+    from tests.integration.federation import edit_site_policy
+
+    config = make_federation(tmp_path)
+    edit_site_policy(
+        Path(config["sites-dir"]) / "bank-a" / "policy.toml",
+        lambda p: p["protection"].update(min_cohort_size=3),
+    )
+    victims = parties(config)
+    bank_a, bank_b, _ = victims
+    play_until_masked(victims)
+    rules = refused(send, bank_a, Stage.CONSISTENCY, {Field.SURVIVORS: [bank_a.node_id, bank_b.node_id]})
+    assert "protection.min_cohort_size" in rules
+
+
 # -- attack 2: fake peers (sybil) and key substitution ---------------------------
 
 
