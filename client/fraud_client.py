@@ -1,7 +1,8 @@
 """The institution's Flower client: local training, evaluation and witnessing.
 
-Training returns the full updated weights; Flower's ``secaggplus_mod`` (outside
-this class) quantizes and masks them, so the server only ever sees the sum.
+Training returns the full updated weights; fedfraud's SecAgg+ mod
+(:mod:`client.secagg_mod`, outside this class) quantizes and masks them, so
+the server only ever sees the sum.
 With the update goes a receipt signed with the institution's own key.
 Evaluation sends score *counts* on a fixed grid, never scores or rows, and
 only into SecAgg+, so the server learns their sum over institutions alone.

@@ -45,7 +45,7 @@ from fedfraud.errors import CryptoError, FedFraudError, ProtocolError
 from fedfraud.settings import Aggregation, RunSettings
 from fedfraud.wire import Refusal, update_digest
 from secagg import hardened as hc
-from secagg.masks import add_mod, mask_stream, pack, quantize
+from secagg.masks import add_mod, encode_contribution, mask_stream, pack
 from secagg.params import check_threshold
 from secagg.protocol import (
     MAX_VECTOR,
@@ -431,22 +431,24 @@ def _collect(
         raise ProtocolError(f"secagg.client: {str(reply.error.reason)[:200]}")
     fitres = compat.recorddict_to_fitres(reply.content, keep_input=True)
     arrays = parameters_to_ndarrays(fitres.parameters)
-    ratio = fitres.num_examples / state["max_weight"]
-    if not 0 < ratio <= 1:
-        raise ProtocolError("secagg.weight: the example count is outside [1, max-weight]")
-    flat = np.concatenate([[ratio]] + [np.asarray(a, dtype=np.float64).ravel() * ratio for a in arrays])
-    if flat.size > MAX_VECTOR:
+    if 1 + sum(int(np.size(a)) for a in arrays) > MAX_VECTOR:
         raise ProtocolError("secagg.size: the vector exceeds the protocol's limit")
     # 4. Quantize, then add the self mask and one pairwise mask per neighbour
     #    that shared keys, each a fresh AES-CTR stream.
     modulus = state["modulus_range"]
-    total = quantize(flat, state["clipping_range"], state["quantization_range"])
-    total = add_mod(total, mask_stream(hc.self_mask_key(keys.seed, binding, digest, me), flat.size, modulus), modulus)
+    total = encode_contribution(
+        arrays,
+        fitres.num_examples / state["max_weight"],
+        state["clipping_range"],
+        state["quantization_range"],
+    )
+    size = int(total.size)
+    total = add_mod(total, mask_stream(hc.self_mask_key(keys.seed, binding, digest, me), size, modulus), modulus)
     for name in sorted(held):
         if name == me:
             continue
         key = hc.pair_mask_key(keys.mask_private, adverts[name].mask_key, binding, digest, me, name)
-        total = add_mod(total, mask_stream(key, flat.size, modulus), modulus, hc.pair_sign(me, name))
+        total = add_mod(total, mask_stream(key, size, modulus), modulus, hc.pair_sign(me, name))
     state["u2"] = sorted(held)
     _save_state(ctxt, state)
     # The example count stays inside the masked vector; nothing else of the
@@ -455,7 +457,7 @@ def _collect(
     shapes = [",".join(str(d) for d in np.shape(a)) or "scalar" for a in arrays]
     return {
         Field.MASKED: pack(total),
-        Field.SIZE: int(flat.size),
+        Field.SIZE: size,
         "shapes": shapes,
     }, compat.fitres_to_recorddict(clear, keep_input=False)
 

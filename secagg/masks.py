@@ -88,6 +88,41 @@ def dequantize_sum(
     return np.asarray(total, dtype=np.float64) * step - contributors * clipping_range
 
 
+def encode_contribution(
+    arrays: list[npt.NDArray[np.floating]], ratio: float, clipping_range: float, levels: int
+) -> Words:
+    """What an institution masks: its quantized weight, then its quantized weighted update.
+
+    The weight ``ratio = n_i / max-weight`` becomes the integer
+    ``round(ratio * levels)`` (entry 0, exact in the sum), and the update is
+    multiplied by that rounded weight before quantization, as in Flower's
+    SecAgg+, so :func:`secagg.params.aggregation_error_bound` holds. The
+    weight travels only inside the masked vector: the server learns the sum
+    of the weights (to average by), never one institution's example count.
+    """
+    q_ratio = round(ratio * levels)
+    if not 1 <= q_ratio <= levels:
+        raise ProtocolError("the weight must be in (0, 1]: an example count in [1, max-weight]")
+    rounded = q_ratio / levels
+    flat = np.concatenate(
+        [np.zeros(0)] + [np.asarray(a, dtype=np.float64).ravel() * rounded for a in arrays]
+    )
+    return np.concatenate(
+        [np.array([q_ratio], dtype=np.uint32), quantize(flat, clipping_range, levels)]
+    )
+
+
+def decode_sum(
+    total: Words, contributors: int, clipping_range: float, levels: int
+) -> tuple[float, npt.NDArray[np.float64]]:
+    """The sum of weights and the weighted mean, from the unmasked sum of contributions."""
+    weight = int(total[0]) / levels
+    if not weight > 0:
+        raise CryptoError("the unmasked sum has no weight; aggregation failed")
+    values = dequantize_sum(total[1:], contributors, clipping_range, levels)
+    return weight, values / weight
+
+
 def add_mod(total: Words, words: Words, modulus: int, sign: int = 1) -> Words:
     """``total + sign * words`` modulo ``modulus`` (a power of two <= 2**32)."""
     if sign == 1:

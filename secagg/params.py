@@ -1,14 +1,16 @@
 """SecAgg+ settings: typed, validated once, with the quantization error bound.
 
-Flower's ``SecAggPlusWorkflow`` (Bell et al., "Secure Single-Server Aggregation
-with (Poly)Logarithmic Overhead", CCS 2020) sums *quantized* client vectors
-modulo ``modulus_range``. Three things can go wrong quietly there, and this
+SecAgg+ (Bell et al., "Secure Single-Server Aggregation with
+(Poly)Logarithmic Overhead", CCS 2020; fedfraud's hardened form in
+:mod:`secagg.hardened`) sums *quantized* client vectors modulo
+``modulus_range``. Three things can go wrong quietly there, and this
 module turns each into a loud error or a documented bound:
 
-1. **Clipping.** Flower clips each (weighted) parameter to
+1. **Clipping.** Flower's stock SecAgg+ clips each (weighted) parameter to
    ``[-clipping_range, clipping_range]`` before quantizing, without telling
-   anyone. :func:`check_update_in_range` refuses to send an update that would be
-   clipped, so no institution's contribution is silently distorted.
+   anyone. fedfraud's quantizer refuses instead, and
+   :func:`check_update_in_range` names the layer first, so no institution's
+   contribution is silently distorted.
 2. **Overflow.** The sum of ``n`` quantized vectors must stay below
    ``modulus_range``; :meth:`SecAggSettings.validate_for` checks
    ``n * quantization_range < modulus_range`` before a run starts.
@@ -203,9 +205,10 @@ def aggregation_error_bound(
 ) -> float:
     """Largest difference, per parameter, between SecAgg+ and plain FedAvg.
 
-    Derivation (notation of Flower's ``secaggplus_mod``): institution ``i``
-    with weight ``w_i = n_i / W`` sends ``SR((r_i x_i + c) Q / 2c)`` where
-    ``r_i = round(w_i Q) / Q`` and ``SR`` is stochastic rounding (error < 1).
+    Derivation (:func:`secagg.masks.encode_contribution`, as in Flower's
+    SecAgg+): institution ``i`` with weight ``w_i = n_i / W`` sends the exact
+    integer ``r_i Q`` and ``R((r_i x_i + c) Q / 2c)`` where
+    ``r_i = round(w_i Q) / Q`` and ``R`` is rounding (error < 1).
     The server's result is ``sum(r_i x_i) / sum(r_i) + (2c/Q) sum(e_i) / sum(r_i)``,
     so (a) rounding adds at most ``2 n c / (Q sum r_i)``, and (b) using ``r_i``
     instead of ``w_i`` moves a weighted mean of values in ``[-c, c]`` by at most

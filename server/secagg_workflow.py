@@ -29,9 +29,9 @@ from flwr.server import LegacyContext
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from fedfraud.errors import CryptoError, FedFraudError, ProtocolError
+from fedfraud.errors import FedFraudError, ProtocolError
 from secagg import hardened as hc
-from secagg.masks import add_mod, dequantize_sum, mask_stream, unpack
+from secagg.masks import add_mod, decode_sum, mask_stream, unpack
 from secagg.params import SecAggSettings
 from secagg.protocol import (
     PROTOCOL_NAME,
@@ -314,12 +314,8 @@ class HardenedSecAggWorkflow:
                 sign = hc.pair_sign(peer, names[dead])
                 total = add_mod(total, mask_stream(key, state.size, s.modulus_range), s.modulus_range, -sign)
         # 3. Dequantize: the weighted sum and the sum of weights; divide.
-        summed = dequantize_sum(total, len(survivors), s.clipping_range, s.quantization_range)
-        weight = float(summed[0])
-        if not weight > 0:
-            raise CryptoError("the unmasked sum has no weight; aggregation failed")
+        weight, flat = decode_sum(total, len(survivors), s.clipping_range, s.quantization_range)
         self.total_weight = float(round(weight * s.max_weight))
-        flat = summed[1:] / weight
         arrays, start = [], 0
         for shape_text in state.shapes:
             shape = () if shape_text == "scalar" else tuple(int(d) for d in shape_text.split(","))

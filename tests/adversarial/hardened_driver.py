@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.app.message_type import MessageType
 from flwr.common import FitIns, ndarrays_to_parameters
@@ -33,7 +32,7 @@ from fraud.features import FEATURE_COLUMNS
 from fraud.generator import ensure_federation_data
 from fraud.model import build_model, get_weights
 from secagg import hardened as hc
-from secagg.masks import add_mod, dequantize_sum, mask_stream, unpack
+from secagg.masks import add_mod, decode_sum, mask_stream, unpack
 from secagg.protocol import PROTOCOL_NAME, RECORD, Field, Stage
 from secagg.shamir import combine_shares
 
@@ -249,8 +248,10 @@ def unmask_fields(
     }
 
 
-def honest_aggregate(victims: Sequence[Party], transcript: Transcript) -> npt.NDArray[np.float64]:
-    """Finish the round honestly; return the unmasked sum of the weighted vectors."""
+def honest_aggregate(
+    victims: Sequence[Party], transcript: Transcript
+) -> tuple[float, npt.NDArray[np.float64]]:
+    """Finish the round honestly; return the sum of weights and the weighted mean."""
     nodes = sorted(p.node_id for p in victims)
     consistency(victims, transcript, nodes)
     b = transcript.binding
@@ -266,25 +267,4 @@ def honest_aggregate(victims: Sequence[Party], transcript: Transcript) -> npt.ND
     for node, shares in seeds.items():
         key = hc.self_mask_key(combine_shares(shares, 2), b, digest, transcript.adverts[node].institution)
         total = add_mod(total, mask_stream(key, total.size, 2**32), 2**32, -1)
-    return dequantize_sum(total, len(nodes), 8.0, 2**24)
-
-
-def strip_with_secrets(
-    transcript: Transcript,
-    target: int,
-    seed: bytes,
-    mask_private: X25519PrivateKey,
-) -> npt.NDArray[np.float64]:
-    """What a server holding a victim's two secrets gets: its individual vector."""
-    b = transcript.binding
-    digest = hc.cohort_digest(b, transcript.adverts.values())
-    me = transcript.adverts[target].institution
-    vector = transcript.masked[target]
-    vector = add_mod(vector, mask_stream(hc.self_mask_key(seed, b, digest, me), vector.size, 2**32), 2**32, -1)
-    for node, advert in transcript.adverts.items():
-        if node == target:
-            continue
-        key = hc.pair_mask_key(mask_private, advert.mask_key, b, digest, me, advert.institution)
-        sign = hc.pair_sign(me, advert.institution)
-        vector = add_mod(vector, mask_stream(key, vector.size, 2**32), 2**32, -sign)
-    return dequantize_sum(vector, 1, 8.0, 2**24)
+    return decode_sum(total, len(nodes), 8.0, 2**24)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.common.secure_aggregation.quantization import dequantize, quantize
-from flwr.common.secure_aggregation.ndarrays_arithmetic import factor_combine, factor_extract
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedfraud.errors import ConfigError
-from secagg_settings import BASE
+from secagg_settings import BASE, masked_mean
 
 from secagg.params import (
     SecAggSettings,
@@ -71,26 +69,6 @@ def test_weight_guard() -> None:
         check_weight(1001, 1000.0)
 
 
-def _flower_secagg_mean(
-    updates: list[np.ndarray], counts: list[int], settings: SecAggSettings, seed: int
-) -> np.ndarray:
-    """What Flower's SecAgg+ computes, masks left out (they cancel exactly mod M)."""
-    np.random.seed(seed)  # Flower's stochastic rounding uses the global RNG
-    q, c, m = settings.quantization_range, settings.clipping_range, settings.modulus_range
-    total = None
-    for update, count in zip(updates, counts):
-        q_ratio = round(count / settings.max_weight * q)
-        scaled = [update * (q_ratio / q)]
-        quantized = [a.astype(np.int64) for a in factor_combine(q_ratio, quantize(scaled, c, q))]
-        total = quantized if total is None else [a + b for a, b in zip(total, quantized)]
-    assert total is not None
-    total = [np.mod(a, m) for a in total]
-    q_total, params = factor_extract(total)
-    mean = dequantize(params, c, q)[0]
-    mean = (mean - (len(updates) - 1) * c) * (q / q_total)
-    return mean
-
-
 @settings(max_examples=60, deadline=None)
 @given(
     n=st.integers(min_value=2, max_value=6),
@@ -105,7 +83,7 @@ def test_secagg_mean_is_within_derived_bound_of_fedavg(
     rng = np.random.default_rng(seed)
     updates = [rng.uniform(-8.0, 8.0, size=size) for _ in range(n)]
     used = counts[:n]
-    secure = _flower_secagg_mean(updates, used, settings, seed)
+    _, secure = masked_mean([[u] for u in updates], used, settings)
     plain = np.average(np.stack(updates), axis=0, weights=np.array(used, dtype=np.float64))
     bound = aggregation_error_bound(used, settings)
     assert np.max(np.abs(secure - plain)) <= bound

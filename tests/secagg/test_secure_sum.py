@@ -1,16 +1,14 @@
-"""Secure summation of counts through SecAgg+'s weighted mean is exact."""
+"""Secure summation of counts through fedfraud's SecAgg+ (real masks) is exact."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.common.secure_aggregation.ndarrays_arithmetic import factor_combine, factor_extract
-from flwr.common.secure_aggregation.quantization import dequantize, quantize
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedfraud.errors import ProtocolError
-from secagg_settings import BASE
+from secagg_settings import BASE, masked_mean
 
 from secagg.params import SecAggSettings, UpdateOutOfRange, check_update_in_range
 from secagg.secure_sum import (
@@ -22,24 +20,6 @@ from secagg.secure_sum import (
     unscaled_sum,
 )
 
-
-
-def flower_mean(vectors: list[np.ndarray], weight: int, s: SecAggSettings, seed: int) -> np.ndarray:
-    """Flower's SecAgg+ arithmetic for equal weights (masks cancel exactly mod M)."""
-    np.random.seed(seed)
-    q, c, m = s.quantization_range, s.clipping_range, s.modulus_range
-    total = None
-    for vector in vectors:
-        q_ratio = round(weight / s.max_weight * q)
-        quantized = [
-            a.astype(np.int64)
-            for a in factor_combine(q_ratio, quantize([vector * (q_ratio / q)], c, q))
-        ]
-        total = quantized if total is None else [a + b for a, b in zip(total, quantized)]
-    assert total is not None
-    q_total, params = factor_extract([np.mod(a, m) for a in total])
-    mean = dequantize(params, c, q)[0]
-    return (mean - (len(vectors) - 1) * c) * (q / q_total)
 
 
 @settings(max_examples=40, deadline=None)
@@ -55,7 +35,7 @@ def test_counts_survive_secagg_exactly(n: int, seed: int, size: int) -> None:
     vectors = [counts_to_vector(c) for c in counts]
     for vector in vectors:
         check_update_in_range([vector], s.clipping_range)
-    mean = flower_mean(vectors, int(s.max_weight), s, seed)
+    _, mean = masked_mean([[v] for v in vectors], [int(s.max_weight)] * n, s)
     assert np.array_equal(counts_from_sum(unscaled_sum(mean, n), n, s), np.sum(counts, axis=0))
 
 
@@ -63,7 +43,7 @@ def test_totals_come_back_within_the_scaled_bound() -> None:
     s = SecAggSettings.from_run_config(BASE)
     totals = [1234.5678, 98765.4321, 0.25]
     vectors = [total_to_vector(t) for t in totals]
-    mean = flower_mean(vectors, int(s.max_weight), s, 3)
+    _, mean = masked_mean([[v] for v in vectors], [int(s.max_weight)] * 3, s)
     assert abs(total_from_sum(float(unscaled_sum(mean, 3)[0])) - sum(totals)) < 1.0
 
 
