@@ -32,7 +32,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.app.message_type import MessageType
@@ -40,7 +40,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import Code, FitRes, Parameters, Status, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 
-from audit.keys import load_public_key
+from audit.keys import load_private_key, load_public_key
 from fedfraud.errors import CryptoError, FedFraudError, ProtocolError
 from fedfraud.settings import Aggregation, RunSettings
 from fedfraud.wire import Refusal, update_digest
@@ -68,7 +68,7 @@ from secagg.shamir import split_secret
 
 from .gate import Institution, RoundRefused, RoundView, check_round, load_institution
 from .ledger import LedgerRefusal, RoundLedger
-from .node import InstitutionNode, resolve_node
+from .node import InstitutionNode, require_file, resolve_node
 from .secagg_adapter import load_state, state_parameters
 
 
@@ -93,10 +93,17 @@ class _Party:
         """The institution's policy and signing key (checked: right id, in force)."""
         return load_institution(self.node, self.settings)
 
+    @cached_property
+    def signing_key(self) -> Ed25519PrivateKey:
+        """The institution's Ed25519 key alone (stages that check no policy rule)."""
+        if "institution" in self.__dict__:
+            return self.institution.signing_key
+        return load_private_key(require_file(self.node.signing_key_path, "institution signing key"))
+
     def pinned_key(self, institution_id: str) -> Ed25519PublicKey:
         """This institution's own key, or the key it pinned for a partner."""
         if institution_id == self.node.institution_id:
-            return self.institution.signing_key.public_key()
+            return self.signing_key.public_key()
         return load_public_key(self.node.partner_key_path(institution_id))
 
 
@@ -367,7 +374,10 @@ def _share_keys(
             hc.seal_shares(keys, peer.seal_key, binding, digest, me, name,
                            seed_shares[xs[name]], mask_shares[xs[name]])
         )
-    state.update(digest=digest.hex(), neighbours=list(neighbourhood), held=held)
+    floor = max(party.settings.min_cohort, party.institution.policy.protection.min_cohort_size)
+    state.update(
+        digest=digest.hex(), neighbours=list(neighbourhood), held=held, cohort_floor=floor
+    )
     _save_state(ctxt, state)
     return {Field.DESTINATIONS: destinations, Field.BOXES: boxes}, RecordDict()
 
@@ -487,7 +497,7 @@ def _consistency(
     # 2. The sum must still cover the cohort its policy and the run require:
     #    a server that drops partners here would otherwise shrink the cohort
     #    after the check at share-keys.
-    floor = max(party.settings.min_cohort, party.institution.policy.protection.min_cohort_size)
+    floor = state["cohort_floor"]
     if len(survivors) < floor:
         raise ProtocolError(
             f"protection.min_cohort_size: the sum would combine {len(survivors)} institutions, "
@@ -499,7 +509,7 @@ def _consistency(
     )
     binding = _binding(party, state)
     signature = hc.sign_consistency(
-        party.institution.signing_key, binding, bytes.fromhex(state["digest"]), survivors
+        party.signing_key, binding, bytes.fromhex(state["digest"]), survivors
     )
     state.update(stage=Stage.CONSISTENCY.value, u3=survivors)
     _save_state(ctxt, state)
@@ -525,9 +535,8 @@ def _unmask(
         for n, s in zip(signers, signatures, strict=True)
         if n in by_node and by_node[n].institution in survivors
     }
-    pinned = {name: party.pinned_key(name) for name in signed}
     valid = hc.count_consistency_signatures(
-        pinned, _binding(party, state), bytes.fromhex(state["digest"]), survivors, signed,
+        party.pinned_key, _binding(party, state), bytes.fromhex(state["digest"]), survivors, signed,
         enough=state["threshold"],
     )
     if len(valid) < state["threshold"]:

@@ -29,7 +29,7 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -291,7 +291,7 @@ def sign_consistency(
 
 
 def count_consistency_signatures(
-    pinned: dict[str, Ed25519PublicKey],
+    pinned: Callable[[str], Ed25519PublicKey],
     binding: Binding,
     digest: bytes,
     survivors: Sequence[str],
@@ -300,18 +300,19 @@ def count_consistency_signatures(
 ) -> set[str]:
     """The survivors whose signature over exactly ``survivors`` verifies.
 
-    With ``enough``, stops once that many are valid (the caller needs no more).
+    ``pinned`` gives the key the verifier pinned for an institution (it is
+    asked only for survivors that signed). With ``enough``, stops once that
+    many are valid (the caller needs no more).
     """
     payload = consistency_payload(binding, digest, survivors)
     valid: set[str] = set()
     for institution, signature in signatures.items():
         if enough is not None and len(valid) >= enough:
             break
-        key = pinned.get(institution)
-        if key is None or institution not in survivors:
+        if institution not in survivors:
             continue
         try:
-            key.verify(signature, payload)
+            pinned(institution).verify(signature, payload)
         except InvalidSignature:
             continue
         valid.add(institution)
