@@ -82,6 +82,12 @@ class WitnessRefusal(AuditError):
     """An institution refused to countersign a checkpoint (rollback, fork, bad proof)."""
 
 
+class AuditUsageError(AuditError):
+    """The verifier was given inputs that do not belong together (e.g. another run's log)."""
+
+    exit_code = 2
+
+
 class AuditVerificationError(AuditError):
     """Verification of an audit log ended in a verdict other than VALID.
 

@@ -85,6 +85,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -98,6 +99,7 @@ from .checkpoint import SignedCheckpoint, verify_countersignature
 from .errors import (
     AuditError,
     AuditInputError,
+    AuditUsageError,
     AuditVerificationError,
     EquivocationError,
     KeyFileError,
@@ -310,6 +312,7 @@ class _SignedCp:
     in_log: bool
     seq: int | None = None
     line: int | None = None
+    institution: str = ""
 
 
 class _Checks:
@@ -332,11 +335,36 @@ class _Checks:
         return any(s == step or s.startswith(step + ".") for s in self._failed_steps)
 
 
-def _read_lines(path: Path, checks: _Checks, step: str) -> list[_Line]:
+#: Largest log file the verifier reads (it holds the file in memory).
+MAX_LOG_BYTES = 4 * 2**30
+
+
+def read_regular_file(path: Path, what: str, limit: int = MAX_LOG_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes, or AuditInputError (exit 3).
+
+    Devices (``/dev/zero``), FIFOs and sockets are refused before they are
+    opened, so the verifier never blocks on them or reads without bound.
+    """
     try:
-        data = path.read_bytes()
+        info = path.stat()
     except OSError as exc:
-        raise AuditInputError(f"{path}: cannot read log ({exc.strerror})") from exc
+        raise AuditInputError(f"{path}: cannot read {what} ({exc.strerror})") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise AuditInputError(f"{path}: {what} is not a regular file (a device, FIFO or folder)")
+    if info.st_size > limit:
+        raise AuditInputError(f"{path}: {what} is {info.st_size} bytes, more than the {limit} accepted")
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise AuditInputError(f"{path}: cannot read {what} ({exc.strerror})") from exc
+    if len(data) > limit:
+        raise AuditInputError(f"{path}: {what} grew beyond the {limit} bytes accepted while read")
+    return data
+
+
+def _read_lines(path: Path, checks: _Checks, step: str) -> list[_Line]:
+    data = read_regular_file(path, "log")
     lines: list[_Line] = []
     offset, number, length = 0, 0, len(data)
     while offset < length:
@@ -529,17 +557,32 @@ def _institution_logs(
     server_key: Ed25519PublicKey,
     checks: _Checks,
     full: bool,
+    run: tuple[str, str] | None,
 ) -> list[_SignedCp]:
-    """Step 2: verify each institution's own log and collect the checkpoints in it."""
+    """Step 2: verify each institution's own log and collect the checkpoints in it.
+
+    ``run`` is the (federation, run) the server log names; an institution log
+    of another run is a usage error (:class:`AuditUsageError`), not tampering.
+    """
     by_fp = {fingerprint(key): inst for inst, key in trusted.items()}
     server_fp = fingerprint(server_key)
     found: list[_SignedCp] = []
     for index, path in enumerate(paths, start=1):
         step = f"2.{index}"
         src = str(path)
+        # A missing or empty institution log is reported, not a crash: the
+        # verdict says what cannot be checked (an institution that left
+        # before its first witnessing has no log at all).
+        if not path.exists() and not path.is_symlink():
+            checks.fail(step, "institution log", Verdict.INCOMPLETE,
+                        f"{src}: institution log not found; that institution's witnessing cannot be "
+                        "checked (leave it out if it never witnessed a checkpoint)", source=src)
+            continue
         lines = _read_lines(path, checks, step)
         if not lines:
-            checks.fail(step, "institution log", Verdict.INCOMPLETE, f"{src}: institution log is empty", source=src)
+            checks.fail(step, "institution log", Verdict.INCOMPLETE,
+                        f"{src}: institution log is empty; it names no institution, so nothing it "
+                        "witnessed can be checked", source=src)
             continue
         # The signer is identified by the fingerprint in the first record, and
         # must be a *trusted* institution key; the record signatures then prove it.
@@ -549,6 +592,14 @@ def _institution_logs(
             inst = by_fp.get(first.log_id.key_fingerprint)
         except AuditError:
             first = None
+        if first is not None and run is not None and (
+            first.log_id.federation_id, first.log_id.run_id
+        ) != run:
+            raise AuditUsageError(
+                f"{src}: institution log of run {first.log_id.run_id!r} "
+                f"(federation {first.log_id.federation_id!r}), but the server log is of run "
+                f"{run[1]!r} (federation {run[0]!r}); give the institution logs of this run"
+            )
         if inst is None:
             checks.fail(step, "institution log", Verdict.TAMPERED,
                         f"{src}: not signed by any trusted institution key", source=src, line=1, offset=0)
@@ -594,10 +645,58 @@ def _institution_logs(
                                 f"{inst} countersigned a checkpoint whose server signature does not verify", **where)
                 continue
             found.append(_SignedCp(cp, src, f"{inst}'s log, record {record.seq} (line {ln.number})",
-                                   witnessed, False, record.seq, ln.number))
+                                   witnessed, False, record.seq, ln.number, inst))
         checks.passed(f"{step}.6", "institution log",
                       f"{inst}'s log: {sum(1 for c in found if c.source == src and c.witnessed)} countersigned checkpoints verify", src)
     return found
+
+
+def _check_tail(
+    good: Sequence[tuple[_Line, Record]],
+    witnessed_size: int,
+    witnesses: Sequence[_SignedCp],
+    n_records: int,
+    checks: _Checks,
+    src: str,
+) -> None:
+    """Step 5.1: nothing after the last witnessed checkpoint but that checkpoint and its witnesses.
+
+    The institutions' countersignatures cover the first ``witnessed_size``
+    records. What follows can only be the checkpoint record they countersigned
+    and the witness records that hold their countersignatures. Any other record
+    there is unwitnessed (INCOMPLETE), and a countersignature an institution
+    holds whose checkpoint or witness record is missing from the server log
+    means the log was cut after it was witnessed.
+    """
+    holders = sorted({c.institution for c in witnesses if c.witnessed and c.institution})
+    tail = [(ln, r) for ln, r in good if r.seq >= witnessed_size]
+    if not tail or tail[0][1].kind is not RecordKind.CHECKPOINT or tail[0][1].seq != witnessed_size:
+        checks.fail("5", "cut tail", Verdict.INCOMPLETE,
+                    f"the server log ends at record {n_records - 1}, but {', '.join(holders) or 'an institution'} "
+                    f"countersigned its checkpoint of size {witnessed_size}: that checkpoint record is missing "
+                    "(the log was cut after it was witnessed)",
+                    source=src, seq=witnessed_size, expected=f"a checkpoint record at {witnessed_size}",
+                    found="nothing" if not tail else tail[0][1].kind.value)
+        return
+    logged: set[str] = set()
+    for ln, record in tail[1:]:
+        cs = record.body.get("countersignature") if record.kind is RecordKind.WITNESS else None
+        size = cs.get("checkpoint", {}).get("tree_size") if isinstance(cs, dict) else None
+        if record.kind is not RecordKind.WITNESS or size != witnessed_size:
+            checks.fail("5", "unwitnessed record", Verdict.INCOMPLETE,
+                        f"record {record.seq} ({record.kind.value}) comes after the last checkpoint any "
+                        f"institution countersigned (size {witnessed_size}): nothing vouches for it",
+                        source=src, seq=record.seq, line=ln.number, offset=ln.offset)
+            continue
+        logged.add(str(record.body.get("institution")))
+    missing = [inst for inst in holders if inst not in logged]
+    if missing:
+        checks.fail("5", "cut tail", Verdict.INCOMPLETE,
+                    f"{', '.join(missing)} countersigned the final checkpoint (size {witnessed_size}) in "
+                    f"their own logs, but the server log, which ends at record {n_records - 1}, has no "
+                    "witness record for it: the log was cut after it was witnessed",
+                    source=src, seq=n_records, expected=f"witness records of {', '.join(missing)}",
+                    found="none")
 
 
 def verify_log(
@@ -656,10 +755,19 @@ def verify_log(
     # Step 1: read the server log and check every record's form, hash,
     # signature, log id, chain position and timestamp order.
     lines = _read_lines(path, checks, "1")
+    claimed_run: tuple[str, str] | None = None
+    if lines:
+        try:
+            first_id = decode_record(lines[0].data).log_id
+            claimed_run = (first_id.federation_id, first_id.run_id)
+        except AuditError:
+            claimed_run = None
     # Step 2: verify the institutions' own logs and collect the checkpoints
     # they countersigned (or refused).  Done first to know which tree sizes
     # the server-log pass must compute roots for.
-    inst_cps = _institution_logs([Path(p) for p in institution_logs], trusted, server_key, checks, full)
+    inst_cps = _institution_logs(
+        [Path(p) for p in institution_logs], trusted, server_key, checks, full, claimed_run
+    )
     wanted_sizes = {c.cp.tree_size for c in inst_cps}
     good = _authenticate(path, lines, server_key, checks, "1", server_fp, full)
     log_id = good[0][1].log_id if good else None
@@ -678,6 +786,7 @@ def verify_log(
     dropped: set[str] = set()
     run_closed: dict[str, Any] | None = None
     in_log_cps: dict[int, SignedCheckpoint] = {}
+    server_witnessed: dict[str, int] = {}
     last_substantive = 0
     policy_events: list[tuple[str, str, dict[str, Any]]] = []
 
@@ -833,6 +942,7 @@ def verify_log(
                          ln, record, expected=actual, found_=cp.root)
                     continue
                 in_log_cps[cp.tree_size] = cp
+                roots[cp.tree_size] = bytes.fromhex(actual)
             # 3.7 A witness record holds a valid countersignature of a checkpoint of this log.
             elif kind is RecordKind.WITNESS:
                 inst = body.get("institution")
@@ -848,6 +958,8 @@ def verify_log(
                 if ours is None or not ours.same_as(cp):
                     fail("witness", Verdict.TAMPERED,
                          f"{inst} countersigned a checkpoint of size {cp.tree_size} that is not in this log", ln, record)
+                    continue
+                server_witnessed[inst] = max(server_witnessed.get(inst, 0), cp.tree_size)
             elif kind is RecordKind.RUN_CLOSED:
                 if current is not None:
                     fail("round order", Verdict.TAMPERED, f"run closed while round {current.round} is open", ln, record)
@@ -966,6 +1078,20 @@ def verify_log(
                         f"no institution log shows a countersigned checkpoint covering the whole log "
                         f"(latest witnessed size {witnessed_size}, log needs {last_substantive}); truncation cannot be ruled out",
                         source=src, seq=witnessed_size, expected=f">= {last_substantive}", found=str(witnessed_size))
+        if witnessed_size:
+            _check_tail(good, witnessed_size, by_size.get(witnessed_size, []), n_records, checks, src)
+        own_max: dict[str, int] = {}
+        for item in inst_cps:
+            if item.witnessed and (log_id is None or item.cp.log_id == log_id):
+                own_max[item.institution] = max(own_max.get(item.institution, 0), item.cp.tree_size)
+        for inst in sorted({c.institution for c in inst_cps}):
+            held, logged = own_max.get(inst, 0), server_witnessed.get(inst, 0)
+            if logged > held:
+                checks.fail("5", "institution log cut", Verdict.INCOMPLETE,
+                            f"{inst}'s own log ends before its countersignature of the checkpoint of "
+                            f"size {logged}, which the server log holds (its latest there: size {held}): "
+                            f"{inst}'s log is cut or from an older copy", source=src,
+                            expected=f"a countersignature of size {logged}", found=f"size {held}")
     checks.passed("5", "completeness", f"institutions witnessed the log up to record {witnessed_size}", src)
 
     # Step 6: policy.  Policy hashes must not change mid-run; with policies

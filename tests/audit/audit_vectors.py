@@ -159,6 +159,55 @@ def tail_truncated_witnessed(work: Path, out: Path) -> None:
     _emit(out, lines, _witness_files(run), _exp("TAMPERED", "truncation", 28, 29))
 
 
+def _tail_cut(count: int) -> Callable[[Path, Path], None]:
+    """The last ``count`` records (the final witnesses, then the final checkpoint) deleted."""
+
+    def attack(work: Path, out: Path) -> None:
+        run = build_run(work)
+        lines = run.lines()[: 33 - count]
+        seq = 29 if count == 4 else 33 - count
+        _emit(out, lines, _witness_files(run), _exp("INCOMPLETE", "cut tail", seq, None))
+
+    attack.__name__ = f"tail_cut_after_final_checkpoint_{count}"
+    return attack
+
+
+def unwitnessed_checkpoint_appended(work: Path, out: Path) -> None:
+    # The server appends a checkpoint after the final witnessing: no
+    # institution countersigned it, so nothing vouches for it.
+    run = build_run(work)
+    run.auditor.checkpoint()
+    _emit(out, run.lines(), _witness_files(run), _exp("INCOMPLETE", "unwitnessed record", 33, 34))
+
+
+def institution_log_cut(work: Path, out: Path) -> None:
+    # bank-a's own log is cut to its first record; the server log holds its later countersignatures.
+    run = build_run(work)
+    witness = _witness_files(run)
+    witness["bank-a"] = witness["bank-a"].splitlines(keepends=True)[0]
+    _emit(out, run.lines(), witness, _exp("INCOMPLETE", "institution log cut", None, None))
+
+
+def institution_log_empty(work: Path, out: Path) -> None:
+    run = build_run(work)
+    witness = _witness_files(run)
+    witness["bank-a"] = b""
+    _emit(out, run.lines(), witness, _exp("INCOMPLETE", "institution log", None, None))
+
+
+def history_rewritten_with_inserted_refusal(work: Path, out: Path) -> None:
+    # The server rewrites history with its real key: a forged refusal in round
+    # 2 shifts every later record; institutions hold the original checkpoints.
+    original = build_run(work / "original")
+
+    def forge(auditor: Any, rnd: int) -> None:
+        if rnd == 2:
+            auditor.policy_refusal(rnd, "bank-a", ["forged"], h("policy:bank-a"))
+
+    rewritten = build_run(work / "rewritten", hook=forge)
+    _emit(out, rewritten.lines(), _witness_files(original), _exp("EQUIVOCATION", "equivocation", None, None))
+
+
 def tail_truncated_unwitnessed(work: Path, out: Path) -> None:
     snap = work / "after-round-2"
     run = build_run(work / "run", snapshot_after={2: snap})
@@ -245,6 +294,11 @@ def _policy_vector(verdict: str, check: str, seq: int | None, line: int | None, 
 
 
 ATTACKS: dict[str, Callable[[Path, Path], None]] = {
+    **{f"tail_cut_after_final_checkpoint_{k}": _tail_cut(k) for k in (1, 2, 3, 4)},
+    "unwitnessed_checkpoint_appended": unwitnessed_checkpoint_appended,
+    "institution_log_cut": institution_log_cut,
+    "institution_log_empty": institution_log_empty,
+    "history_rewritten_with_inserted_refusal": history_rewritten_with_inserted_refusal,
     "valid_run": valid_run,
     "record_deleted": record_deleted,
     "round_deleted": round_deleted,
