@@ -94,7 +94,7 @@ class FraudClient(NumPyClient):
         server_round = _round(config)
         unsafe = self.settings.aggregation is Aggregation.UNSAFE_PLAIN
         secagg = None if unsafe else observed_secagg(self.context)
-        cohort = len(self.settings.institutions) if secagg is None else secagg.key_holders
+        cohort = self.settings.institutions if secagg is None else secagg.cohort
         observed = check_round(
             RoundView(self.node.institution_id, server_round, secagg, cohort),
             self.settings,
@@ -136,7 +136,7 @@ class FraudClient(NumPyClient):
         secagg = observed_secagg(self.context)
         return check_round(
             RoundView(
-                self.node.institution_id, _round(config), secagg, secagg.key_holders, training=False
+                self.node.institution_id, _round(config), secagg, secagg.cohort, training=False
             ),
             self.settings,
             self.institution,

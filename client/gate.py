@@ -84,19 +84,25 @@ class RoundView:
 
     ``secagg`` is the SecAgg+ state the institution observed itself, or
     ``None`` when the run is configured without protection (or for evaluation).
-    ``cohort_size`` is how many institutions' contributions the round combines,
+    ``cohort`` names the institutions whose contributions the round combines
+    (this one included), as the institution counted them itself: from the
+    key advertisements it verified against its pinned keys, or, before it has
+    seen them (the setup stage), the whole federation of the run config;
     as the institution can count them.
     """
 
     institution_id: str
     server_round: int
     secagg: ObservedSecAgg | None
-    cohort_size: int
+    cohort: tuple[str, ...]
     training: bool = True
 
 
 def check_round(
-    view: RoundView, settings: RunSettings, institution: Institution | None = None
+    view: RoundView,
+    settings: RunSettings,
+    institution: Institution | None = None,
+    now: dt.datetime | None = None,
 ) -> ObservedSecAgg:
     """Refuse the round, naming every broken rule, or return what was checked.
 
@@ -112,6 +118,7 @@ def check_round(
         With one entry per broken rule (the run's own rules and, if given,
         every rule of the institution's policy).
     """
+    moment = now or dt.datetime.now(dt.timezone.utc)
     broken: list[str] = []
     expected = settings.secagg
     if not 1 <= view.server_round <= settings.num_rounds:
@@ -130,7 +137,7 @@ def check_round(
             )
         observed = ObservedSecAgg(
             stage_before="none",
-            sample_num=view.cohort_size,
+            sample_num=len(view.cohort),
             share_num=0,
             threshold=expected.reconstruction_threshold,
             clipping_range=expected.clipping_range,
@@ -139,7 +146,7 @@ def check_round(
             max_weight=expected.max_weight,
         )
     else:
-        _check_secagg(observed, view.cohort_size, settings, broken)
+        _check_secagg(observed, len(set(view.cohort)), settings, broken)
     policy_hash = ""
     aggregation = settings.aggregation.value
     if settings.aggregation is Aggregation.UNSAFE_PLAIN and institution is not None:
@@ -149,7 +156,7 @@ def check_round(
         # of its policy still applies.
         broken.extend(
             check_unsafe_opt_in(
-                institution.node.site_dir / UNSAFE_OPT_IN, settings, dt.datetime.now(dt.timezone.utc)
+                institution.node.site_dir / UNSAFE_OPT_IN, settings, moment
             )
         )
         required = institution.policy.protection.required_aggregation
@@ -161,10 +168,10 @@ def check_round(
         aggregation = Aggregation.SECAGG_PLUS.value
     if institution is not None:
         policy_hash = institution.policy.policy_hash
-        # The institution cannot tell *which* of the run's institutions are
-        # in a round (it sees node ids), so partners are checked against the
-        # whole federation, and the cohort it can count is checked below.
-        partners = tuple(i for i in settings.institutions if i != view.institution_id)
+        # The one policy path: the cohort is the one this institution counted
+        # itself, and every rule (partners, cohort size, threshold, rounds,
+        # features...) is decided by policy.decide.check_round.
+        partners = tuple(sorted(set(view.cohort) - {view.institution_id}))
         instructions = RoundInstructions(
             purpose=settings.purpose,
             partners=partners,
@@ -176,22 +183,8 @@ def check_round(
             local_epochs=settings.local_epochs,
             features=institution.features,
         )
-        protection = institution.policy.protection
-        if view.cohort_size < protection.min_cohort_size:
-            broken.append(
-                f"protection.min_cohort_size: the round combines {view.cohort_size} "
-                f"institutions, this policy needs at least {protection.min_cohort_size}"
-            )
-        min_partners = institution.policy.data_use.min_partners
-        if view.cohort_size - 1 < min_partners:
-            broken.append(
-                f"data_use.min_partners: the round has {view.cohort_size - 1} partner(s), "
-                f"this policy needs at least {min_partners}"
-            )
         try:
-            policy_check_round(
-                institution.policy, instructions, dt.datetime.now(dt.timezone.utc)
-            )
+            policy_check_round(institution.policy, instructions, moment)
         except PolicyRefusal as refusal:
             broken.extend(refusal.violations)
     if broken:

@@ -31,8 +31,13 @@ class ObservedSecAgg:
     modulus_range: int
     max_weight: float
     #: Institutions whose signed key advertisements this one verified (itself
-    #: included); 0 before the key-sharing stage.
-    key_holders: int = 0
+    #: included); empty before the key-sharing stage.
+    cohort: tuple[str, ...] = ()
+
+    @property
+    def key_holders(self) -> int:
+        """How many institutions' keys this one verified (itself included)."""
+        return len(self.cohort)
 
 
 def load_state(context: Context) -> dict[str, Any]:
@@ -54,7 +59,7 @@ def state_parameters(state: dict[str, Any]) -> ObservedSecAgg:
         quantization_range=int(state["quantization_range"]),
         modulus_range=int(state["modulus_range"]),
         max_weight=float(state["max_weight"]),
-        key_holders=len(state.get("adverts", [])),
+        cohort=tuple(sorted(str(a["institution"]) for a in state.get("adverts", []))),
     )
 
 

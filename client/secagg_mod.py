@@ -260,7 +260,7 @@ def _setup(
     # 2. The institution's own policy, for the round as announced.
     check_round(
         RoundView(party.node.institution_id, state["round"], state_parameters(state),
-                  state["sample_num"], training=task is Task.TRAIN),
+                  tuple(settings.institutions), training=task is Task.TRAIN),
         settings,
         party.institution,
     )
@@ -353,7 +353,7 @@ def _share_keys(
     ]
     state["stage"] = Stage.SHARE_KEYS.value
     check_round(
-        RoundView(me, state["round"], state_parameters(state), len(cohort),
+        RoundView(me, state["round"], state_parameters(state), tuple(cohort),
                   training=state["task"] == Task.TRAIN),
         party.settings,
         party.institution,

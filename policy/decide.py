@@ -39,6 +39,7 @@ __all__ = [
     "RoundRule",
     "check_round",
     "release_metrics",
+    "release_under",
 ]
 
 
@@ -333,24 +334,53 @@ def release_metrics(
     metrics: Mapping[str, float | int],
     count_fields: Collection[str] = _COUNT_FIELDS,
 ) -> MetricsRelease:
-    """Decide which metrics may leave the site.
+    """Decide which of an institution's metrics may leave its site (see :func:`release_under`).
 
-    The steps, in order:
+    Raises
+    ------
+    TypeError
+        If a value is not a real number, or a count is not a whole number.
+    """
+    return release_under(
+        {metric.value for metric in policy.outputs.allowed_metrics},
+        policy.outputs.min_cell_count,
+        metrics,
+        policy.policy_hash,
+        count_fields,
+    )
 
-    1. drop every metric not in ``outputs.allowed_metrics``;
-    2. suppress every count metric below ``outputs.min_cell_count``;
+
+def release_under(
+    allowed: Collection[str],
+    min_cell_count: int,
+    metrics: Mapping[str, float | int],
+    decided_by: str,
+    count_fields: Collection[str] = _COUNT_FIELDS,
+) -> MetricsRelease:
+    """Decide which metrics may be released under an allowlist and a small-cell rule.
+
+    The one release rule, used for an institution's own metrics
+    (:func:`release_metrics`) and for the federation's pooled metrics
+    (:meth:`policy.plan.RunPlan.release_metrics`). The steps, in order:
+
+    1. drop every metric not in ``allowed``;
+    2. suppress every count metric below ``min_cell_count``;
     3. if any confusion-matrix cell was suppressed, suppress the other cells
-       too (complementary suppression).
+       too (complementary suppression: otherwise ``num_examples - tp - fp - tn``
+       would give a withheld ``fn``).
 
     Parameters
     ----------
-    policy : Policy
-        This institution's policy.
+    allowed : Collection of str
+        Metric names that may be released.
+    min_cell_count : int
+        Smallest count that may be released.
     metrics : Mapping[str, float | int]
-        Metric name to value, as computed locally. Numpy scalars are accepted.
+        Metric name to value. Numpy scalars are accepted.
+    decided_by : str
+        The hash of the policy (or plan) that made the decision, for the audit log.
     count_fields : Collection of str
-        Names of the metrics that are record counts (default: the count
-        metrics of :data:`policy.model.COUNT_METRICS`).
+        Names of the metrics that are record counts.
 
     Returns
     -------
@@ -362,8 +392,7 @@ def release_metrics(
     TypeError
         If a value is not a real number, or a count is not a whole number.
     """
-    allowed = {metric.value for metric in policy.outputs.allowed_metrics}
-    threshold = policy.outputs.min_cell_count
+    threshold = min_cell_count
     kept: dict[str, float | int] = {}
     not_allowed: list[str] = []
     suppressed: list[str] = []
@@ -372,7 +401,7 @@ def release_metrics(
         # Booleans are integers to Python but are never metrics.
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"metric {name!r} must be a real number, found {type(value).__name__}")
-        # 1. Not on the policy's list: dropped.
+        # 1. Not on the list: dropped.
         if name not in allowed:
             not_allowed.append(name)
             continue
@@ -396,5 +425,5 @@ def release_metrics(
         released=MappingProxyType(kept),
         suppressed=tuple(sorted(suppressed)),
         not_allowed=tuple(not_allowed),
-        policy_hash=policy.policy_hash,
+        policy_hash=decided_by,
     )

@@ -98,6 +98,12 @@ class AggregationMode(StrEnum):
     CKKS = "ckks"
 
 
+#: The aggregation modes this version of fedfraud can actually perform. A plan
+#: refuses a run in any other mode, so no policy check can accept a run that
+#: no code would carry out (``ckks`` joins this set when it is implemented).
+AVAILABLE_AGGREGATION_MODES: frozenset[AggregationMode] = frozenset({AggregationMode.SECAGG_PLUS})
+
+
 class AggregationRequirement(StrEnum):
     """Which aggregation modes a policy accepts (``any`` accepts both)."""
 

@@ -14,16 +14,23 @@ filled in, so that every reason can be shown at once; ``check_run`` refuses it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
 from fedfraud.errors import ConfigError
 from policy._checks import field_type_problems
-from policy.decide import RoundInstructions
+from policy.decide import MetricsRelease, RoundInstructions, release_under
 from policy.errors import PlanConflict
-from policy.model import FEDERATION, AggregationMode, Metric, Policy, Purpose
+from policy.model import (
+    AVAILABLE_AGGREGATION_MODES,
+    FEDERATION,
+    AggregationMode,
+    Metric,
+    Policy,
+    Purpose,
+)
 
 __all__ = ["PLAN_HASH_DOMAIN_TAG", "PolicyRef", "RunPlan", "RunRequest", "combine"]
 
@@ -247,6 +254,17 @@ class RunPlan:
         if found:
             raise self._refusal("the run conflicts with the federation's policies", found)
 
+    def release_metrics(self, metrics: Mapping[str, float | int]) -> MetricsRelease:
+        """The pooled metrics every policy allows, under the strictest small-cell rule.
+
+        The same rule as an institution's own release
+        (:func:`policy.decide.release_under`), with the plan's allowlist
+        (the intersection) and its largest ``min_cell_count``.
+        """
+        return release_under(
+            {m.value for m in self.allowed_metrics}, self.min_cell_count, metrics, self.plan_hash
+        )
+
     def check_cohort(self, surviving: int) -> None:
         """Refuse to release a round's sum if too few institutions survived.
 
@@ -334,7 +352,13 @@ class RunPlan:
                 if request.num_rounds > p.protection.max_rounds
             )
 
-        # 3. Aggregation mode.
+        # 3. Aggregation mode: one every policy accepts, and one this version performs.
+        available = {m.value for m in AVAILABLE_AGGREGATION_MODES}
+        if request.aggregation not in available:
+            found.append(
+                f"run: aggregation {request.aggregation!r} is not available in this version of "
+                f"fedfraud (available: {', '.join(sorted(available))})"
+            )
         if request.aggregation not in {m.value for m in self.aggregation_modes}:
             found.extend(
                 f"{p.institution_id}: protection.required_aggregation is "

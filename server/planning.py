@@ -9,6 +9,7 @@ run config breaks it. The institutions enforce their *own* copies regardless.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 from fedfraud.datasets import DataFormat, model_columns, server_schema
@@ -103,19 +104,40 @@ def plan_record(plan: RunPlan) -> dict[str, Any]:
 
 
 def release(plan: RunPlan, metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """The pooled metrics every policy allows to be released, small counts suppressed.
+    """The pooled metrics every policy allows, by the policies' own release rule.
 
-    Returns the released metrics and the names withheld (not allowed, or a
-    count below the strictest ``min_cell_count``).
+    :meth:`policy.plan.RunPlan.release_metrics` decides (allowlist, small
+    cells, complementary suppression); non-finite values (an AUC without
+    positives) are withheld too. Returns the released metrics and the names
+    withheld.
     """
-    allowed = {str(m.value) for m in plan.allowed_metrics}
-    released: dict[str, Any] = {}
-    withheld: list[str] = []
-    for name, value in metrics.items():
-        if name not in allowed:
-            withheld.append(name)
-        elif name in COUNT_METRICS and isinstance(value, int) and 0 < value < plan.min_cell_count:
-            withheld.append(name)
-        else:
-            released[name] = value
-    return released, sorted(withheld)
+    finite = {
+        name: value
+        for name, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    }
+    decision = plan.release_metrics(finite)
+    withheld = set(metrics) - set(decision.released)
+    return dict(decision.released), sorted(withheld)
+
+
+def withhold_counts_of_another_cohort(
+    metrics: dict[str, Any], withheld: list[str], cohort: tuple[str, ...], released_for: tuple[str, ...] | None
+) -> tuple[str, ...] | None:
+    """Release count metrics for one evaluated cohort per run only (edits in place).
+
+    Test sizes and fraud counts do not change with the model: released for
+    {A, B, C} in one round and for {A, B} in another, their difference is C's
+    own. Counts are released only for the cohort that first had them
+    released (``released_for``); a round evaluated by another cohort withholds
+    them. Returns the cohort counts are now released for.
+    """
+    if not COUNT_METRICS & metrics.keys():
+        return released_for
+    if released_for is None or cohort == released_for:
+        return cohort
+    for name in sorted(COUNT_METRICS & metrics.keys()):
+        del metrics[name]
+        withheld.append(name)
+    withheld.sort()
+    return released_for

@@ -47,7 +47,7 @@ from policy import RunPlan
 
 from .auditing import ServerAudit
 from .evaluation import EvaluationSums
-from .planning import release
+from .planning import release, withhold_counts_of_another_cohort
 from .validation import DEFAULT_THRESHOLD, ValidationSet
 
 WARNING = 30
@@ -117,6 +117,8 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         self.client_manager: ClientManager | None = None
         #: The Grid the round loop runs on (set by it), for witnessing requests.
         self.grid: Any = None
+        #: The evaluated cohort whose count metrics were released (one per run).
+        self.count_cohort: tuple[str, ...] | None = None
 
     def _round(self, server_round: int) -> RoundLog:
         if server_round not in self.rounds:
@@ -187,9 +189,17 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         ]
         for refusal in refusals:
             log_.refusals.append({"institution": refusal.institution, "rules": list(refusal.rules)})
-            if len(refusal.policy_hash) == 64:
+            if _is_policy_hash(refusal.policy_hash):
                 self.audit.auditor.policy_refusal(
                     log_.server_round, refusal.institution, list(refusal.rules), refusal.policy_hash
+                )
+            else:
+                # A refusal that names no policy hash is still on the record:
+                # as the institution leaving the round, with its stated rules.
+                self.audit.auditor.dropout(
+                    log_.server_round,
+                    [refusal.institution],
+                    "refused without a policy hash: " + "; ".join(refusal.rules)[:500],
                 )
         refusers = {r.institution for r in refusals}
         log_.dropouts = sorted(set(self.settings.institutions) - set(log_.cohort) - refusers)
@@ -228,6 +238,13 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
             pooled = pooled_metrics(sums, log_.threshold)
             log_.metrics, log_.withheld = release(self.plan, pooled)
             log_.evaluated_by = sums.institutions
+            before = self.count_cohort
+            self.count_cohort = withhold_counts_of_another_cohort(
+                log_.metrics, log_.withheld, tuple(log_.evaluated_by), before
+            )
+            if before is not None and tuple(log_.evaluated_by) != before:
+                log(WARNING, "round %s: count metrics withheld (evaluated by another cohort)",
+                    server_round)
         log_.model_hash = update_digest(self.latest)
         self.audit.auditor.round_closed(
             server_round,
@@ -248,6 +265,10 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
             return []
         node_ids = [proxy.node_id for proxy in self.client_manager.all().values()]
         return self.audit.witness(self.grid, node_ids, server_round)
+
+
+def _is_policy_hash(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def pooled_metrics(sums: EvaluationSums, threshold: float) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -258,3 +259,86 @@ def test_hash_ignores_list_order(policies: list[Policy], rng: Any) -> None:
                     section[key] = value.value
 
     assert Policy.model_validate(document).policy_hash == policy.policy_hash
+
+
+def _production_settings(request: RunRequest, threshold: int) -> Any:
+    """The run settings a real run of ``request`` has (both entry points build these)."""
+    from fedfraud.errors import ConfigError
+    from fedfraud.settings import RunSettings
+    from fedfraud.simulation import default_run_config
+
+    config = default_run_config()
+    config.update(
+        {
+            "institutions": ",".join(request.institutions),
+            "purpose": request.purpose,
+            "num-server-rounds": request.num_rounds,
+            "local-epochs": request.local_epochs,
+            "reconstruction-threshold": threshold,
+            "num-shares": len(request.institutions),
+        }
+    )
+    try:
+        return RunSettings.from_run_config(config)
+    except ConfigError:
+        return None
+
+
+@PROPERTY_SETTINGS
+@given(st.data())
+def test_plan_and_the_institutions_gate_agree_on_the_production_path(data: st.DataObject) -> None:
+    """plan accepts  <=>  every institution's gate accepts, through the code production runs.
+
+    The server decides with ``RunPlan.check_run``; each institution decides
+    with ``client.gate.check_round`` (the gate its SecAgg+ mod and client call),
+    from its own policy, the run settings and the cohort it counted itself.
+    Both outcomes are asserted: an accepted plan must never meet a refusal,
+    and a refusal must come with a plan refusal.
+    """
+    from hypothesis import assume
+
+    from client.gate import Institution, RoundRefused, RoundView, check_round as gate_check
+    from client.node import InstitutionNode
+    from client.secagg_adapter import ObservedSecAgg
+
+    policies = data.draw(federations())
+    plan = combine(policies)
+    request = data.draw(requests_near(plan))
+    assume(request.aggregation == "secagg+" and request.cohort_size >= 2)
+    settings_ = _production_settings(request, request.secagg_threshold)
+    assume(settings_ is not None)
+    secagg = settings_.secagg
+    try:
+        plan.check_run(request, now=NOW)
+        plan_accepts = True
+    except PlanConflict:
+        plan_accepts = False
+
+    refusals: list[str] = []
+    for policy in policies:
+        me = policy.institution_id
+        others = [name for name in plan.institutions if name != me]
+        institution = Institution(
+            node=InstitutionNode(me, data_dir=Path("."), site_dir=Path(".")),
+            policy=policy,
+            signing_key=None,  # type: ignore[arg-type]  # the gate never signs
+            server_key=None,  # type: ignore[arg-type]
+            features=request.features,
+        )
+        for rest in combinations(others, request.cohort_size - 1):
+            observed = ObservedSecAgg(
+                "collect-masked-vectors", request.cohort_size, secagg.num_shares,
+                request.secagg_threshold, secagg.clipping_range, secagg.quantization_range,
+                secagg.modulus_range, secagg.max_weight, tuple(sorted((me, *rest))),
+            )
+            for server_round in {1, request.num_rounds}:
+                view = RoundView(me, server_round, observed, tuple(sorted((me, *rest))))
+                try:
+                    gate_check(view, settings_, institution, now=NOW)
+                except RoundRefused as refused:
+                    refusals.append(f"{me}: {refused.refusal.rules}")
+    if plan_accepts:
+        assert refusals == [], f"plan accepted {request} but gates refused: {refusals}"
+    else:
+        # The plan refused: some institution's gate refuses some round of it.
+        assert refusals, f"plan refused {request}, every gate accepted"
