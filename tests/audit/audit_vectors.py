@@ -208,6 +208,14 @@ def history_rewritten_with_inserted_refusal(work: Path, out: Path) -> None:
     _emit(out, rewritten.lines(), _witness_files(original), _exp("EQUIVOCATION", "equivocation", None, None))
 
 
+def history_rewritten_with_receipt_removed(work: Path, out: Path) -> None:
+    # The server rewrites history with its real key: bank-b's round-2 receipt
+    # removed, a dropout logged in its place, cohort and receipts root fixed.
+    original = build_run(work / "original", drop_in_round=None)
+    rewritten = build_run(work / "rewritten", drop_in_round=2)
+    _emit(out, rewritten.lines(), _witness_files(original), _exp("EQUIVOCATION", "equivocation", None, None))
+
+
 def tail_truncated_unwitnessed(work: Path, out: Path) -> None:
     snap = work / "after-round-2"
     run = build_run(work / "run", snapshot_after={2: snap})
@@ -299,6 +307,7 @@ ATTACKS: dict[str, Callable[[Path, Path], None]] = {
     "institution_log_cut": institution_log_cut,
     "institution_log_empty": institution_log_empty,
     "history_rewritten_with_inserted_refusal": history_rewritten_with_inserted_refusal,
+    "history_rewritten_with_receipt_removed": history_rewritten_with_receipt_removed,
     "valid_run": valid_run,
     "record_deleted": record_deleted,
     "round_deleted": round_deleted,
