@@ -1,0 +1,66 @@
+"""The institution's gate decides with ``policy.decide`` and the cohort it counted itself."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from client.gate import Institution, RoundRefused, RoundView, check_round
+from client.node import InstitutionNode
+from client.secagg_adapter import ObservedSecAgg
+from fedfraud.settings import RunSettings
+from fedfraud.simulation import default_run_config, project_dir
+from fraud.features import FEATURE_COLUMNS
+from policy import load_policy
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+FEDERATION = ("bank-a", "bank-b", "insurer-c")
+
+
+def _bank_a(tmp_path: Path, accepted: list[str]) -> Institution:
+    text = (project_dir() / "policies" / "bank-a.toml").read_text(encoding="utf-8")
+    text = text.replace('accepted_partners = ["bank-b", "insurer-c"]', f"accepted_partners = {accepted!r}".replace("'", '"'))
+    path = tmp_path / "bank-a.toml"
+    path.write_text(text, encoding="utf-8")
+    return Institution(
+        node=InstitutionNode("bank-a", tmp_path, tmp_path),
+        policy=load_policy(path),
+        signing_key=None,  # type: ignore[arg-type]  # the gate never signs
+        server_key=None,  # type: ignore[arg-type]
+        features=tuple(FEATURE_COLUMNS),
+    )
+
+
+def _view(cohort: tuple[str, ...], threshold: int = 2) -> RoundView:
+    observed = ObservedSecAgg(
+        "collect-masked-vectors", len(cohort), 3, threshold, 8.0, 2**24, 2**32, 100000.0, cohort
+    )
+    return RoundView("bank-a", 1, observed, cohort)
+
+
+def _settings() -> RunSettings:
+    config = default_run_config()
+    config.update({"institutions": ",".join(FEDERATION)})
+    return RunSettings.from_run_config(config)
+
+
+def test_gate_decides_with_the_cohort_it_counted(tmp_path: Path) -> None:
+    # bank-a accepts only bank-b. Before, the gate named the whole federation
+    # as partners, so it refused every round, even one whose verified cohort
+    # is {bank-a, bank-b}; now decide's partner rule sees the real cohort.
+    bank_a = _bank_a(tmp_path, ["bank-b"])
+    check_round(_view(("bank-a", "bank-b")), _settings(), bank_a, now=NOW)
+    with pytest.raises(RoundRefused) as info:
+        check_round(_view(FEDERATION), _settings(), bank_a, now=NOW)
+    assert any("'insurer-c' is in the cohort but is not an accepted partner" in r for r in info.value.refusal.rules)
+
+
+def test_decides_threshold_rule_fires_on_the_counted_cohort(tmp_path: Path) -> None:
+    # A threshold above the cohort it counted: decide's rule, unreachable
+    # before (the gate claimed the whole federation as the cohort).
+    bank_a = _bank_a(tmp_path, ["bank-b", "insurer-c"])
+    with pytest.raises(RoundRefused) as info:
+        check_round(_view(("bank-a", "bank-b"), threshold=3), _settings(), bank_a, now=NOW)
+    assert any("instructions.secagg_threshold" in r for r in info.value.refusal.rules)
