@@ -12,6 +12,7 @@ honest round after the attacks succeeds.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ def dishonest_app(folder: Path) -> Path:
     assert original in text
     text = text.replace(original, 'serverapp = "dishonest_server:app"')
     text = text.replace('name = "fedfraud"', 'name = "fedfraud-dishonest"')
+    # Its bundle holds the dishonest ServerApp only (the product is installed).
+    text = re.sub(r"fab-include = \[[^\]]*\]", 'fab-include = ["dishonest_server.py"]', text)
     (folder / "pyproject.toml").write_text(text, encoding="utf-8")
     shutil.copyfile(HERE / "dishonest_server.py", folder / "dishonest_server.py")
     return folder
