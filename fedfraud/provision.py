@@ -51,7 +51,7 @@ import typer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from rich.console import Console
@@ -310,6 +310,11 @@ class InstitutionFiles:
         """Node config for ``flower-supernode --node-config``."""
         return self.root / "node-config.toml"
 
+    @property
+    def registration(self) -> Path:
+        """Public keys the institution sends the operator (``provision institution``)."""
+        return self.root / "registration.json"
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -419,28 +424,38 @@ def _private_pem(key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
     )
 
 
-def _public_pem(key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(
+PublicOrPrivate = ec.EllipticCurvePrivateKey | Ed25519PrivateKey | Ed25519PublicKey
+
+
+def _public_half(key: PublicOrPrivate) -> Any:
+    return key if isinstance(key, Ed25519PublicKey) else key.public_key()
+
+
+def _public_pem(key: PublicOrPrivate) -> bytes:
+    return _public_half(key).public_bytes(  # type: ignore[no-any-return]
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
 def ssh_fingerprint(public_openssh: bytes) -> str:
-    """``SHA256:<base64>`` of an OpenSSH public key, as ``ssh-keygen -lf`` prints it."""
+    """``SHA256:<base64>`` of an OpenSSH public key (as ``ssh-keygen -l`` prints)."""
     blob = base64.b64decode(public_openssh.split()[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii").rstrip("=")
 
 
-def ed25519_fingerprint(key: Ed25519PrivateKey) -> str:
+def _raw_ed25519(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
+    public = _public_half(key)
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)  # type: ignore[no-any-return]
+
+
+def ed25519_fingerprint(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
     """``ed25519:<sha256 hex of the raw public key>`` (the audit log's key id form)."""
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return "ed25519:" + hashlib.sha256(raw).hexdigest()
+    return "ed25519:" + hashlib.sha256(_raw_ed25519(key)).hexdigest()
 
 
-def ed25519_b64(key: Ed25519PrivateKey) -> str:
+def ed25519_b64(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
     """Base64 of the raw 32-byte public key (the policy files' ``public_key`` form)."""
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return base64.b64encode(raw).decode("ascii")
+    return base64.b64encode(_raw_ed25519(key)).decode("ascii")
 
 
 def cert_fingerprint(cert: x509.Certificate) -> str:
@@ -636,7 +651,9 @@ class Written:
     fingerprint: str = ""
 
 
-def planned_files(federation: Federation, layout: Layout, only: str | None) -> list[Path]:
+def planned_files(
+    federation: Federation, layout: Layout, only: str | None, registrations: Path | None = None
+) -> list[Path]:
     """Every file ``provision`` would write (for the overwrite check)."""
     paths: list[Path] = []
     if only is None:
@@ -653,21 +670,31 @@ def planned_files(federation: Federation, layout: Layout, only: str | None) -> l
         if only is not None and inst.id != only:
             continue
         files = layout.institution(inst.id)
-        paths += [files.auth_key, files.auth_pub, files.audit_key, files.audit_pub, files.node_config]
-        paths += [files.ca_cert, files.server_audit_pub]
+        if registrations is None:
+            paths += [files.auth_key, files.auth_pub, files.audit_key, files.audit_pub]
+        paths += [files.node_config, files.ca_cert, files.server_audit_pub]
         if inst.policy is not None:
             paths += [files.policy, layout.server_policy(inst.id)]
     return paths
 
 
 def provision(
-    federation: Federation, out: Path, force: bool = False, only: str | None = None
+    federation: Federation,
+    out: Path,
+    force: bool = False,
+    only: str | None = None,
+    registrations: Path | None = None,
 ) -> list[Written]:
     """Write the federation's CA, certificates and keys under ``out``.
 
     With ``only`` set, just that institution's keys (and policy, node config)
     are made again: the key-rotation path. Nothing is written if any target
     exists and ``force`` is false.
+
+    With ``registrations`` (the production path), no institution key is made
+    here: each institution made its own keys with ``provision institution``
+    and sent ``<registrations>/<id>.json`` (public keys only), which is
+    imported. The operator's folder then holds no institution private key.
 
     Raises
     ------
@@ -678,7 +705,9 @@ def provision(
     if only is not None and only not in federation.names:
         raise ConfigError(f"--only {only!r} is not an institution of {federation.source}")
     # 1. Refuse before generating anything if a key would be replaced.
-    existing = [p for p in planned_files(federation, layout, only) if p.exists() or p.is_symlink()]
+    existing = [
+        p for p in planned_files(federation, layout, only, registrations) if p.exists() or p.is_symlink()
+    ]
     if existing and not force:
         listed = "\n".join(f"  {p}" for p in existing)
         raise ConfigError(
@@ -726,22 +755,41 @@ def provision(
         if only is not None and inst.id != only:
             continue
         files = layout.institution(inst.id)
-        auth_private, auth_public = make_supernode_auth_key()
-        write_file(files.auth_key, auth_private, PRIVATE_MODE, force)
-        write_file(files.auth_pub, auth_public, PUBLIC_MODE, force)
-        del auth_private
-        written.append(
-            Written(files.auth_pub, f"{inst.id} SuperNode auth key", ssh_fingerprint(auth_public))
-        )
-        signing = Ed25519PrivateKey.generate()
-        write_file(files.audit_key, _private_pem(signing), PRIVATE_MODE, force)
-        write_file(files.audit_pub, _public_pem(signing), PUBLIC_MODE, force)
-        written.append(Written(files.audit_pub, f"{inst.id} audit key", ed25519_fingerprint(signing)))
+        if registrations is not None:
+            # The institution's own keys: public halves from its registration.
+            registered = load_registration(registrations / f"{inst.id}.json", federation, inst.id)
+            auth_public = registered.auth_public
+            if registered.auth_public != _read_if(files.auth_pub):
+                write_file(files.auth_pub, auth_public, PUBLIC_MODE, True)
+            signing_public = registered.signing_public
+            if _public_pem(signing_public) != _read_if(files.audit_pub):
+                write_file(files.audit_pub, _public_pem(signing_public), PUBLIC_MODE, True)
+            written.append(
+                Written(files.auth_pub, f"{inst.id} SuperNode auth key (its own)", ssh_fingerprint(auth_public))
+            )
+            written.append(
+                Written(files.audit_pub, f"{inst.id} audit key (its own)", ed25519_fingerprint(signing_public))
+            )
+        else:
+            auth_private, auth_public = make_supernode_auth_key()
+            write_file(files.auth_key, auth_private, PRIVATE_MODE, force)
+            write_file(files.auth_pub, auth_public, PUBLIC_MODE, force)
+            del auth_private
+            written.append(
+                Written(files.auth_pub, f"{inst.id} SuperNode auth key", ssh_fingerprint(auth_public))
+            )
+            signing_key = Ed25519PrivateKey.generate()
+            write_file(files.audit_key, _private_pem(signing_key), PRIVATE_MODE, force)
+            write_file(files.audit_pub, _public_pem(signing_key), PUBLIC_MODE, force)
+            signing_public = signing_key.public_key()
+            written.append(
+                Written(files.audit_pub, f"{inst.id} audit key", ed25519_fingerprint(signing_key))
+            )
         write_file(files.ca_cert, ca_pem, PUBLIC_MODE, force)
         write_file(files.server_audit_pub, server_pub, PUBLIC_MODE, force)
         files.audit_dir.mkdir(mode=0o700, exist_ok=True)
         if inst.policy is not None:
-            policy = policy_with_key(inst.policy, inst.id, ed25519_b64(signing))
+            policy = policy_with_key(inst.policy, inst.id, ed25519_b64(signing_public))
             write_file(files.policy, policy, PUBLIC_MODE, force)
             write_file(layout.server_policy(inst.id), policy, PUBLIC_MODE, force)
             written.append(Written(files.policy, f"{inst.id} policy (with its public key)"))
@@ -766,6 +814,113 @@ def provision(
     written.append(Written(layout.trusted_keys, "trusted institution keys"))
     written.append(Written(layout.manifest, "federation manifest"))
     return written
+
+
+REGISTRATION_VERSION = "fedfraud-registration/1"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """An institution's public keys, as it sent them to the operator."""
+
+    institution: str
+    auth_public: bytes
+    signing_public: Ed25519PublicKey
+
+
+def provision_institution(
+    federation: Federation, institution_id: str, out: Path, force: bool = False
+) -> list[Written]:
+    """The institution's side: make its own keys in ``out`` and a registration file.
+
+    Run by the institution on its own machine. The SuperNode auth key and the
+    Ed25519 signing key are created here (private halves 0600, never sent);
+    ``registration.json`` holds the public halves only, for the operator's
+    ``provision init --registrations``. Rotation is the same call with ``force``.
+
+    Raises
+    ------
+    ConfigError
+        If ``institution_id`` is not in the federation, or keys exist without ``force``.
+    """
+    if institution_id not in federation.names:
+        raise ConfigError(f"{institution_id!r} is not an institution of {federation.source}")
+    files = InstitutionFiles(out.resolve())
+    targets = [files.auth_key, files.auth_pub, files.audit_key, files.audit_pub, files.registration]
+    existing = [p for p in targets if p.exists() or p.is_symlink()]
+    if existing and not force:
+        listed = "\n".join(f"  {p}" for p in existing)
+        raise ConfigError(f"refusing to overwrite {len(existing)} existing file(s); pass --force:\n{listed}")
+    auth_private, auth_public = make_supernode_auth_key()
+    write_file(files.auth_key, auth_private, PRIVATE_MODE, force)
+    write_file(files.auth_pub, auth_public, PUBLIC_MODE, force)
+    del auth_private
+    signing = Ed25519PrivateKey.generate()
+    write_file(files.audit_key, _private_pem(signing), PRIVATE_MODE, force)
+    write_file(files.audit_pub, _public_pem(signing), PUBLIC_MODE, force)
+    files.audit_dir.mkdir(mode=0o700, exist_ok=True)
+    registration = {
+        "version": REGISTRATION_VERSION,
+        "federation": federation.id,
+        "institution": institution_id,
+        "supernode_auth_public_key": auth_public.decode("ascii").strip(),
+        "signing_public_key": ed25519_b64(signing),
+    }
+    write_file(
+        files.registration,
+        (json.dumps(registration, indent=2, sort_keys=True) + "\n").encode("utf-8"),
+        PUBLIC_MODE,
+        force,
+    )
+    return [
+        Written(files.auth_pub, f"{institution_id} SuperNode auth key", ssh_fingerprint(auth_public)),
+        Written(files.audit_pub, f"{institution_id} audit key", ed25519_fingerprint(signing)),
+        Written(files.registration, "registration (public keys: send it to the operator)"),
+    ]
+
+
+def load_registration(path: Path, federation: Federation, institution_id: str) -> Registration:
+    """Read and check one institution's registration file (public keys only).
+
+    Raises
+    ------
+    InputError
+        If the file is missing, malformed, of another federation or
+        institution, or holds anything private.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read registration of {institution_id!r} ({exc.strerror})") from exc
+    except ValueError as exc:
+        raise InputError(f"{path}: registration is not valid JSON ({exc})") from exc
+    if "PRIVATE" in text:
+        raise InputError(f"{path}: a registration must hold public keys only; refusing it")
+    expected = {"version", "federation", "institution", "supernode_auth_public_key", "signing_public_key"}
+    if not isinstance(data, dict) or set(data) != expected:
+        raise InputError(f"{path}: registration must have exactly the fields {sorted(expected)}")
+    if data["version"] != REGISTRATION_VERSION:
+        raise InputError(f"{path}: unknown registration version {data['version']!r}")
+    if data["federation"] != federation.id or data["institution"] != institution_id:
+        raise InputError(
+            f"{path}: registration of {data['institution']!r} in {data['federation']!r}, "
+            f"expected {institution_id!r} in {federation.id!r}"
+        )
+    auth = str(data["supernode_auth_public_key"]).encode("ascii")
+    try:
+        loaded = serialization.load_ssh_public_key(auth)
+        raw = base64.b64decode(str(data["signing_public_key"]), validate=True)
+        signing = Ed25519PublicKey.from_public_bytes(raw)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{path}: a public key in the registration is malformed ({exc})") from exc
+    if not isinstance(loaded, ec.EllipticCurvePublicKey) or loaded.curve.name != SUPERNODE_AUTH_CURVE.name:
+        raise InputError(f"{path}: the SuperNode key must be EC {SUPERNODE_AUTH_CURVE.name} (Flower's form)")
+    return Registration(institution_id, auth + b"\n", signing)
+
+
+def _read_if(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None
 
 
 def _write_summaries(federation: Federation, layout: Layout) -> None:
@@ -817,10 +972,22 @@ def init_command(
         str | None,
         typer.Option("--only", help="Re-key only this institution (key rotation; needs --force)."),
     ] = None,
+    registrations: Annotated[
+        Path | None,
+        typer.Option(
+            "--registrations",
+            help="Folder of <institution>.json files from 'provision institution': import each "
+            "institution's own public keys instead of making its keys here (production).",
+        ),
+    ] = None,
 ) -> None:
-    """Create the CA, the SuperLink's TLS certificate and every key of a federation."""
+    """Create the CA, the SuperLink's TLS certificate and the federation's keys.
+
+    With --registrations no institution key is made here: each institution made
+    its own with 'fedfraud provision institution' and sent its public keys.
+    """
     federation = load_federation(federation_file)
-    written = provision(federation, out, force=force, only=only)
+    written = provision(federation, out, force=force, only=only, registrations=registrations)
     console.print(
         f"[bold]fedfraud provision[/bold]: federation {federation.id!r}, "
         f"{len(federation.institutions)} institutions, SuperLink "
@@ -831,6 +998,25 @@ def init_command(
         "Private keys are mode 0600 and were not printed. Register each SuperNode's "
         "public key at the SuperLink with `flwr supernode register <supernode-auth.pub>`."
     )
+
+
+@app.command("institution")
+def institution_command(
+    federation_file: Annotated[Path, typer.Argument(help="The federation TOML file.")],
+    institution_id: Annotated[str, typer.Argument(help="This institution's id in the federation file.")],
+    out: Annotated[Path, typer.Option("--out", help="This institution's site folder.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace existing keys (rotation).")] = False,
+) -> None:
+    """Run at the institution: make its own SuperNode and signing keys, and a registration file.
+
+    The private keys stay in --out (mode 0600). Send only registration.json to
+    the operator, who imports it with 'provision init --registrations'.
+    """
+    federation = load_federation(federation_file)
+    written = provision_institution(federation, institution_id, out, force=force)
+    console.print(f"[bold]fedfraud provision institution[/bold]: {institution_id} in {federation.id!r}")
+    _print_written(written)
+    console.print("Private keys are mode 0600 and stay here. Send the operator registration.json only.")
 
 
 @app.command("show")

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Run a 3-institution *production* federation on this machine, end to end:
-# provisioning (CA, TLS certificate, SuperNode auth keys, audit keys), a
+# two-sided provisioning (each institution makes its own SuperNode and audit
+# keys; the operator imports their public keys and makes the CA, TLS
+# certificate and server key), a
 # SuperLink with TLS and SuperNode authentication, one SuperNode per
 # institution, registration of their keys, and a SecAgg+ run submitted with
 # `flwr run`. Everything listens on 127.0.0.1 only; every process is stopped
@@ -23,9 +25,18 @@ export FLWR_TELEMETRY_ENABLED=0
 PATH="$(dirname "$(command -v "$PYTHON")"):$PATH"
 export PATH
 
-# 1. Provision once; an existing folder is reused (never overwritten).
+# 1. Provision once, two-sided; an existing folder is reused (never overwritten).
 if [[ ! -f "$KEYS/federation.json" ]]; then
-    "$PYTHON" -m fedfraud.provision init "$FEDERATION" --out "$KEYS"
+    REGISTRATIONS="$KEYS.registrations"
+    mkdir -p "$REGISTRATIONS"
+    # 1a. Each institution makes its own keys (on its own machine in production;
+    #     here its site folder is its folder under $KEYS/institutions).
+    for id in $("$PYTHON" -c 'import sys; from pathlib import Path; from fedfraud.provision import load_federation; print(" ".join(load_federation(Path(sys.argv[1])).names))' "$FEDERATION"); do
+        "$PYTHON" -m fedfraud.provision institution "$FEDERATION" "$id" --out "$KEYS/institutions/$id"
+        cp "$KEYS/institutions/$id/registration.json" "$REGISTRATIONS/$id.json"
+    done
+    # 1b. The operator imports their public keys only, and makes the rest.
+    "$PYTHON" -m fedfraud.provision init "$FEDERATION" --out "$KEYS" --registrations "$REGISTRATIONS"
 else
     echo "reusing the keys in $KEYS (delete the folder, or use --force, to re-provision)"
 fi

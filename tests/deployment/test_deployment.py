@@ -27,9 +27,11 @@ from fedfraud.provision import (
     PRIVATE_MODE,
     Federation,
     Layout,
+    Federation,
     load_federation,
     make_supernode_auth_key,
     provision,
+    provision_institution,
     write_file,
 )
 from fraud.generator import ensure_federation_data
@@ -84,8 +86,26 @@ def provisioned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Federation, L
     root = tmp_path_factory.mktemp("federation")
     ensure_federation_data(root / "data", list(INSTITUTIONS), ROWS, 7)
     federation = load_federation(_federation_file(root))
-    provision(federation, root / "keys")
+    two_sided_provisioning(federation, root / "keys")
     return federation, Layout((root / "keys").resolve())
+
+
+def two_sided_provisioning(federation: Federation, keys: Path) -> None:
+    """Each institution makes its own keys; the operator imports the public halves.
+
+    On one machine the institution's site folder is its folder in the
+    operator's layout (``keys/institutions/<id>``), as in
+    ``scripts/run-local-federation.sh``; the operator's step only ever reads
+    the registration files.
+    """
+    registrations = keys.parent / "registrations"
+    registrations.mkdir(exist_ok=True)
+    layout = Layout(keys.resolve())
+    for name in federation.names:
+        site = layout.institution(name).root
+        provision_institution(federation, name, site)
+        (registrations / f"{name}.json").write_bytes((site / "registration.json").read_bytes())
+    provision(federation, keys, registrations=registrations)
 
 
 @pytest.fixture
@@ -335,3 +355,71 @@ def _verify_with_cli(
         command += ["--policy", str(site.policy)]
         command += ["--institution-log", str(site.audit_dir / f"{run_name}.jsonl")]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+# -- institution-held keys ----------------------------------------------------
+
+
+def test_operator_folder_holds_no_institution_private_key(tmp_path: Path) -> None:
+    # Before, `provision init` generated every institution's private keys in
+    # the operator's folder. Now each institution makes its own elsewhere and
+    # the operator imports registration files with public keys only.
+    federation = load_federation(_federation_file(tmp_path))
+    registrations = tmp_path / "registrations"
+    registrations.mkdir()
+    for name in federation.names:
+        site = tmp_path / "sites" / name
+        provision_institution(federation, name, site)
+        (registrations / f"{name}.json").write_bytes((site / "registration.json").read_bytes())
+    operator = tmp_path / "operator"
+    provision(federation, operator, registrations=registrations)
+    layout = Layout(operator.resolve())
+    private = sorted(
+        str(p.relative_to(operator))
+        for p in operator.rglob("*")
+        if p.is_file() and b"PRIVATE KEY" in p.read_bytes()
+    )
+    # Only the operator's own: the CA, the SuperLink's TLS key, the server's audit key.
+    assert private == ["ca/ca.key", "server/audit.key", "superlink/server.key"]
+    for name in federation.names:
+        files = layout.institution(name)
+        assert files.auth_pub.read_bytes() == (tmp_path / "sites" / name / "supernode-auth.pub").read_bytes()
+        assert not files.auth_key.exists() and not files.audit_key.exists()
+
+
+def test_receipt_signed_with_a_key_the_operator_could_make_is_rejected(tmp_path: Path) -> None:
+    # Whatever Ed25519 key the operator makes, it is not the one bank-a
+    # registered, so a receipt or countersignature it forges does not verify.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from audit.errors import AuditError
+    from audit.keys import public_key_from_b64
+    from audit.receipt import make_receipt, verify_receipt
+    from audit.record import LogId
+
+    federation = load_federation(_federation_file(tmp_path))
+    site = tmp_path / "sites" / "bank-a"
+    provision_institution(federation, "bank-a", site)
+    registered = json.loads((site / "registration.json").read_text())["signing_public_key"]
+    log_id = LogId("fedfraud-test", "run-1", "ed25519:" + "0" * 64)
+    forged = make_receipt(Ed25519PrivateKey.generate(), "bank-a", log_id, 1, "a" * 64, "b" * 64)
+    with pytest.raises(AuditError):
+        verify_receipt(forged, public_key_from_b64(registered), log_id=log_id, server_round=1,
+                       institution_id="bank-a")
+
+
+def test_registration_with_anything_private_is_refused(tmp_path: Path) -> None:
+    from fedfraud.errors import InputError
+
+    federation = load_federation(_federation_file(tmp_path))
+    site = tmp_path / "sites" / "bank-a"
+    provision_institution(federation, "bank-a", site)
+    registration = json.loads((site / "registration.json").read_text())
+    registration["supernode_auth_public_key"] = (site / "supernode-auth.key").read_text()
+    bad = tmp_path / "registrations" / "bank-a.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps(registration))
+    from fedfraud.provision import load_registration
+
+    with pytest.raises(InputError, match="public keys only"):
+        load_registration(bad, federation, "bank-a")
