@@ -293,13 +293,12 @@ def _setup(
 def _pinned_keys(party: _Party) -> dict[str, Ed25519PublicKey]:
     """This institution's own key and those of the partners it pinned and accepts."""
     me = party.node.institution_id
-    keys = {me: party.institution.signing_key.public_key()}
-    accepted = set(party.institution.policy.data_use.accepted_partners)
-    for partner in party.settings.institutions:
-        path = party.node.partner_key_path(partner)
-        if partner != me and partner in accepted and path.is_file():
-            keys[partner] = load_public_key(path)
-    return keys
+    accepted = set(party.institution.policy.data_use.accepted_partners) | {me}
+    return {
+        name: party.pinned_key(name)
+        for name in party.settings.institutions
+        if name in accepted and (name == me or party.node.partner_key_path(name).is_file())
+    }
 
 
 def _share_keys(
