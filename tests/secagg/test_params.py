@@ -87,3 +87,22 @@ def test_secagg_mean_is_within_derived_bound_of_fedavg(
     plain = np.average(np.stack(updates), axis=0, weights=np.array(used, dtype=np.float64))
     bound = aggregation_error_bound(used, settings)
     assert np.max(np.abs(secure - plain)) <= bound
+
+
+def test_threshold_bound_against_a_malicious_server() -> None:
+    # Bonawitz et al. 2017: t > (n + n_C) / 2, and t > n_C.
+    from fedfraud.errors import ProtocolError
+    from secagg.params import check_threshold, minimum_threshold
+
+    assert [minimum_threshold(n) for n in (2, 3, 4, 5, 10)] == [2, 2, 3, 3, 6]
+    assert minimum_threshold(3, colluders=1) == 3
+    check_threshold(2, 3)
+    with pytest.raises(ProtocolError, match="below the bound"):
+        check_threshold(2, 5)
+    with pytest.raises(ProtocolError, match="exceeds the neighbourhood"):
+        check_threshold(4, 3)
+    # The run settings refuse it before anything starts: 5 of 5 shares, t = 2.
+    settings = SecAggSettings.from_run_config({**BASE, "num-shares": 5, "reconstruction-threshold": 2})
+    with pytest.raises(ConfigError, match="below the bound"):
+        settings.validate_for(5)
+    SecAggSettings.from_run_config({**BASE, "num-shares": 5, "reconstruction-threshold": 3}).validate_for(5)
