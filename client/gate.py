@@ -202,26 +202,22 @@ def check_round(
 def _check_secagg(
     observed: ObservedSecAgg, cohort_size: int, settings: RunSettings, broken: list[str]
 ) -> None:
+    # Every SecAgg+ parameter is the run's agreed value: the server may not
+    # pick a lower threshold, fewer shares, or a range that clips or overflows.
     expected = settings.secagg
     if cohort_size < settings.min_cohort:
         broken.append(
             f"run.min-cohort: the round sums {cohort_size} institutions, "
             f"fewer than {settings.min_cohort}"
         )
-    if observed.threshold < expected.reconstruction_threshold:
-        broken.append(
-            f"run.reconstruction-threshold: the server set {observed.threshold}, "
-            f"below {expected.reconstruction_threshold}"
-        )
-    if observed.clipping_range != expected.clipping_range:
-        broken.append(
-            f"run.clipping-range: the server set {observed.clipping_range:g}, "
-            f"the run agreed {expected.clipping_range:g}"
-        )
-    if (observed.quantization_range, observed.modulus_range) != (
-        expected.quantization_range,
-        expected.modulus_range,
-    ):
-        broken.append("run.quantization-range: quantization or modulus differ from the run's")
-    if observed.max_weight != expected.max_weight:
-        broken.append("run.max-weight: differs from the agreed run config")
+    agreed = (
+        ("threshold", observed.threshold, expected.reconstruction_threshold),
+        ("num-shares", observed.share_num, expected.num_shares),
+        ("clipping-range", observed.clipping_range, expected.clipping_range),
+        ("quantization-range", observed.quantization_range, expected.quantization_range),
+        ("modulus-range", observed.modulus_range, expected.modulus_range),
+        ("max-weight", observed.max_weight, expected.max_weight),
+    )
+    for key, found, wanted in agreed:
+        if found != wanted:
+            broken.append(f"run.{key}: the server set {found!r}, the run agreed {wanted!r}")

@@ -220,7 +220,7 @@ Handled = tuple[dict[str, Any], RecordDict]
 def _setup(
     party: _Party, msg: Message, ctxt: Context, fields: dict[str, Any], _: dict[str, Any], __: Any
 ) -> Handled:
-    settings, expected = party.settings, party.settings.secagg
+    settings = party.settings
     task = Task(get_str(fields, Field.TASK)) if fields.get(Field.TASK) in set(Task) else None
     if task is None:
         raise ProtocolError(f"unknown task {str(fields.get(Field.TASK))[:40]!r}")
@@ -237,27 +237,9 @@ def _setup(
         "max_weight": get_float(fields, Field.MAX_WEIGHT),
         "sample_num": get_int(fields, Field.SAMPLE_NUM, 0, 1000),
     }
-    # 1. Parameters: exactly the run's agreed values (the server may not pick them).
-    broken: list[str] = []
-    agreed = {
-        "num_shares": expected.num_shares,
-        "threshold": expected.reconstruction_threshold,
-        "clipping_range": expected.clipping_range,
-        "quantization_range": expected.quantization_range,
-        "modulus_range": expected.modulus_range,
-        "max_weight": expected.max_weight,
-    }
-    for key, value in agreed.items():
-        if state[key] != value:
-            broken.append(
-                f"run.{key.replace('_', '-')}: the server set {state[key]!r}, the run agreed {value!r}"
-            )
-    if broken:
-        raise RoundRefused(
-            Refusal(party.node.institution_id, state["round"], tuple(broken),
-                    party.institution.policy.policy_hash)
-        )
-    # 2. The institution's own policy, for the round as announced.
+    # 1-2. The parameters must be exactly the run's agreed values (the server
+    #      may not pick them), and the round must pass the institution's own
+    #      policy: both decided by the gate, in one place.
     check_round(
         RoundView(party.node.institution_id, state["round"], state_parameters(state),
                   tuple(settings.institutions), training=task is Task.TRAIN),

@@ -20,12 +20,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedfraud.settings import RunSettings
-from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
-from fedfraud.sites import prepare_demo_sites
+from fedfraud.simulation import project_dir
 from server.rundir import read_rounds
 
-from tests.integration.federation import INSTITUTIONS, final_weights, make_data, verify_with_cli
+from tests.integration.federation import (
+    INSTITUTIONS,
+    final_weights,
+    make_data,
+    run_federation,
+    verify_with_cli,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,31 +53,7 @@ def dishonest_app(folder: Path) -> Path:
 def attacked_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("dishonest")
     data = make_data(root / "data", rows=2000)
-    sites = prepare_demo_sites(root / "parties", INSTITUTIONS, project_dir() / "policies")
-    run_dir = root / "run"
-    config = default_run_config()
-    config.update(
-        {
-            "num-server-rounds": 3,
-            "institutions": ",".join(INSTITUTIONS),
-            "data-dir": str(data),
-            "sites-dir": str(sites.sites_dir),
-            "server-dir": str(sites.server_dir),
-            "run-dir": str(run_dir),
-            "run-name": "test",
-            "local-epochs": 1,
-            "timeout": 60.0,
-        }
-    )
-    settings = RunSettings.from_run_config(config)
-    run_simulation(
-        SimulationRequest(
-            project_dir=dishonest_app(root / "app"),
-            run_dir=run_dir,
-            run_config=config,
-            num_institutions=len(settings.institutions),
-        )
-    )
+    run_dir, _ = run_federation(root, data, rounds=3, project=dishonest_app(root / "app"))
     records = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
     refusals = [r["record"]["body"] for r in records if r["record"]["kind"] == "policy_refusal"]
     return {"root": root, "run_dir": run_dir, "rounds": read_rounds(run_dir), "refusals": refusals}

@@ -46,9 +46,13 @@ def run_federation(
     rounds: int,
     site_edits: Mapping[str, Callable[[dict[str, Any]], None]] | None = None,
     validation_rows: int = 0,
+    project: Path | None = None,
     **overrides: Any,
 ) -> tuple[Path, RunSettings]:
-    """Run a real simulated federation and return its run directory and settings."""
+    """Run a real simulated federation and return its run directory and settings.
+
+    ``project`` is the Flower app folder to run (default: the product's own).
+    """
     run_dir = tmp_path / "run"
     sites = prepare_demo_sites(tmp_path / "parties", INSTITUTIONS, project_dir() / "policies")
     for institution, edit in (site_edits or {}).items():
@@ -73,7 +77,7 @@ def run_federation(
     settings = RunSettings.from_run_config(config)
     run_simulation(
         SimulationRequest(
-            project_dir=project_dir(),
+            project_dir=project or project_dir(),
             run_dir=run_dir,
             run_config=config,
             num_institutions=len(settings.institutions),
