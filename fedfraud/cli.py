@@ -319,6 +319,8 @@ def generate(
 def _mount_subcommands() -> None:
     """Attach the policy and audit command groups."""
     from audit.cli import app as audit_app
+    from fedfraud.code import app as code_app
+    from fedfraud.code import supernode_command
     from fedfraud.provision import app as provision_app
     from policy.cli import app as policy_app
 
@@ -329,6 +331,11 @@ def _mount_subcommands() -> None:
         name="provision",
         help="Create a production federation's CA, TLS, node-authentication and audit keys.",
     )
+    app.add_typer(code_app, name="code", help="Hash and approve the app bundles a SuperNode may run.")
+    app.command(
+        "supernode",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(supernode_command)
 
 
 _mount_subcommands()

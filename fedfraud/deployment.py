@@ -32,6 +32,7 @@ import shutil
 import signal
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -404,9 +405,12 @@ class Deployment:
         if not self.address:
             raise ConfigError("start the SuperLink before any SuperNode")
         files = self.layout.institution(institution_id)
+        # Started the way an institution starts it: `fedfraud supernode SITE`,
+        # which runs only the app bundles its site folder approved.
+        flower_args = supernode_command(files, self.address, free_port(), auth_key)[1:]
         managed = self._spawn(
             f"supernode-{institution_id}",
-            supernode_command(files, self.address, free_port(), auth_key),
+            [sys.executable, "-m", "fedfraud", "supernode", str(files.root), "--", *flower_args],
             self.work_dir / f"supernode-home-{institution_id}",
             self.work_dir / "logs" / f"supernode-{institution_id}.log",
         )
@@ -462,8 +466,11 @@ class Deployment:
         on_poll: Callable[[], None] | None = None,
         poll_seconds: float = 0.5,
         timeout: float | None = None,
+        project: Path | None = None,
     ) -> None:
         """Submit the project's app with ``flwr run --stream``; wait for the run to end.
+
+        ``project`` is the app folder to send (default: this project).
 
         Raises
         ------
@@ -476,7 +483,7 @@ class Deployment:
         managed = self._spawn(
             "flwr-run",
             [
-                flower_tool("flwr"), "run", str(project_dir()), CONNECTION_NAME,
+                flower_tool("flwr"), "run", str(project or project_dir()), CONNECTION_NAME,
                 "--stream", "--run-config", str(overrides),
             ],
             self.cli_home,

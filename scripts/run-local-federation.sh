@@ -41,5 +41,12 @@ else
     echo "reusing the keys in $KEYS (delete the folder, or use --force, to re-provision)"
 fi
 
+# 1c. Each institution approves the app bundle it reviewed (here: this
+#     checkout). Its SuperNode, started with `fedfraud supernode`, runs no
+#     other bundle. Approving again after a code change adds the new hash.
+for site in "$KEYS"/institutions/*/; do
+    "$PYTHON" -m fedfraud code approve --site "$site" . --label "local rehearsal checkout"
+done
+
 # 2. SuperLink + SuperNodes + flwr run, stopped at the end.
 exec "$PYTHON" -m fedfraud.deployment local "$FEDERATION" --keys "$KEYS" "$@"

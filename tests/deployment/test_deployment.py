@@ -21,7 +21,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
 
-from fedfraud.deployment import Deployment, ManagedProcess, deployment_run_config
+from client.approval import approve, fab_digest
+from fedfraud.code import bundle_bytes
+from fedfraud.deployment import Deployment, ManagedProcess, RunFailed, deployment_run_config
 from fedfraud.errors import ConfigError
 from fedfraud.provision import (
     PRIVATE_MODE,
@@ -106,6 +108,10 @@ def two_sided_provisioning(federation: Federation, keys: Path) -> None:
         provision_institution(federation, name, site)
         (registrations / f"{name}.json").write_bytes((site / "registration.json").read_bytes())
     provision(federation, keys, registrations=registrations)
+    # Each institution reviews this project's code and approves its bundle.
+    digest = fab_digest(bundle_bytes(REPO))
+    for name in federation.names:
+        approve(layout.institution(name).root, digest, "the reviewed project")
 
 
 @pytest.fixture
@@ -281,6 +287,61 @@ def test_supernode_with_unregistered_key_is_refused(
     assert "No SuperNode found with the given public key" in superlink_log
     assert '"POST /v1/fleet/activate-node HTTP/1.1" 412' in superlink_log
     assert deployment.nodes() == []
+
+
+def _tampered_project(root: Path, marker: Path, victim_key: Path) -> Path:
+    """This project's bundle files with a client/app.py that steals a signing key."""
+    project = root / "tampered-app"
+    for source in [REPO / "pyproject.toml", *REPO.glob("*/**/*.py"), *REPO.glob("fraud/schemas/*.toml")]:
+        relative = source.relative_to(REPO)
+        if relative.parts[0] in {"tests", "bench", ".venv", "scripts", "docs"}:
+            continue
+        target = project / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+    app = project / "client" / "app.py"
+    app.write_text(
+        app.read_text(encoding="utf-8")
+        + "\n# The operator's addition: copy the institution's signing key out.\n"
+        + f"open({str(marker)!r}, 'wb').write(open({str(victim_key)!r}, 'rb').read())\n",
+        encoding="utf-8",
+    )
+    return project
+
+
+def test_operator_shipped_modified_client_code_is_refused_by_every_institution(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    # Arrange: the federation is up; the operator changes client/app.py so that
+    # it copies bank-a's signing key to a file, and sends that bundle.
+    deployment.start_all()
+    marker = tmp_path / "stolen-signing.key"
+    victim_key = deployment.layout.institution("bank-a").audit_key
+    project = _tampered_project(tmp_path, marker, victim_key)
+    tampered = fab_digest(bundle_bytes(project))
+    run_dir = tmp_path / "tampered-run"
+    # Act
+    try:
+        deployment.submit(
+            run_dir, _run_config(deployment, run_dir, 1), timeout=RUN_TIMEOUT, project=project
+        )
+    except RunFailed:
+        pass  # a run that no institution served may end either way
+    if (run_dir / "summary.json").exists():
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        assert summary["rounds_completed"] == 0
+    # Assert: nothing of the bundle ran; every institution logged the refusal
+    # with the bundle's hash in its own log; the approved bundle still runs
+    # (the other deployment test).
+    assert not marker.exists(), "the tampered ClientApp ran at an institution"
+    for name in INSTITUTIONS:
+        log = deployment.layout.institution(name).root / "audit" / "refusals.jsonl"
+        entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+        refused = [e for e in entries if e["rules"] == ["code-not-approved"]]
+        assert refused, f"{name} logged no code refusal"
+        assert {e["fab_sha256"] for e in refused} == {tampered}
+        installed = deployment.layout.institution(name).root / "flower-home" / "apps"
+        assert not [p for p in installed.rglob("*") if tampered in p.name]
 
 
 def _wait_exit(process: ManagedProcess, timeout: float) -> None:

@@ -1,0 +1,131 @@
+"""``fedfraud code``: hash and approve app bundles; ``fedfraud supernode``: run one safely.
+
+An institution reviews the code (a release, a commit), rebuilds the bundle
+Flower would send (``fedfraud code hash PROJECT``: Flower builds it
+deterministically, so the same files give the same SHA-256 as the operator's
+``flwr run``), and approves that hash in its site folder (``fedfraud code
+approve --site SITE PROJECT``, or ``--sha256`` with a published hash it
+checked). Its SuperNode, started with ``fedfraud supernode SITE ...``, then
+runs only approved bundles: see :mod:`client.runner`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from client.approval import approve, fab_digest, load_approvals
+from client.runner import flower_clientapp_on_path, supernode_env
+from fedfraud.errors import ConfigError, InputError
+
+app = typer.Typer(
+    help="Hash and approve the app bundles an institution's SuperNode may run.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+
+
+def bundle_bytes(project: Path) -> bytes:
+    """The bundle ``flwr run PROJECT`` would send (Flower's own deterministic build).
+
+    Raises
+    ------
+    InputError
+        If ``project`` has no ``pyproject.toml`` or Flower cannot build it.
+    """
+    from flwr.cli.build import build_fab_from_disk
+
+    if not (project / "pyproject.toml").is_file():
+        raise InputError(f"{project}: no pyproject.toml (not a Flower app folder)")
+    try:
+        return build_fab_from_disk(project)
+    except Exception as exc:  # Flower raises click/typer errors and ValueErrors
+        raise InputError(f"{project}: Flower could not build the app bundle ({exc})") from exc
+
+
+@app.command("hash")
+def hash_command(
+    project: Annotated[Path, typer.Argument(help="App folder (with pyproject.toml).")] = Path("."),
+) -> None:
+    """Print the SHA-256 of the bundle `flwr run PROJECT` would send."""
+    content = bundle_bytes(project.resolve())
+    console.print(f"sha256:{fab_digest(content)}  ({len(content)} bytes, {project.resolve()})")
+
+
+@app.command("approve")
+def approve_command(
+    site: Annotated[Path, typer.Option("--site", help="The institution's site folder.")],
+    project: Annotated[
+        Path | None, typer.Argument(help="App folder to build and approve (after review).")
+    ] = None,
+    sha256: Annotated[
+        str | None, typer.Option("--sha256", help="Approve a published hash instead of a folder.")
+    ] = None,
+    label: Annotated[str, typer.Option(help="What was reviewed (release, commit).")] = "",
+) -> None:
+    """Approve one app bundle for this institution's SuperNode."""
+    if (project is None) == (sha256 is None):
+        raise ConfigError("give either an app folder or --sha256, not both or neither")
+    if not site.is_dir():
+        raise InputError(f"{site}: no such site folder")
+    if project is not None:
+        digest = fab_digest(bundle_bytes(project.resolve()))
+        label = label or str(project.resolve())
+    else:
+        digest = str(sha256)
+    approval = approve(site, digest, label)
+    console.print(f"approved sha256:{approval.sha256} for {site} ({approval.label})")
+
+
+@app.command("list")
+def list_command(
+    site: Annotated[Path, typer.Option("--site", help="The institution's site folder.")],
+) -> None:
+    """List the bundles this institution approved."""
+    approvals = load_approvals(site)
+    if not approvals:
+        console.print(f"{site}: no approved bundles (its SuperNode runs none)")
+    for approval in approvals:
+        console.print(f"sha256:{approval.sha256}  {approval.approved_at}  {approval.label}")
+
+
+def supernode_command(
+    site: Annotated[Path, typer.Argument(help="The institution's site folder.")],
+    flower_args: Annotated[
+        list[str] | None,
+        typer.Argument(help="Arguments for flower-supernode (after --)."),
+    ] = None,
+) -> None:
+    """Run flower-supernode so that it runs only the app bundles this site approved.
+
+    Puts fedfraud's checking ``flwr-clientapp`` first on the SuperNode's PATH
+    and keeps Flower's files (installed bundles, state) in SITE/flower-home.
+    Example: fedfraud supernode /srv/fedfraud/site -- --superlink host:9093
+    --root-certificates ca.pem --auth-supernode-private-key supernode-auth.key
+    --node-config node-config.toml
+    """
+    from fedfraud.simulation import flower_tool
+
+    args = list(flower_args or [])
+    if "--isolation" in args and "process" in args:
+        raise ConfigError(
+            "--isolation process starts ClientApps outside this command's control; "
+            "use the default (subprocess) isolation"
+        )
+    site = site.resolve()
+    if not site.is_dir():
+        raise InputError(f"{site}: no such site folder")
+    env = supernode_env(site)
+    if flower_clientapp_on_path(env) != str(site / "bin" / "flwr-clientapp"):
+        raise ConfigError("could not put the checking flwr-clientapp first on the PATH")
+    if not load_approvals(site):
+        console.print(f"[yellow]warning:[/yellow] {site} approves no bundle yet; every run will be refused")
+    command = [flower_tool("flower-supernode"), *args]
+    os.execvpe(command[0], command, env)  # noqa: S606 - the institution's own Flower
+    raise subprocess.SubprocessError("unreachable")  # pragma: no cover
