@@ -93,6 +93,7 @@ class RecordKind(str, Enum):
     WITNESS = "witness"
     RUN_CLOSED = "run_closed"
     WITNESS_REFUSED = "witness_refused"
+    PARTICIPANTS = "participants"
 
 
 _KINDS = {kind.value: kind for kind in RecordKind}

@@ -224,6 +224,45 @@ class RunAuditor:
             },
         )
 
+    def participants(
+        self, binding: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]
+    ) -> Record:
+        """Record every node that answered a secure round's first stage, with its key.
+
+        ``binding`` names the federation, Flower run, round and task; each node
+        entry holds its Flower node id, the institution it claimed, whether its
+        signed key advertisement verified under that institution's genesis key
+        (``verified``), and the advertisement itself (``seal_key``,
+        ``mask_key``, ``signature``, hex), so the verifier can check the claim.
+        A node that claims no institution of the genesis is recorded too: the
+        verifier flags the run.
+        """
+        if not self._started or self._closed:
+            raise AuditSequenceError("run is not in progress")
+        entries = []
+        for node in nodes:
+            entry = {
+                "node": str(int(node["node"])),  # Flower node ids are 64-bit
+                "institution": str(node["institution"]),
+                "verified": bool(node["verified"]),
+                "seal_key": str(node["seal_key"]),
+                "mask_key": str(node["mask_key"]),
+                "signature": str(node["signature"]),
+            }
+            if entry["verified"] and entry["institution"] not in self._inst_keys:
+                raise AuditError(f"a verified participant must be a genesis institution: {entry['institution']!r}")
+            entries.append(entry)
+        body = {
+            "binding": {
+                "federation": str(binding["federation"]),
+                "run": str(int(binding["run"])),  # Flower run ids exceed I-JSON integers
+                "round": _check_round(binding["round"]) if binding["round"] else 0,
+                "task": str(binding["task"]),
+            },
+            "nodes": sorted(entries, key=lambda e: int(str(e["node"]))),
+        }
+        return self._writer.append(RecordKind.PARTICIPANTS, body)
+
     def dropout(self, server_round: int, institution_ids: Sequence[str], stage: str) -> Record:
         """Record institutions that dropped out at a protocol stage of the open round."""
         self._require_open_round(server_round)

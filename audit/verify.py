@@ -86,7 +86,7 @@ from __future__ import annotations
 import hmac
 import os
 import stat
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -131,6 +131,58 @@ __all__ = [
 
 #: Exit code for a log, key or policy file that cannot be read (``InputError``).
 EXIT_UNREADABLE_INPUT = 3
+
+
+def _check_participants(
+    body: dict[str, Any],
+    genesis_keys: dict[str, Ed25519PublicKey],
+    fail: Callable[[str, Verdict, str], None],
+) -> None:
+    """Check a participants record: each node's advertisement, and that none is unknown.
+
+    1. The binding names a round and task.
+    2. A node the server marks verified must carry an advertisement that
+       verifies under its institution's genesis key (else the server lied:
+       TAMPERED).
+    3. A node that is not verified took part without proving a roster
+       identity, and two nodes proving the same institution is one identity
+       used twice: either breaks the federation's roster (POLICY_VIOLATED).
+    """
+    from fedfraud.errors import CryptoError
+    from secagg.hardened import Advertisement, Binding, verify_advertisement
+
+    try:
+        raw = body["binding"]
+        binding = Binding(str(raw["federation"]), int(raw["run"]), int(raw["round"]), str(raw["task"]))
+        nodes = [
+            (int(n["node"]), str(n["institution"]), n["verified"] is True,
+             bytes.fromhex(n["seal_key"]), bytes.fromhex(n["mask_key"]), bytes.fromhex(n["signature"]))
+            for n in body["nodes"]
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AuditError(f"participants record is malformed ({exc!r})") from exc
+    where = f"round {binding.server_round} ({binding.task})"
+    seen: dict[str, int] = {}
+    for node_id, inst, verified, seal_key, mask_key, signature in nodes:
+        if not verified:
+            fail("roster", Verdict.POLICY_VIOLATED,
+                 f"{where}: node {node_id} took part without proving an identity on the roster "
+                 f"(claimed {inst or 'nothing'!r})")
+            continue
+        key = genesis_keys.get(inst)
+        advert = Advertisement(node_id, inst, seal_key, mask_key, signature)
+        try:
+            if key is None:
+                raise CryptoError(f"{inst!r} is not a genesis institution")
+            verify_advertisement(key, binding, advert)
+        except CryptoError as exc:
+            fail("roster", Verdict.TAMPERED,
+                 f"{where}: node {node_id} is recorded as {inst!r}, but its advertisement does not verify ({exc})")
+            continue
+        if inst in seen:
+            fail("roster", Verdict.POLICY_VIOLATED,
+                 f"{where}: nodes {seen[inst]} and {node_id} both proved the identity {inst!r}")
+        seen[inst] = node_id
 
 
 class Verdict(str, Enum):
@@ -960,6 +1012,10 @@ def verify_log(
                          f"{inst} countersigned a checkpoint of size {cp.tree_size} that is not in this log", ln, record)
                     continue
                 server_witnessed[inst] = max(server_witnessed.get(inst, 0), cp.tree_size)
+            # 3.8 Every node that took part in a secure round proved a roster identity.
+            elif kind is RecordKind.PARTICIPANTS:
+                _check_participants(body, genesis_keys, lambda name, verdict, message: fail(
+                    name, verdict, message, ln, record))
             elif kind is RecordKind.RUN_CLOSED:
                 if current is not None:
                     fail("round order", Verdict.TAMPERED, f"run closed while round {current.round} is open", ln, record)

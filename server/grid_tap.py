@@ -1,16 +1,20 @@
-"""A Grid that listens for institutions' refusals on every reply.
+"""A Grid that listens for institutions' refusals on every reply, and knows the roster.
 
 Flower's SecAgg+ workflow keeps the errors of institutions that left a round
 to itself (and drops them when the round halts). Refusals matter for the
 audit trail, so the round loop hands the workflow this wrapper: it forwards
 every call to the real Grid unchanged and reads the refusal tokens in error
-replies on the way back (see :mod:`fedfraud.wire`).
+replies on the way back (see :mod:`fedfraud.wire`). It also carries the
+roster (each institution's signing key) and the audit hook with which the
+secure-aggregation workflow records every node that took part.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from flwr.app import Message
 from flwr.serverapp import Grid
@@ -21,9 +25,19 @@ from fedfraud.wire import Refusal, find_refusals
 class RefusalTap(Grid):  # type: ignore[misc]
     """Forwards to ``inner``; collects refusals per round."""
 
-    def __init__(self, inner: Grid) -> None:
+    def __init__(
+        self,
+        inner: Grid,
+        roster: Mapping[str, Ed25519PublicKey] | None = None,
+        on_participants: Callable[[Mapping[str, Any], Sequence[Mapping[str, Any]]], object] | None = None,
+    ) -> None:
         self._inner = inner
         self._refusals: dict[int, dict[tuple[str, tuple[str, ...]], Refusal]] = {}
+        #: The institutions' signing keys (the roster every node must prove a
+        #: place on); empty: the workflow checks no node's identity itself.
+        self.roster: dict[str, Ed25519PublicKey] = dict(roster or {})
+        #: Called with (binding, nodes) after each secure round's first stage.
+        self.on_participants = on_participants
 
     def take(self, server_round: int) -> list[Refusal]:
         """The refusals seen for a round (each distinct one once, in arrival order).

@@ -26,7 +26,7 @@ from flwr.server.workflow import DefaultWorkflow
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from audit.keys import load_private_key
+from audit.keys import load_private_key, public_key_from_b64
 from fedfraud import __version__
 from fedfraud.errors import ConfigError
 from fedfraud.datasets import DataFormat, server_schema
@@ -102,7 +102,11 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
         run_dir.append_round(record)
         log(INFO, "fedfraud round %s: %s", round_log.server_round, json.dumps(record))
 
-    tapped = RefusalTap(grid)
+    # Every node of every secure round must prove a place on this roster
+    # (the institutions' signing keys, as in the genesis); each round's nodes
+    # are recorded in the audit log with their signed key advertisements.
+    roster = {p.institution_id: public_key_from_b64(p.identity.public_key) for p in policies}
+    tapped = RefusalTap(grid, roster, audit.auditor.participants)
     strategy = FraudFedAvg(
         settings,
         plan,

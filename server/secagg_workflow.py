@@ -15,11 +15,13 @@ witnessing request.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.app.message_type import MessageType
@@ -29,7 +31,7 @@ from flwr.server import LegacyContext
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from fedfraud.errors import FedFraudError, ProtocolError
+from fedfraud.errors import CryptoError, FedFraudError, ProtocolError
 from secagg import hardened as hc
 from secagg.masks import add_mod, decode_sum, mask_stream, unpack
 from secagg.params import SecAggSettings
@@ -47,6 +49,8 @@ from secagg.protocol import (
     same_length,
 )
 from secagg.shamir import combine_shares
+
+from .grid_tap import RefusalTap
 
 INFO, WARNING = 20, 30
 
@@ -173,9 +177,11 @@ class HardenedSecAggWorkflow:
     def _setup(self, grid: Grid, state: _Round) -> bool:
         fields = self._base_fields(state, len(state.fitins))
         replies = self._send(grid, state, Stage.SETUP, {n: dict(fields) for n in state.fitins})
-        for node_id, reply in replies.items():
+        roster = grid.roster if isinstance(grid, RefusalTap) else {}
+        participants: list[dict[str, Any]] = []
+        for node_id, reply in sorted(replies.items()):
             try:
-                state.adverts[node_id] = hc.Advertisement(
+                advert = hc.Advertisement(
                     node_id,
                     get_str(reply, Field.INSTITUTION, 100),
                     get_bytes(reply, Field.SEAL_KEY, 32),
@@ -184,7 +190,45 @@ class HardenedSecAggWorkflow:
                 )
             except ProtocolError as exc:
                 state.failures.append(exc)
+                participants.append(_participant(node_id, None, verified=False))
+                continue
+            verified = self._on_roster(roster, state, advert)
+            participants.append(_participant(node_id, advert, verified=verified))
+            if verified or not roster:
+                state.adverts[node_id] = advert
+        if isinstance(grid, RefusalTap) and grid.on_participants is not None:
+            b = state.binding
+            grid.on_participants(
+                {"federation": b.federation, "run": b.run_id, "round": b.server_round, "task": b.task},
+                participants,
+            )
         return self._enough(state, len(state.adverts), Stage.SETUP)
+
+    def _on_roster(
+        self, roster: Mapping[str, Ed25519PublicKey], state: _Round, advert: hc.Advertisement
+    ) -> bool:
+        """Whether a node proved a roster identity no other node of the round proved.
+
+        A node that cannot (a SuperNode someone registered through the
+        SuperLink's open Control API, say) is left out of the round: it gets
+        no peer's keys and no further stage. Institutions check the same on
+        their side against their own pinned keys.
+        """
+        if not roster:
+            return False
+        key = roster.get(advert.institution)
+        if key is None:
+            state.failures.append(ProtocolError(f"node {advert.node_id}: {advert.institution!r} is not on the roster"))
+            return False
+        try:
+            hc.verify_advertisement(key, state.binding, advert)
+        except CryptoError as exc:
+            state.failures.append(exc)
+            return False
+        if any(a.institution == advert.institution for a in state.adverts.values()):
+            state.failures.append(ProtocolError(f"node {advert.node_id}: {advert.institution!r} is already in the round"))
+            return False
+        return True
 
     def _share_keys(self, grid: Grid, state: _Round) -> bool:
         adverts = [state.adverts[n] for n in sorted(state.adverts)]
@@ -335,6 +379,18 @@ class HardenedSecAggWorkflow:
                 state.binding.server_round, count, stage.value, floor)
             return False
         return True
+
+
+def _participant(node_id: int, advert: hc.Advertisement | None, *, verified: bool) -> dict[str, Any]:
+    """One node of a participants record (its advertisement, never any secret)."""
+    return {
+        "node": node_id,
+        "institution": advert.institution if advert else "",
+        "verified": verified,
+        "seal_key": advert.seal_key.hex() if advert else "",
+        "mask_key": advert.mask_key.hex() if advert else "",
+        "signature": advert.signature.hex() if advert else "",
+    }
 
 
 def _sent_to(state: _Round, node_id: int) -> set[int]:

@@ -9,6 +9,7 @@ when a test fails.
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 import subprocess
 import sys
@@ -19,17 +20,32 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_ssh_private_key,
+    load_ssh_public_key,
+)
 
 from client.approval import approve, fab_digest
 from fedfraud.code import bundle_bytes
-from fedfraud.deployment import Deployment, ManagedProcess, RunFailed, deployment_run_config
+from fedfraud.deployment import (
+    CONNECTION_NAME,
+    Deployment,
+    ManagedProcess,
+    RunFailed,
+    deployment_run_config,
+    supernode_command,
+)
+from fedfraud.simulation import free_port
 from fedfraud.errors import ConfigError
 from fedfraud.provision import (
     PRIVATE_MODE,
     Federation,
+    InstitutionFiles,
     Layout,
-    Federation,
     load_federation,
     make_supernode_auth_key,
     provision,
@@ -342,6 +358,74 @@ def test_operator_shipped_modified_client_code_is_refused_by_every_institution(
         assert {e["fab_sha256"] for e in refused} == {tampered}
         installed = deployment.layout.institution(name).root / "flower-home" / "apps"
         assert not [p for p in installed.rglob("*") if tampered in p.name]
+
+
+def _rogue_site(deployment: Deployment, root: Path) -> InstitutionFiles:
+    """An outsider's SuperNode folder: bank-a's public files, keys of its own.
+
+    It claims to be bank-a (node config, policy, pinned partner keys copied),
+    but its signing key is its own: it never held bank-a's.
+    """
+    real = deployment.layout.institution("bank-a")
+    rogue = InstitutionFiles(root / "rogue-site")
+    rogue.root.mkdir(parents=True)
+    for name in ("policy.toml", "ca.pem", "server-audit.pub", "approved-code.json"):
+        (rogue.root / name).write_bytes((real.root / name).read_bytes())
+    shutil.copytree(real.root / "partners", rogue.root / "partners")
+    private, public = make_supernode_auth_key()
+    write_file(rogue.auth_key, private, PRIVATE_MODE, force=False)
+    write_file(rogue.auth_pub, public, 0o644, force=False)
+    signing = Ed25519PrivateKey.generate().private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
+    )
+    write_file(rogue.audit_key, signing, PRIVATE_MODE, force=False)
+    config = real.node_config.read_text(encoding="utf-8")
+    config = config.replace(json.dumps(str(real.root)), json.dumps(str(rogue.root)))
+    config = config.replace(json.dumps(str(real.audit_key)), json.dumps(str(rogue.audit_key)))
+    rogue.node_config.write_text(config, encoding="utf-8")
+    return rogue
+
+
+def test_rogue_supernode_registered_through_the_control_api_is_left_out_and_flagged(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    # Arrange: the federation is up; an outsider who reached the SuperLink's
+    # Control API registers a key of its own and runs a SuperNode that claims
+    # to be bank-a. Flower activates it and samples it with the others.
+    deployment.start_all()
+    rogue = _rogue_site(deployment, tmp_path)
+    deployment.flwr(
+        "supernode", "register", str(rogue.auth_pub), CONNECTION_NAME, "--name", "rogue", "--format", "json"
+    )
+    flower_args = supernode_command(rogue, deployment.address, free_port())[1:]
+    deployment.supernodes["rogue"] = deployment._spawn(
+        "supernode-rogue",
+        [sys.executable, "-m", "fedfraud", "supernode", str(rogue.root), "--", *flower_args],
+        tmp_path / "rogue-home",
+        deployment.work_dir / "logs" / "supernode-rogue.log",
+    )
+    deployment.wait_online(len(INSTITUTIONS) + 1)
+    run_dir = tmp_path / "rogue-run"
+    # Act
+    deployment.submit(run_dir, _run_config(deployment, run_dir, 1), timeout=RUN_TIMEOUT)
+    # Assert: the round ran with the three real institutions only ...
+    (only,) = read_rounds(run_dir)
+    assert only["accepted"] is True
+    assert only["cohort"] == sorted(INSTITUTIONS)
+    # ... the audit log names the rogue node in every secure round it answered ...
+    records = [json.loads(line)["record"] for line in (run_dir / "audit.jsonl").read_text(encoding="utf-8").splitlines()]
+    rounds = [r["body"] for r in records if r["kind"] == "participants"]
+    assert rounds, "no participants record"
+    for body in rounds:
+        verified = sorted(n["institution"] for n in body["nodes"] if n["verified"])
+        unproven = [n for n in body["nodes"] if not n["verified"]]
+        assert verified == sorted(INSTITUTIONS)
+        assert [n["institution"] for n in unproven] == ["bank-a"]
+    # ... and the compliance officer's verifier flags the run.
+    verdict = _verify_with_cli(deployment, run_dir, "rogue-run")
+    assert verdict.returncode == 12, verdict.stdout + verdict.stderr
+    assert "POLICY_VIOLATED" in verdict.stdout
+    assert "without proving an identity on the roster" in verdict.stdout
 
 
 def _wait_exit(process: ManagedProcess, timeout: float) -> None:
