@@ -49,6 +49,7 @@ import typer
 from rich.console import Console
 
 from fedfraud.errors import ConfigError
+from fedfraud.gateway import Endpoint, GatewayProcess, GatewaySettings
 from fedfraud.provision import Federation, InstitutionFiles, Layout, load_federation, run_app
 from fedfraud.simulation import (
     RunFailed,
@@ -298,9 +299,17 @@ class Deployment:
     work_dir: Path
     task_poll_interval: float | None = None
     host: str = LOOPBACK
+    #: Put the fleet gateway (:mod:`fedfraud.gateway`) in front of the
+    #: SuperLink: SuperNodes dial the gateway, which forwards the Fleet API
+    #: only, while ``flwr`` keeps using the SuperLink's loopback address.
+    gateway: bool = False
+    #: Where the gateway listens (``0.0.0.0`` on a real operator host).
+    gateway_host: str = LOOPBACK
     processes: list[ManagedProcess] = field(default_factory=list)
     supernodes: dict[str, ManagedProcess] = field(default_factory=dict)
     address: str = ""
+    #: What SuperNodes dial: the gateway's address, or the SuperLink's.
+    fleet_address: str = ""
 
     def __enter__(self) -> Deployment:
         return self
@@ -359,7 +368,28 @@ class Deployment:
             time.sleep(0.2)
         self.address = f"{self.host}:{port}"
         write_connection(self.cli_home, self.address, self.layout.ca_cert)
+        self.fleet_address = self.start_gateway() if self.gateway else self.address
         return self.address
+
+    def start_gateway(self, port: int | None = None) -> str:
+        """Start the fleet gateway in front of the SuperLink; return its address.
+
+        The gateway refuses an upstream that is not a loopback address, so
+        ``host`` must stay 127.0.0.1 (or ::1) when ``gateway`` is set.
+        """
+        settings = GatewaySettings(
+            listen=Endpoint(self.gateway_host, port or free_port()),
+            upstream=Endpoint.parse(self.address, "--upstream"),
+            ca_cert=self.layout.ca_cert,
+            ssl_certfile=self.layout.server_cert,
+            ssl_keyfile=self.layout.server_key,
+        )
+        gateway = GatewayProcess(
+            settings,
+            self.work_dir / "logs" / "gateway.log",
+            spawn=lambda name, argv, log: self._spawn(name, argv, self.work_dir / "gateway-home", log),
+        )
+        return gateway.start(timeout=STARTUP_TIMEOUT)
 
     def flwr(self, *args: str, timeout: float = 60.0) -> str:
         """Run a ``flwr`` CLI command against this SuperLink; return its stdout."""
@@ -407,7 +437,7 @@ class Deployment:
         files = self.layout.institution(institution_id)
         # Started the way an institution starts it: `fedfraud supernode SITE`,
         # which runs only the app bundles its site folder approved.
-        flower_args = supernode_command(files, self.address, free_port(), auth_key)[1:]
+        flower_args = supernode_command(files, self.fleet_address or self.address, free_port(), auth_key)[1:]
         managed = self._spawn(
             f"supernode-{institution_id}",
             [sys.executable, "-m", "fedfraud", "supernode", str(files.root), "--", *flower_args],
@@ -603,6 +633,10 @@ def local_command(
     generate: Annotated[bool, typer.Option(help="Generate demo data into the data_dirs.")] = True,
     runs_dir: Annotated[Path, typer.Option(help="Parent folder of run directories.")] = Path("runs"),
     port: Annotated[int, typer.Option(help="SuperLink port; 0 picks a free one.", min=0)] = 0,
+    gateway: Annotated[
+        bool,
+        typer.Option(help="SuperNodes reach the SuperLink only through the fleet gateway (Control API unreachable)."),
+    ] = True,
     set_: Annotated[
         list[str], typer.Option("--set", help="Override a run-config key, e.g. --set timeout=60.0")
     ] = [],  # noqa: B006 - typer needs a literal default
@@ -633,10 +667,10 @@ def local_command(
         f"{len(federation.names)} SuperNodes, {rounds} rounds, TLS + SuperNode auth, SecAgg+"
     )
     try:
-        with _terminate_raises(), Deployment(layout, federation, work) as deployment:
+        with _terminate_raises(), Deployment(layout, federation, work, gateway=gateway) as deployment:
             deployment.start_all(port=port or None)
-            console.print(f"SuperLink https://{deployment.address}; SuperNodes online: "
-                          + ", ".join(federation.names))
+            console.print(f"SuperLink https://{deployment.address}; SuperNodes online "
+                          f"via https://{deployment.fleet_address}: " + ", ".join(federation.names))
             console.print(f"run directory: {run_dir}")
             deployment.submit(run_dir, config, on_poll=RoundProgress(run_dir, settings.num_rounds))
         console.print(final_table(run_dir))

@@ -138,7 +138,8 @@ def deployment(
     federation, layout = provisioned
     work = tmp_path / "work"
     work.mkdir()
-    running = Deployment(layout, federation, work, task_poll_interval=TASK_POLL_INTERVAL)
+    # SuperNodes reach the SuperLink through the fleet gateway, as in production.
+    running = Deployment(layout, federation, work, task_poll_interval=TASK_POLL_INTERVAL, gateway=True)
     request.addfinalizer(running.close)
     yield running
     # Nothing we started may outlive the test (the finalizer stays as a safety net).
@@ -246,7 +247,9 @@ def test_federation_over_tls_with_node_auth_survives_a_supernode_killed_mid_roun
         poll_seconds=0.2,
         timeout=RUN_TIMEOUT,
     )
-    # Assert: the run finished, round 2 without the victim.
+    # Assert: the run finished, round 2 without the victim, every SuperNode
+    # talking through the fleet gateway.
+    assert deployment.fleet_address != deployment.address
     assert kill.done, f"{VICTIM} never received round 2's training message"
     assert not deployment.supernodes[VICTIM].alive()
     assert all(deployment.supernodes[name].alive() for name in SURVIVORS)
