@@ -12,7 +12,9 @@ runs only approved bundles: see :mod:`client.runner`.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -31,8 +33,56 @@ app = typer.Typer(
 console = Console()
 
 
+def _git(project: Path, *args: str) -> bytes | None:
+    try:
+        result = subprocess.run(  # noqa: S603, S607 - fixed argv, no shell
+            ["git", *args], cwd=project, capture_output=True, check=False, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
+def tracked_files(project: Path) -> list[str] | None:
+    """The files git tracks in ``project`` (relative paths), or None unless it is a checkout's top.
+
+    A folder inside another checkout (an export under ``.flwr/``, a test's
+    scratch folder) is not a checkout of its own: None, and it is used as it is.
+    """
+    top = _git(project, "rev-parse", "--show-toplevel")
+    if top is None or Path(top.decode("utf-8").strip()).resolve() != project.resolve():
+        return None
+    listed = _git(project, "ls-files", "-z", "--cached")
+    if listed is None:
+        return None
+    return [name for name in listed.decode("utf-8").split("\0") if name]
+
+
+def release_folder(project: Path, dest: Path) -> Path:
+    """The folder to send with ``flwr run``: the project's tracked files only.
+
+    In a git checkout, the tracked files (as they are in the working tree) are
+    copied into a fresh ``dest``, so nothing untracked in the working folder
+    (notes, logs, a stray module) can reach a SuperNode. Outside a checkout
+    (an unpacked release) the folder is used as it is.
+    """
+    names = tracked_files(project)
+    if names is None:
+        return project
+    if dest.exists():
+        shutil.rmtree(dest)
+    for name in names:
+        source = project / name
+        if not source.is_file() or source.is_symlink():
+            continue  # deleted in the working tree, or a link: never followed
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    return dest
+
+
 def bundle_bytes(project: Path) -> bytes:
-    """The bundle ``flwr run PROJECT`` would send (Flower's own deterministic build).
+    """The bundle fedfraud sends for PROJECT (Flower's own deterministic build of its tracked files).
 
     Raises
     ------
@@ -43,19 +93,39 @@ def bundle_bytes(project: Path) -> bytes:
 
     if not (project / "pyproject.toml").is_file():
         raise InputError(f"{project}: no pyproject.toml (not a Flower app folder)")
-    try:
-        return build_fab_from_disk(project)
-    except Exception as exc:  # Flower raises click/typer errors and ValueErrors
-        raise InputError(f"{project}: Flower could not build the app bundle ({exc})") from exc
+    with tempfile.TemporaryDirectory(prefix="fedfraud-bundle-") as scratch:
+        folder = release_folder(project, Path(scratch) / "app")
+        try:
+            return build_fab_from_disk(folder)
+        except Exception as exc:  # Flower raises click/typer errors and ValueErrors
+            raise InputError(f"{project}: Flower could not build the app bundle ({exc})") from exc
 
 
 @app.command("hash")
 def hash_command(
     project: Annotated[Path, typer.Argument(help="App folder (with pyproject.toml).")] = Path("."),
 ) -> None:
-    """Print the SHA-256 of the bundle `flwr run PROJECT` would send."""
+    """Print the SHA-256 of the bundle fedfraud sends for PROJECT (its tracked files)."""
     content = bundle_bytes(project.resolve())
     console.print(f"sha256:{fab_digest(content)}  ({len(content)} bytes, {project.resolve()})")
+
+
+@app.command("export")
+def export_command(
+    dest: Annotated[Path, typer.Argument(help="New folder to write (replaced if it exists).")],
+    project: Annotated[Path, typer.Option(help="App folder (a git checkout).")] = Path("."),
+) -> None:
+    """Copy the project's tracked files into DEST, for `flwr run DEST` (no stray files)."""
+    project = project.resolve()
+    dest = dest.resolve()
+    if tracked_files(project) is None:
+        raise InputError(f"{project}: not the top of a git checkout; send an unpacked release folder as it is")
+    if dest == project or dest in project.parents:
+        raise ConfigError(f"{dest}: the export would replace the project itself")
+    if dest.exists() and any(dest.iterdir()) and not (dest / "pyproject.toml").is_file():
+        raise ConfigError(f"{dest}: exists and is not an earlier export; choose a new folder")
+    folder = release_folder(project, dest)
+    console.print(f"{folder}: sha256:{fab_digest(bundle_bytes(folder))} (flwr run {folder} ...)")
 
 
 @app.command("approve")

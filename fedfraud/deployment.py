@@ -48,6 +48,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from fedfraud.code import release_folder
 from fedfraud.errors import ConfigError
 from fedfraud.gateway import Endpoint, GatewayProcess, GatewaySettings
 from fedfraud.provision import Federation, InstitutionFiles, Layout, load_federation, run_app
@@ -509,11 +510,14 @@ class Deployment:
         """
         run_dir.mkdir(parents=True, exist_ok=True)
         overrides = write_run_config(run_dir / "run-config.toml", run_config)
+        # Only the project's tracked files go to the SuperNodes (and the
+        # institutions approved the hash of exactly that bundle).
+        app = release_folder(project or project_dir(), self.work_dir / f"app-{run_dir.name}")
         flower_log = run_dir / "flower.log"
         managed = self._spawn(
             "flwr-run",
             [
-                flower_tool("flwr"), "run", str(project or project_dir()), CONNECTION_NAME,
+                flower_tool("flwr"), "run", str(app), CONNECTION_NAME,
                 "--stream", "--run-config", str(overrides),
             ],
             self.cli_home,

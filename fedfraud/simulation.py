@@ -237,11 +237,15 @@ def _submit(
     poll_seconds: float,
 ) -> None:
     """Start the SuperLink, submit the run with ``flwr run`` and wait for it."""
+    from fedfraud.code import release_folder
+
+    # Only the project's tracked files go into the app bundle.
+    app = release_folder(request.project_dir, flwr_home / "app")
     with simulation_superlink(flwr_home, flower_log):
         command = [
             flower_tool("flwr"),
             "run",
-            str(request.project_dir),
+            str(app),
             CONNECTION_NAME,
             "--stream",
             "--run-config",

@@ -8,16 +8,15 @@ import subprocess
 import zipfile
 from pathlib import Path
 
-from flwr.cli.build import build_fab_from_disk
+from fedfraud.code import bundle_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = ("audit/", "client/", "fedfraud/", "fraud/", "policy/", "secagg/", "server/")
 
 
 def bundle_names(folder: Path) -> list[str]:
-    """The files in the FAB Flower builds from ``folder`` (as ``flwr run`` does)."""
-    fab = build_fab_from_disk(folder)
-    return zipfile.ZipFile(io.BytesIO(fab)).namelist()
+    """The files in the bundle fedfraud sends for ``folder`` (Flower's build of its tracked files)."""
+    return zipfile.ZipFile(io.BytesIO(bundle_bytes(folder))).namelist()
 
 
 def test_bundle_carries_no_stray_files(tmp_path: Path) -> None:
@@ -36,10 +35,14 @@ def test_bundle_carries_no_stray_files(tmp_path: Path) -> None:
         "trusted_keys.json": "{}\n",
         "NOTES.md": "# notes\n",
         "client/site-notes.json": "{}\n",
+        "client/scratch.py": "print('an untracked module')\n",
     }
     for name, text in strays.items():
         (copy / name).parent.mkdir(parents=True, exist_ok=True)
         (copy / name).write_text(text)
+
+    subprocess.run(["git", "init", "-q"], cwd=copy, check=True)
+    subprocess.run(["git", "add", *tracked], cwd=copy, check=True)
 
     names = bundle_names(copy)
 
@@ -47,6 +50,8 @@ def test_bundle_carries_no_stray_files(tmp_path: Path) -> None:
     extra = [n for n in names if n not in (".info/CONTENT", "pyproject.toml") and not n.startswith(PRODUCT)]
     assert extra == []
     assert not [n for n in names if n.startswith("tests/") or n.endswith((".json", ".jsonl", ".md"))]
+    # Every file in the bundle is a tracked file of the project.
+    assert set(names) - {".info/CONTENT"} <= set(tracked)
     # ...and the code the institutions run is all there.
     for module in ("client/app.py", "client/secagg_mod.py", "server/app.py", "secagg/hardened.py"):
         assert module in names
