@@ -94,6 +94,7 @@ class RecordKind(str, Enum):
     RUN_CLOSED = "run_closed"
     WITNESS_REFUSED = "witness_refused"
     PARTICIPANTS = "participants"
+    CIPHERTEXTS = "ciphertexts"
 
 
 _KINDS = {kind.value: kind for kind in RecordKind}

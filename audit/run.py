@@ -263,6 +263,30 @@ class RunAuditor:
         }
         return self._writer.append(RecordKind.PARTICIPANTS, body)
 
+    def ciphertexts(self, server_round: int, body: Mapping[str, Any]) -> Record:
+        """Record a ckks round: parameter set, context hash, hashes of every ciphertext.
+
+        Never the ciphertexts themselves: ``ciphertexts`` maps each institution
+        to the SHA-256 of each ciphertext it sent, ``sum`` those of the
+        homomorphic sum the institutions decrypted, ``model_id`` its id.
+        """
+        self._require_open_round(server_round)
+        per_inst = {str(k): [_check_hex("ciphertext", h) for h in v] for k, v in dict(body["ciphertexts"]).items()}
+        unknown = [i for i in per_inst if i not in self._inst_keys]
+        if unknown:
+            raise AuditError(f"ciphertexts of institutions not in the genesis: {unknown}")
+        return self._writer.append(
+            RecordKind.CIPHERTEXTS,
+            {
+                "round": server_round,
+                "params": str(body["params"]),
+                "context_hash": _check_hex("context_hash", body["context_hash"]),
+                "ciphertexts": per_inst,
+                "sum": [_check_hex("sum", h) for h in body["sum"]],
+                "model_id": _check_hex("model_id", body["model_id"]),
+            },
+        )
+
     def dropout(self, server_round: int, institution_ids: Sequence[str], stage: str) -> Record:
         """Record institutions that dropped out at a protocol stage of the open round."""
         self._require_open_round(server_round)

@@ -1012,6 +1012,15 @@ def verify_log(
                          f"{inst} countersigned a checkpoint of size {cp.tree_size} that is not in this log", ln, record)
                     continue
                 server_witnessed[inst] = max(server_witnessed.get(inst, 0), cp.tree_size)
+            # 3.9 A ckks round's ciphertext hashes belong to a ckks run's open round.
+            elif kind is RecordKind.CIPHERTEXTS:
+                mode = str(genesis.get("aggregation", {}).get("mode", "")).lower()
+                if mode != "ckks":
+                    fail("aggregation", Verdict.TAMPERED, f"ciphertexts recorded in a {mode!r} run", ln, record)
+                elif current is None or body.get("round") != current.round:
+                    fail("round order", Verdict.TAMPERED, f"ciphertexts for round {body.get('round')}, which is not open", ln, record)
+                elif any(i not in current.cohort for i in body.get("ciphertexts", {})):
+                    fail("cohort", Verdict.TAMPERED, "ciphertexts of institutions outside the cohort", ln, record)
             # 3.8 Every node that took part in a secure round proved a roster identity.
             elif kind is RecordKind.PARTICIPANTS:
                 _check_participants(body, genesis_keys, lambda name, verdict, message: fail(

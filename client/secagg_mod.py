@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.app.message_type import MessageType
 from flwr.clientapp.typing import ClientAppCallable
-from flwr.common import Code, FitRes, Parameters, Status, parameters_to_ndarrays
+from flwr.common import Code, FitRes, Parameters, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 
 from audit.keys import load_private_key, load_public_key
@@ -66,6 +66,7 @@ from secagg.protocol import (
 )
 from secagg.shamir import split_secret
 
+from . import ckks_mode
 from .gate import Institution, RoundRefused, RoundView, check_round, load_institution
 from .ledger import LedgerRefusal, RoundLedger
 from .node import InstitutionNode, require_file, resolve_node
@@ -359,8 +360,39 @@ def _share_keys(
     state.update(
         digest=digest.hex(), neighbours=list(neighbourhood), held=held, cohort_floor=floor
     )
+    reply: dict[str, Any] = {Field.DESTINATIONS: destinations, Field.BOXES: boxes}
+    # 5. ckks mode: the dealer makes the round's CKKS key and seals it to the others.
+    if _ckks_training(party, state) and me == ckks_mode.dealer_of(cohort):
+        extra, secret = ckks_mode.deal(
+            me, party.signing_key, verified, binding, digest, state["modulus_range"]
+        )
+        reply.update(extra)
+        state["ckks_secret"] = secret
     _save_state(ctxt, state)
-    return {Field.DESTINATIONS: destinations, Field.BOXES: boxes}, RecordDict()
+    return reply, RecordDict()
+
+
+def _ckks_training(party: _Party, state: dict[str, Any]) -> bool:
+    return party.settings.aggregation is Aggregation.CKKS and state["task"] == Task.TRAIN.value
+
+
+def _own_model(party: _Party, msg: Message, state: dict[str, Any]) -> None:
+    """ckks mode: train or evaluate the model this institution decrypted, not the server's.
+
+    The server never holds the model; it names it by its id. Only the first
+    training round starts from the run's public initial model it sends.
+    """
+    fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    model_id = str(fitins.config.get("ckks-model-id", ""))
+    if model_id == ckks_mode.INITIAL_MODEL:
+        if state["round"] != 1 or state["task"] != Task.TRAIN.value:
+            raise ProtocolError("ckks.model: the initial model is for the first training round only")
+        return
+    arrays = ckks_mode.load_model(party.node, state["run"], model_id)
+    fitins.parameters = ndarrays_to_parameters(arrays)
+    content = compat.fitins_to_recorddict(fitins, keep_input=True)
+    content.config_records[RECORD] = msg.content.config_records[RECORD]
+    msg.content = content
 
 
 def _collect(
@@ -399,6 +431,13 @@ def _collect(
         )
     # 2. The task and round of the instructions must be the ones set up, and
     #    the model must not have been summed under another cohort before.
+    if party.settings.aggregation is Aggregation.CKKS:
+        try:
+            _own_model(party, msg, state)
+        except ckks_mode.ModelMissing as exc:
+            # It missed the round that made the model: it sits this one out.
+            _save_state(ctxt, {"stage": "aborted"})
+            raise TaskFailed(str(exc)) from exc
     fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
     task = str(fitins.config.get("task", Task.TRAIN.value))
     if task != state["task"] or fitins.config.get("server-round") != state["round"]:
@@ -441,16 +480,23 @@ def _collect(
         key = hc.pair_mask_key(keys.mask_private, adverts[name].mask_key, binding, digest, me, name)
         total = add_mod(total, mask_stream(key, size, modulus), modulus, hc.pair_sign(me, name))
     state["u2"] = sorted(held)
-    _save_state(ctxt, state)
     # The example count stays inside the masked vector; nothing else of the
     # update leaves (metrics carry the institution's name and signed receipt).
     clear = FitRes(Status(Code.OK, "masked"), Parameters([], ""), 0, fitres.metrics)
     shapes = [",".join(str(d) for d in np.shape(a)) or "scalar" for a in arrays]
-    return {
-        Field.MASKED: pack(total),
-        Field.SIZE: size,
-        "shapes": shapes,
-    }, compat.fitres_to_recorddict(clear, keep_input=False)
+    state.update(size=size, shapes=shapes)
+    out: dict[str, Any] = {Field.SIZE: size, Field.SHAPES: shapes}
+    if _ckks_training(party, state):
+        # 5. ckks mode: the masked words leave only encrypted under the round's key.
+        dealer = ckks_mode.dealer_of(sorted(adverts))
+        keys_ckks = ckks_mode.receive_key(
+            state, fields, me, party.pinned_key(dealer), keys.seal_private, binding, digest
+        )
+        out.update(ckks_mode.encrypt(keys_ckks, total, party.signing_key, binding))
+    else:
+        out[Field.MASKED] = pack(total)
+    _save_state(ctxt, state)
+    return out, compat.fitres_to_recorddict(clear, keep_input=False)
 
 
 def _consistency(
@@ -549,8 +595,38 @@ def _unmask(
         owners.append(adverts[name].node_id)
         kinds.append(ShareKind.MASK.value)
         shares.append(bytes.fromhex(held[name][1]))
-    _save_state(ctxt, {"stage": Stage.UNMASK.value, "run": state["run"], "round": state["round"]})
+    after: dict[str, Any] = {"stage": Stage.UNMASK.value, "run": state["run"], "round": state["round"]}
+    if _ckks_training(party, state):
+        # Kept for the decrypt stage only: the round key and the model's layout.
+        keep = ("task", "ckks_secret", "size", "shapes", "modulus_range", "clipping_range",
+                "quantization_range", "u3")
+        after.update({k: state[k] for k in keep})
+    _save_state(ctxt, after)
     return {Field.OWNERS: owners, Field.KINDS: kinds, Field.SHARES: shares}, RecordDict()
+
+
+def _decrypt(
+    party: _Party, msg: Message, ctxt: Context, fields: dict[str, Any], state: dict[str, Any], _: Any
+) -> Handled:
+    if party.settings.aggregation is not Aggregation.CKKS or not state.get("ckks_secret"):
+        raise ProtocolError("secagg.stage: decrypt outside a ckks training round")
+    cap = ckks_mode.PARAMS.ciphertext_cap
+    blobs = get_list(fields, Field.CKKS_BLOBS, bytes, max_items=MAX_VECTOR // ckks_mode.PARAMS.slots + 1,
+                     max_len=cap)
+    correction = get_bytes(fields, Field.CKKS_CORRECTION, 4 * MAX_VECTOR)
+    contributors = get_int(fields, Field.CKKS_CONTRIBUTORS, 1, 1000)
+    model_id = get_str(fields, Field.MODEL_ID, 64)
+    # 1. The sum must be over exactly the survivors this institution signed.
+    if contributors != len(state["u3"]):
+        raise ProtocolError("ckks.decrypt: the sum is not over the signed survivors")
+    # 2. The model id names exactly these ciphertexts.
+    if not hc.same_bytes(model_id.encode(), ckks_mode.model_id_of(blobs).encode()):
+        raise ProtocolError("ckks.decrypt: the model id does not name the encrypted sum")
+    # 3. Decrypt, remove the masks, keep the model at this institution only.
+    arrays = ckks_mode.decrypt_model(state, blobs, correction, contributors)
+    model_hash = ckks_mode.save_model(party.node, state["run"], state["round"], model_id, arrays)
+    _save_state(ctxt, {"stage": Stage.DECRYPT.value, "run": state["run"], "round": state["round"]})
+    return {Field.MODEL_HASH: model_hash}, RecordDict()
 
 
 _HANDLERS = {
@@ -559,5 +635,6 @@ _HANDLERS = {
     Stage.COLLECT: _collect,
     Stage.CONSISTENCY: _consistency,
     Stage.UNMASK: _unmask,
+    Stage.DECRYPT: _decrypt,
 }
 

@@ -22,6 +22,10 @@ class Aggregation(str, Enum):
     """How model updates are protected on their way to the server."""
 
     SECAGG_PLUS = "secagg+"
+    #: SecAgg+ masks, and every masked update encrypted with TenSEAL CKKS under
+    #: a key only the institutions hold: the server sums ciphertexts and never
+    #: sees an update, the aggregate or the model (:mod:`secagg.ckks`).
+    CKKS = "ckks"
     #: No protection at all: the server sees every institution's update.
     #: For baselines and benchmarks only; every use warns, and an institution
     #: policy that requires protection refuses it.

@@ -100,8 +100,10 @@ class AggregationMode(StrEnum):
 
 #: The aggregation modes this version of fedfraud can actually perform. A plan
 #: refuses a run in any other mode, so no policy check can accept a run that
-#: no code would carry out (``ckks`` joins this set when it is implemented).
-AVAILABLE_AGGREGATION_MODES: frozenset[AggregationMode] = frozenset({AggregationMode.SECAGG_PLUS})
+#: no code would carry out.
+AVAILABLE_AGGREGATION_MODES: frozenset[AggregationMode] = frozenset(
+    {AggregationMode.SECAGG_PLUS, AggregationMode.CKKS}
+)
 
 
 class AggregationRequirement(StrEnum):

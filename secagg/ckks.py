@@ -817,3 +817,16 @@ def _parse_vectors(
             raise ProtocolError(f"{where} holds {vector.size()} values, expected {length}")
         vectors.append(vector)
     return vectors
+
+
+def model_id_of(blobs: Sequence[bytes]) -> str:
+    """The id of a model decrypted from an encrypted sum: SHA-256 over its ciphertexts.
+
+    Institutions keep the model under this id; the server names the model by
+    it without ever holding it.
+    """
+    digest = hashlib.sha256(b"fedfraud-ckks/1/model-id")
+    for blob in blobs:
+        digest.update(len(blob).to_bytes(8, "big"))
+        digest.update(blob)
+    return digest.hexdigest()

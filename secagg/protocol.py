@@ -44,6 +44,9 @@ class Stage(StrEnum):
     COLLECT = "collect-masked-vectors"
     CONSISTENCY = "consistency"
     UNMASK = "unmask"
+    #: ``ckks`` mode only: the encrypted sum and the mask correction -> each
+    #: survivor decrypts the model for itself (the server never can).
+    DECRYPT = "decrypt"
 
     def next(self) -> Stage | None:
         """The stage that must follow this one (None after unmask)."""
@@ -94,6 +97,19 @@ class Field(StrEnum):
     OWNERS = "owners"
     KINDS = "kinds"
     SHARES = "shares"
+    # ckks mode (secagg.ckks)
+    CKKS_CONTEXT = "ckks-context"
+    CKKS_DEALER = "ckks-dealer"
+    CKKS_ENVELOPE = "ckks-envelope"
+    CKKS_ENVELOPES = "ckks-envelopes"
+    CKKS_RECIPIENTS = "ckks-recipients"
+    CKKS_BLOBS = "ckks-blobs"
+    CKKS_SIGNATURE = "ckks-signature"
+    CKKS_CORRECTION = "ckks-correction"
+    CKKS_CONTRIBUTORS = "ckks-contributors"
+    MODEL_ID = "model-id"
+    MODEL_HASH = "model-hash"
+    SHAPES = "shapes"
 
 
 class ShareKind(StrEnum):

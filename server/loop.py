@@ -114,7 +114,11 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
         ndarrays_to_parameters(initial),
         on_round_end,
         tapped.take,
-        load_validation(settings.server_dir) if schema is None else None,
+        # In ckks mode the server cannot score a model it never holds: the
+        # threshold comes from the summed training counts instead.
+        load_validation(settings.server_dir)
+        if schema is None and settings.aggregation is not Aggregation.CKKS
+        else None,
     )
     strategy.grid = tapped
     workflow = _workflow(settings, strategy, schema)
@@ -129,8 +133,13 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
     workflow(tapped, legacy)
 
     # 5. Final model, closing record, final witnessing, summary (last).
-    run_dir.write_model(strategy.latest, layer_names)
-    final_hash = update_digest(strategy.latest)
+    if settings.aggregation is Aggregation.CKKS:
+        # The model exists only at the institutions (the server run directory
+        # holds none); the log names it by the hash they reported.
+        final_hash = strategy.model_hash()
+    else:
+        run_dir.write_model(strategy.latest, layer_names)
+        final_hash = update_digest(strategy.latest)
     audit.auditor.close("completed", final_hash)
     final_witnesses = strategy.witness(settings.num_rounds)
     audit.auditor.close_file()
@@ -168,7 +177,9 @@ def _fit_workflow(settings: RunSettings) -> Any:
         from flwr.server.workflow.default_workflows import default_fit_workflow
 
         return default_fit_workflow
-    return secagg_workflow(settings.secagg, settings.federation_id)
+    return secagg_workflow(
+        settings.secagg, settings.federation_id, ckks_mode=settings.aggregation is Aggregation.CKKS
+    )
 
 
 def _round_record(round_log: RoundLog) -> dict[str, Any]:

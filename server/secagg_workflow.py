@@ -16,6 +16,7 @@ witnessing request.
 from __future__ import annotations
 
 from collections.abc import Mapping
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,17 +26,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.app.message_type import MessageType
-from flwr.common import FitRes, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import FitRes, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server import LegacyContext
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
+from audit.canonical import canonical_dumps
 from fedfraud.errors import CryptoError, FedFraudError, ProtocolError
 from secagg import hardened as hc
-from secagg.masks import add_mod, decode_sum, mask_stream, unpack
+from secagg import ckks
+from secagg.masks import add_mod, decode_sum, mask_stream, pack, unpack
 from secagg.params import SecAggSettings
 from secagg.protocol import (
+    MAX_VECTOR,
     PROTOCOL_NAME,
     RECORD,
     Field,
@@ -71,14 +75,31 @@ class _Round:
     results: dict[int, FitRes] = field(default_factory=dict)
     signatures: dict[int, bytes] = field(default_factory=dict)
     failures: list[Any] = field(default_factory=list)
+    # ckks mode
+    ckks: ckks.PublicCKKS | None = None
+    ckks_context: bytes = b""
+    ckks_dealer: int = 0
+    ckks_envelopes: dict[int, bytes] = field(default_factory=dict)
+    contributions: dict[int, ckks.Contribution] = field(default_factory=dict)
+    ciphertext_hashes: dict[str, list[str]] = field(default_factory=dict)
 
 
 class HardenedSecAggWorkflow:
     """A Flower fit workflow running fedfraud's hardened SecAgg+ for one task."""
 
-    def __init__(self, secagg: SecAggSettings, federation_id: str) -> None:
+    def __init__(self, secagg: SecAggSettings, federation_id: str, ckks_mode: bool = False) -> None:
         self.secagg = secagg
         self.federation_id = federation_id
+        #: ``ckks`` mode: contributions arrive encrypted, the server adds
+        #: ciphertexts and the institutions decrypt (training rounds only).
+        self.ckks = ckks_mode
+        #: ckks mode: the id and hash of the last model the institutions
+        #: decrypted (the server never holds the model itself).
+        self.model_id = ""
+        self.model_hash = ""
+        #: ckks mode: what the audit log records of the last round (hashes only).
+        self.ckks_record: dict[str, Any] | None = None
+        self.roster: dict[str, Ed25519PublicKey] = {}
         #: Sum of the survivors' example counts (``sum r_i * max-weight``) of
         #: the last round; set after a successful unmask.
         self.total_weight = 0.0
@@ -97,6 +118,9 @@ class HardenedSecAggWorkflow:
             log(INFO, "secure round %s: no institutions selected", server_round)
             return
         task = str(pairs[0][1].config.get("task", Task.TRAIN.value))
+        self.roster = dict(grid.roster) if isinstance(grid, RefusalTap) else {}
+        if self.ckks and not self.roster:
+            raise ProtocolError("ckks mode needs the institutions' roster keys to check contributions")
         state = _Round(hc.Binding(self.federation_id, grid.run.run_id, server_round, task))
         for proxy, fitins in pairs:
             state.fitins[proxy.node_id] = compat.fitins_to_recorddict(fitins, True)
@@ -116,6 +140,10 @@ class HardenedSecAggWorkflow:
         for node_id, fitres in state.results.items():
             fitres.parameters = aggregate
             fitres.num_examples = 1
+            if self.ckks:
+                fitres.metrics["ckks-model-id"] = self.model_id
+                fitres.metrics["model-hash"] = self.model_hash
+                fitres.metrics["ckks-record"] = canonical_dumps(self.ckks_record).decode("utf-8")
             results.append((state.proxies[node_id], fitres))
         parameters_aggregated, metrics = context.strategy.aggregate_fit(
             server_round, results, state.failures
@@ -249,7 +277,26 @@ class HardenedSecAggWorkflow:
             for destination, box in zip(destinations, boxes, strict=True):
                 if destination in state.forward:
                     state.forward[destination].append((node_id, box))
+        if self.ckks and state.binding.task == Task.TRAIN.value:
+            self._take_ckks_key(state, replies)
         return self._enough(state, len(state.shared), Stage.SHARE_KEYS)
+
+    def _take_ckks_key(self, state: _Round, replies: dict[int, dict[str, Any]]) -> None:
+        """Keep the dealer's public context (refusing any key in it) and its sealed envelopes."""
+        dealer_name = min(a.institution for a in state.adverts.values())
+        dealer = next(n for n, a in state.adverts.items() if a.institution == dealer_name)
+        reply = replies.get(dealer)
+        if reply is None:
+            raise ProtocolError(f"ckks: the dealer {dealer_name} did not share the round key")
+        context = get_bytes(reply, Field.CKKS_CONTEXT, 16384)
+        # Refuses a context carrying a secret, Galois or relinearization key:
+        # the server never deserializes a secret key.
+        state.ckks = ckks.PublicCKKS.load(context, None, ckks.DEFAULT_PARAMETERS)
+        recipients = get_list(reply, Field.CKKS_RECIPIENTS, int)
+        envelopes = get_list(reply, Field.CKKS_ENVELOPES, bytes, max_len=1 << 20)
+        same_length(recipients, envelopes)
+        state.ckks_context, state.ckks_dealer = context, dealer
+        state.ckks_envelopes = dict(zip(recipients, envelopes, strict=True))
 
     def _collect(self, grid: Grid, state: _Round) -> bool:
         payloads: dict[int, dict[str, Any]] = {
@@ -259,25 +306,89 @@ class HardenedSecAggWorkflow:
             }
             for n in state.forward
         }
+        encrypted = state.ckks is not None
+        if encrypted:
+            for node_id, fields in payloads.items():
+                fields[Field.CKKS_CONTEXT] = state.ckks_context
+                fields[Field.CKKS_DEALER] = state.ckks_dealer
+                if node_id in state.ckks_envelopes:
+                    fields[Field.CKKS_ENVELOPE] = state.ckks_envelopes[node_id]
         replies = self._send(grid, state, Stage.COLLECT, payloads)
         modulus = self.secagg.modulus_range
         for node_id, reply in sorted(replies.items()):
             try:
                 size = get_int(reply, Field.SIZE, 1, 2**26)
-                shapes = [str(s) for s in reply.get("shapes", [])]
-                if state.total is None:
-                    state.total, state.size, state.shapes = (
-                        np.zeros(size, dtype=np.uint32), size, shapes,
-                    )
+                shapes = [str(s) for s in reply.get(Field.SHAPES, [])]
+                if state.size == 0:
+                    state.size, state.shapes = size, shapes
+                    state.total = None if encrypted else np.zeros(size, dtype=np.uint32)
                 if size != state.size or shapes != state.shapes:
                     raise ProtocolError(f"node {node_id}: masked vector of another shape")
+                if encrypted:
+                    self._take_contribution(state, node_id, reply)
+                    continue
                 masked = unpack(get_bytes(reply, Field.MASKED, 4 * size), size, modulus)
-            except ProtocolError as exc:
+            except (ProtocolError, CryptoError) as exc:
                 state.failures.append(exc)
                 state.results.pop(node_id, None)
                 continue
-            state.total = add_mod(state.total, masked, modulus)
+            if state.total is not None:
+                state.total = add_mod(state.total, masked, modulus)
         return self._enough(state, len(state.results), Stage.COLLECT)
+
+    def _take_contribution(self, state: _Round, node_id: int, reply: dict[str, Any]) -> None:
+        """Check one institution's encrypted contribution before anything is added.
+
+        Its signature (under the institution's roster key) binds the
+        ciphertexts to this round and this context: a bit flip, a ciphertext
+        of another context or round, or one the server or another node made
+        is refused; then the ciphertexts' framing, count and sizes.
+        """
+        if state.ckks is None:
+            raise ProtocolError("ckks: no round key context")
+        institution = state.adverts[node_id].institution
+        blobs = get_list(reply, Field.CKKS_BLOBS, bytes, max_items=MAX_VECTOR // ckks.DEFAULT_PARAMETERS.slots + 1,
+                         max_len=ckks.DEFAULT_PARAMETERS.ciphertext_cap)
+        signature = get_bytes(reply, Field.CKKS_SIGNATURE, 64)
+        key = self.roster.get(institution)
+        if key is None:
+            raise ProtocolError(f"ckks: {institution} has no roster key to check its contribution")
+        ckks.verify_contribution(key, signature, state.binding.encode(), state.ckks.context_hash, blobs)
+        state.contributions[node_id] = state.ckks.load_contribution(blobs, state.size)
+        state.ciphertext_hashes[institution] = [hashlib.sha256(b).hexdigest() for b in blobs]
+
+    def _decrypt(self, grid: Grid, state: _Round, survivors: list[int], correction: Any) -> Any:
+        """ckks mode: add the survivors' ciphertexts; each survivor decrypts the model itself."""
+        if state.ckks is None:
+            raise ProtocolError("ckks: no round key context")
+        missing = [n for n in survivors if n not in state.contributions]
+        if missing:
+            raise ProtocolError(f"ckks: survivors without a checked contribution: {missing}")
+        blobs = state.ckks.add([state.contributions[n] for n in survivors])
+        model_id = ckks.model_id_of(blobs)
+        fields = {
+            Field.CKKS_BLOBS: blobs,
+            Field.CKKS_CORRECTION: pack(correction),
+            Field.CKKS_CONTRIBUTORS: len(survivors),
+            Field.MODEL_ID: model_id,
+        }
+        replies = self._send(grid, state, Stage.DECRYPT, {n: dict(fields) for n in survivors})
+        hashes = {get_str(r, Field.MODEL_HASH, 64) for r in replies.values()}
+        if len(replies) < len(survivors) or len(hashes) != 1:
+            raise ProtocolError(
+                f"ckks: {len(replies)} of {len(survivors)} survivors decrypted, "
+                f"{len(hashes)} distinct models"
+            )
+        self.model_id, self.model_hash = model_id, hashes.pop()
+        self.ckks_record = {
+            "params": ckks.DEFAULT_PARAMETERS.name,
+            "context_hash": state.ckks.context_hash,
+            "ciphertexts": dict(sorted(state.ciphertext_hashes.items())),
+            "sum": [hashlib.sha256(b).hexdigest() for b in blobs],
+            "model_id": model_id,
+        }
+        # The server holds no model: the strategy gets no parameters to average.
+        return Parameters([], "")
 
     def _consistency(self, grid: Grid, state: _Round) -> list[int]:
         survivors = sorted(state.results)
@@ -321,10 +432,11 @@ class HardenedSecAggWorkflow:
                 target = seeds if kind == ShareKind.SEED.value else masks
                 if owner in target:
                     target[owner].append(share)
-        return self._remove_masks(state, survivors, seeds, masks, names, cohort)
+        return self._remove_masks(grid, state, survivors, seeds, masks, names, cohort)
 
     def _remove_masks(
         self,
+        grid: Grid,
         state: _Round,
         survivors: list[int],
         seeds: dict[int, list[bytes]],
@@ -336,9 +448,12 @@ class HardenedSecAggWorkflow:
         t = s.reconstruction_threshold
         binding = state.binding
         digest = hc.cohort_digest(binding, state.adverts.values())
-        total = state.total
-        if total is None:
+        if state.size <= 0:
             raise ProtocolError("no masked vectors to unmask")
+        # What, added to the masked sum, removes every mask: built from zero,
+        # so in ckks mode it goes to the institutions, who add it after
+        # decrypting (the server never holds the masked sum in the clear).
+        total = np.zeros(state.size, dtype=np.uint32)
         # 1. Every survivor's self mask, from its rebuilt seed.
         for node_id in survivors:
             seed = combine_shares(seeds[node_id], t)
@@ -357,6 +472,11 @@ class HardenedSecAggWorkflow:
                 )
                 sign = hc.pair_sign(peer, names[dead])
                 total = add_mod(total, mask_stream(key, state.size, s.modulus_range), s.modulus_range, -sign)
+        if self.ckks:
+            return self._decrypt(grid, state, survivors, total)
+        if state.total is None:
+            raise ProtocolError("no masked vectors to unmask")
+        total = add_mod(state.total, total, s.modulus_range)
         # 3. Dequantize: the weighted sum and the sum of weights; divide.
         weight, flat = decode_sum(total, len(survivors), s.clipping_range, s.quantization_range)
         self.total_weight = float(round(weight * s.max_weight))
@@ -411,9 +531,11 @@ def current_round(context: Any) -> int:
     return int(context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
 
 
-def secagg_workflow(secagg: SecAggSettings, federation_id: str) -> HardenedSecAggWorkflow:
-    """The hardened SecAgg+ workflow for a run's settings."""
-    return HardenedSecAggWorkflow(secagg, federation_id)
+def secagg_workflow(
+    secagg: SecAggSettings, federation_id: str, ckks_mode: bool = False
+) -> HardenedSecAggWorkflow:
+    """The hardened SecAgg+ workflow for a run's settings (``ckks_mode`` for ckks training)."""
+    return HardenedSecAggWorkflow(secagg, federation_id, ckks_mode)
 
 
 def witness_request(

@@ -39,7 +39,7 @@ from flwr.supercore import log
 
 from audit.canonical import strict_loads
 from fedfraud.errors import FedFraudError
-from fedfraud.settings import RunSettings
+from fedfraud.settings import Aggregation, RunSettings
 from fedfraud.wire import Refusal, update_digest
 from fraud.compare import ThresholdRule
 from fraud.metrics import metrics_from_histograms
@@ -113,6 +113,11 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         #: The agreed feature spec of a bring-your-own-data run ("" otherwise).
         self.feature_spec = ""
         self.latest: list[npt.NDArray[np.float32]] = parameters_to_ndarrays(initial_parameters)
+        #: ckks mode: the id and hash of the model the institutions hold (the
+        #: server holds only the public initial model in ``latest``).
+        self.ckks = settings.aggregation is Aggregation.CKKS
+        self.ckks_model_id = "initial"
+        self.ckks_model_hash = ""
         self.rounds: dict[int, RoundLog] = {}
         self.client_manager: ClientManager | None = None
         #: The Grid the round loop runs on (set by it), for witnessing requests.
@@ -144,7 +149,14 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
 
     def task_config(self) -> dict[str, Scalar]:
         """What every task of the run needs besides the round (the feature spec)."""
-        return {"feature-spec": self.feature_spec} if self.feature_spec else {}
+        config: dict[str, Scalar] = {"feature-spec": self.feature_spec} if self.feature_spec else {}
+        if self.ckks:
+            config["ckks-model-id"] = self.ckks_model_id
+        return config
+
+    def model_hash(self) -> str:
+        """Hash of the current global model (in ckks mode, as the institutions decrypted it)."""
+        return self.ckks_model_hash or update_digest(self.latest)
 
     def aggregate_fit(
         self,
@@ -176,11 +188,28 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         if len(survivors) != len(results):
             log_.refusal = "results without a valid receipt"
             return None, {}
+        if self.ckks:
+            return self._accept_encrypted(server_round, results, log_)
         parameters, metrics = super().aggregate_fit(server_round, results, failures)
         if parameters is not None:
             self.latest = parameters_to_ndarrays(parameters)
             log_.accepted = True
         return parameters, metrics
+
+    def _accept_encrypted(
+        self, server_round: int, results: list[tuple[ClientProxy, FitRes]], log_: RoundLog
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        """ckks mode: record the ciphertexts' hashes; keep the model's id, never the model."""
+        ids = {str(res.metrics.get("ckks-model-id", "")) for _, res in results}
+        hashes = {str(res.metrics.get("model-hash", "")) for _, res in results}
+        records = {str(res.metrics.get("ckks-record", "")) for _, res in results}
+        if len(ids) != 1 or len(hashes) != 1 or len(records) != 1 or "" in ids | hashes | records:
+            log_.refusal = "ckks: no single decrypted model"
+            return None, {}
+        self.ckks_model_id, self.ckks_model_hash = ids.pop(), hashes.pop()
+        self.audit.auditor.ciphertexts(server_round, strict_loads(records.pop()))
+        log_.accepted = True
+        return Parameters([], ""), {}
 
     def _record_absent(self, log_: RoundLog) -> None:
         """Log the round's refusals (from the tap) and its other dropouts."""
@@ -214,7 +243,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
             # SecAgg+ halted before aggregation: nobody's update was used.
             log_.refusal = "secure aggregation halted (too few institutions)"
         self._record_absent(log_)
-        if self.validation is not None:
+        if self.validation is not None and not self.ckks:
             log_.threshold, log_.validation_auc_pr = self.validation.choose(
                 self.latest, self.threshold_rule
             )
@@ -245,7 +274,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
             if before is not None and tuple(log_.evaluated_by) != before:
                 log(WARNING, "round %s: count metrics withheld (evaluated by another cohort)",
                     server_round)
-        log_.model_hash = update_digest(self.latest)
+        log_.model_hash = self.model_hash()
         self.audit.auditor.round_closed(
             server_round,
             log_.cohort,

@@ -1,0 +1,114 @@
+"""The ``ckks`` aggregation mode in real simulated federations.
+
+Institutions encrypt their masked updates with TenSEAL CKKS under a key only
+they hold; the server adds ciphertexts; each survivor decrypts the model and
+keeps it. These runs check the result against plain FedAvg, a dropout, the
+server's run directory (no model) and the compliance officer's verifier.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from secagg.params import aggregation_error_bound
+from server.rundir import read_rounds
+
+from .federation import INSTITUTIONS, make_data, plain_fedavg_round_one, run_federation, verify_with_cli
+
+SURVIVORS = ("bank-a", "bank-b")
+
+
+@pytest.fixture(scope="module")
+def dropout_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # insurer-c takes part in key setup and sharing, then fails when asked to
+    # train: its masks must be removed and the sum decrypted without it.
+    data_dir = make_data(tmp_path_factory.mktemp("ckks") / "data")
+    (data_dir / "insurer-c" / "train.csv").unlink()
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def ckks_run(tmp_path_factory: pytest.TempPathFactory, dropout_data: Path) -> tuple[Path, object]:
+    root = tmp_path_factory.mktemp("ckks-run")
+    # max-weight near the institutions' example counts keeps the weighted
+    # values large against the quantization step (the masks' arithmetic, not
+    # CKKS, bounds the error: CKKS decrypts the masked words exactly).
+    run_dir, settings = run_federation(
+        root, dropout_data, rounds=1, aggregation="ckks", **{"max-weight": 5000.0}
+    )
+    return run_dir, settings
+
+
+def _stored_models(parties: Path) -> dict[str, dict[str, np.ndarray]]:
+    models = {}
+    for name in INSTITUTIONS:
+        found = sorted((parties / "sites" / name / "state").glob("ckks-model-*.npz"))
+        if found:
+            with np.load(found[0]) as archive:
+                models[name] = {k: np.asarray(archive[k], dtype=np.float64) for k in archive.files}
+    return models
+
+
+def test_ckks_round_with_a_dropout_decrypts_plain_fedavg_at_the_institutions_only(
+    ckks_run: tuple[Path, object], dropout_data: Path
+) -> None:
+    run_dir, settings = ckks_run
+    parties = run_dir.parent / "parties"
+    # The round was aggregated without the dropout.
+    (record,) = read_rounds(run_dir)
+    assert record["accepted"] is True
+    assert record["cohort"] == list(SURVIVORS)
+    assert record["dropouts"] == ["insurer-c"]
+    # The server's run directory holds no model at all ...
+    assert not (run_dir / "model.npz").exists() and not (run_dir / "model.pt").exists()
+    # ... the survivors hold the same decrypted model, the dropout none ...
+    models = _stored_models(parties)
+    assert sorted(models) == list(SURVIVORS)
+    a, b = (models[n] for n in SURVIVORS)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    # ... and it is plain FedAvg of the survivors' updates, within the
+    # quantization bound and 1e-5 relative error.
+    expected, counts = plain_fedavg_round_one(settings, dropout_data, SURVIVORS)  # type: ignore[arg-type]
+    actual = list(a.values())
+    assert len(actual) == len(expected)
+    bound = aggregation_error_bound(counts, settings.secagg)  # type: ignore[attr-defined]
+    for got, want in zip(actual, expected.values(), strict=True):
+        assert float(np.max(np.abs(got - want))) <= bound
+    flat_got = np.concatenate([g.ravel() for g in actual])
+    flat_want = np.concatenate([w.ravel() for w in expected.values()])
+    assert np.linalg.norm(flat_got - flat_want) / np.linalg.norm(flat_want) < 1e-5
+
+
+def test_ckks_audit_log_records_ciphertext_hashes_and_verifies(ckks_run: tuple[Path, object]) -> None:
+    run_dir, _ = ckks_run
+    records = [json.loads(line)["record"] for line in (run_dir / "audit.jsonl").read_text().splitlines()]
+    genesis = records[0]["body"]
+    assert genesis["aggregation"]["mode"] == "ckks"
+    (ciphertexts,) = [r["body"] for r in records if r["kind"] == "ciphertexts"]
+    assert ciphertexts["params"] == "ckks-n4096-q109/v1"
+    assert sorted(ciphertexts["ciphertexts"]) == list(SURVIVORS)
+    assert all(len(h) == 64 for hashes in ciphertexts["ciphertexts"].values() for h in hashes)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    from fedfraud.wire import update_digest
+
+    stored = sorted((run_dir.parent / "parties" / "sites" / "bank-a" / "state").glob("ckks-model-*.npz"))[0]
+    with np.load(stored) as archive:
+        arrays = [archive[f"arr_{i}"] for i in range(len(archive.files))]
+    assert summary["final_model_hash"] == update_digest(arrays)
+    verdict = verify_with_cli(run_dir, run_dir.parent / "parties")
+    assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+    assert "VALID" in verdict.stdout
+
+
+def test_ckks_run_reaches_the_secagg_runs_auc_roc(
+    ckks_run: tuple[Path, object], dropout_data: Path, tmp_path: Path
+) -> None:
+    run_dir, _ = ckks_run
+    plain_dir, _ = run_federation(tmp_path, dropout_data, rounds=1, **{"max-weight": 5000.0})
+    (ckks_round,) = read_rounds(run_dir)
+    (plain_round,) = read_rounds(plain_dir)
+    assert abs(ckks_round["metrics"]["auc_roc"] - plain_round["metrics"]["auc_roc"]) <= 0.001
