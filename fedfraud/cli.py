@@ -220,7 +220,10 @@ def demo(
     prepare_demo_sites(sites.root, names, project_dir() / "policies", byo_schema)
     checked_plan(settings)  # the server checks again; this says it before Flower starts
 
-    mode = "SecAgg+" if settings.aggregation.value == "secagg+" else "[red]UNSAFE plain FedAvg[/red]"
+    mode = {
+        "secagg+": "SecAgg+",
+        "ckks": "SecAgg+ masks under TenSEAL CKKS (the server never sees the model)",
+    }.get(settings.aggregation.value, "[red]UNSAFE plain FedAvg[/red]")
     console.print(f"[bold]fedfraud[/bold] demo: {len(names)} institutions, {rounds} rounds, {mode}")
     if byo_schema is None:
         with console.status("preparing institution data..."):
@@ -264,13 +267,25 @@ def demo(
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     console.print(
         f"done in {summary['seconds']:.1f}s: {summary['rounds_completed']}/"
-        f"{summary['rounds_requested']} rounds aggregated; model at {run_dir / 'model.pt'}"
+        f"{summary['rounds_requested']} rounds aggregated; model at "
+        + (
+            f"{run_dir / 'model.pt'}"
+            if settings.aggregation.value != "ckks"
+            else f"each institution's site folder only ({sites.site(names[0]) / 'state'}/ckks-model-*.npz)"
+        )
     )
     if compare:
         from fedfraud.comparison import write_comparison
 
         with console.status("training local-only, pooled and GBT reference models..."):
-            report = write_comparison(run_dir)
+            # In ckks mode the server holds no model: the comparison uses the
+            # copy the first institution decrypted (the demo plays every party).
+            model = (
+                max((sites.site(names[0]) / "state").glob("ckks-model-*.npz"), key=lambda p: p.stat().st_mtime)
+                if settings.aggregation.value == "ckks"
+                else None
+            )
+            report = write_comparison(run_dir, model)
         console.print(f"comparison report: {report}")
     console.print(
         f"signed audit log: {run_dir / 'audit.jsonl'} (final checkpoint witnessed by "

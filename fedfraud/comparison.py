@@ -56,14 +56,18 @@ def _validation(server_dir: Path) -> XY:
     return validation.features, validation.labels
 
 
-def write_comparison(run_dir: Path) -> Path:
-    """Run the comparison for a finished simulated run; return ``report.md``'s path."""
-    result, rounds, reports = build_comparison(run_dir)
+def write_comparison(run_dir: Path, model: Path | None = None) -> Path:
+    """Run the comparison for a finished simulated run; return ``report.md``'s path.
+
+    ``model``: the federated model's weights (default: the run's ``model.npz``;
+    in ``ckks`` mode an institution's decrypted copy, arrays in layer order).
+    """
+    result, rounds, reports = build_comparison(run_dir, model)
     return write_report(run_dir / "report", result, rounds, reports)
 
 
 def build_comparison(
-    run_dir: Path,
+    run_dir: Path, model: Path | None = None
 ) -> tuple[ComparisonResult, list[dict[str, Any]], dict[str, SyntheticReport]]:
     """Train and evaluate every model for a finished run (see the module docstring)."""
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["run_config"]
@@ -88,8 +92,9 @@ def build_comparison(
         rule=rule,
     )
     layer_names = list(build_model(len(FEATURE_COLUMNS), seed=0).state_dict().keys())
-    with np.load(run_dir / "model.npz") as archive:
-        weights = [np.asarray(archive[name]) for name in layer_names]
+    with np.load(model or run_dir / "model.npz") as archive:
+        keys = layer_names if model is None else [f"arr_{i}" for i in range(len(layer_names))]
+        weights = [np.asarray(archive[name]) for name in keys]
     mode = str(config.get("aggregation", "secagg+"))
     result = add_model(result, f"federated ({mode})", weights)
     from server.rundir import read_rounds
