@@ -329,6 +329,11 @@ class HardenedSecAggWorkflow:
                     continue
                 masked = unpack(get_bytes(reply, Field.MASKED, 4 * size), size, modulus)
             except (ProtocolError, CryptoError) as exc:
+                # That institution's contribution is left out, by name and
+                # reason; the round goes on with the others.
+                who = state.adverts[node_id].institution if node_id in state.adverts else "?"
+                log(WARNING, "secure round %s (%s): contribution of %s (node %s) refused: %s",
+                    state.binding.server_round, state.binding.task, who, node_id, exc)
                 state.failures.append(exc)
                 state.results.pop(node_id, None)
                 continue

@@ -57,7 +57,7 @@ class AttackingWorkflow(HardenedSecAggWorkflow):
         return super()._send(grid, state, stage, payloads)
 
 
-def attacking_workflow(secagg: Any, federation_id: str) -> AttackingWorkflow:
+def attacking_workflow(secagg: Any, federation_id: str, ckks_mode: bool = False) -> AttackingWorkflow:
     """Stands in for :func:`server.secagg_workflow.secagg_workflow` in this server."""
     return AttackingWorkflow(secagg, federation_id)
 
