@@ -365,7 +365,11 @@ class PublicCKKS:
                 raise CryptoError("the expected CKKS context hash must be 64 hex digits")
             if not hmac.compare_digest(context_hash, expected_hash.lower()):
                 raise CryptoError("the CKKS public context is not the one pinned")
-        # 3. TenSEAL's part parses, holds no key of any kind, matches the parameters.
+        # 3. No key of any kind in TenSEAL's part, read from its protobuf
+        #    framing *before* TenSEAL parses it: the server never deserializes
+        #    a secret key, even one hidden in a context marked public.
+        _check_keyless(body[_KEY_ID_BYTES:])
+        # 4. TenSEAL's part parses, holds no key of any kind, matches the parameters.
         try:
             context = ts.context_from(body[_KEY_ID_BYTES:], n_threads=1)
         except _TENSEAL_ERRORS as exc:
@@ -830,3 +834,55 @@ def model_id_of(blobs: Sequence[bytes]) -> str:
         digest.update(len(blob).to_bytes(8, "big"))
         digest.update(blob)
     return digest.hexdigest()
+
+
+#: TenSEAL 0.3.18's ``TenSEALContextProto``, as serialized: field 1 the
+#: encryption parameters, 2 the public-key material (public, Galois and
+#: relinearization keys), 3 the secret key, 4 the scale flag. Measured on
+#: TenSEAL's own output.
+_KEYLESS_FIELDS = {1, 4}
+_PUBLIC_KEYS_FIELD = 2
+
+
+def _check_keyless(raw: bytes) -> None:
+    """Refuse a serialized TenSEAL context that carries a key, without parsing it as one.
+
+    Reads the top-level protobuf fields only (tag, wire type, length) and
+    refuses a secret-key field or any field it does not know.
+
+    Raises
+    ------
+    CryptoError
+        If the framing is malformed, or a secret key or unknown field is present.
+    """
+    position = 0
+    while position < len(raw):
+        tag, position = _varint(raw, position)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            _, position = _varint(raw, position)
+            length = 0
+        elif wire == 2:
+            length, position = _varint(raw, position)
+            if position + length > len(raw):
+                raise CryptoError("the CKKS public context is truncated; refused")
+            position += length
+        else:
+            raise CryptoError("the CKKS public context has an unknown field type; refused")
+        # Public, Galois and relinearization keys (field 2) are not secret:
+        # TenSEAL parses them and the checks after it refuse them by name.
+        if number not in _KEYLESS_FIELDS | {_PUBLIC_KEYS_FIELD}:
+            raise CryptoError("the CKKS public context carries a secret key or an unknown field; refused")
+
+
+def _varint(raw: bytes, position: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        if position >= len(raw) or shift > 63:
+            raise CryptoError("the CKKS public context is malformed; refused")
+        byte = raw[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, position

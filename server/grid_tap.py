@@ -38,6 +38,9 @@ class RefusalTap(Grid):  # type: ignore[misc]
         self.roster: dict[str, Ed25519PublicKey] = dict(roster or {})
         #: Called with (binding, nodes) after each secure round's first stage.
         self.on_participants = on_participants
+        #: The institutions every policy allows to receive the model (ckks
+        #: mode sends the encrypted sum to these survivors only); None: all.
+        self.model_recipients: frozenset[str] | None = None
 
     def take(self, server_round: int) -> list[Refusal]:
         """The refusals seen for a round (each distinct one once, in arrival order).

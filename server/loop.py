@@ -107,6 +107,7 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
     # are recorded in the audit log with their signed key advertisements.
     roster = {p.institution_id: public_key_from_b64(p.identity.public_key) for p in policies}
     tapped = RefusalTap(grid, roster, audit.auditor.participants)
+    tapped.model_recipients = frozenset(plan.model_recipients)
     strategy = FraudFedAvg(
         settings,
         plan,

@@ -371,17 +371,22 @@ class HardenedSecAggWorkflow:
             raise ProtocolError(f"ckks: survivors without a checked contribution: {missing}")
         blobs = state.ckks.add([state.contributions[n] for n in survivors])
         model_id = ckks.model_id_of(blobs)
+        # Only survivors every policy allows to receive the model decrypt it.
+        allowed = grid.model_recipients if isinstance(grid, RefusalTap) else None
+        receivers = [n for n in survivors if allowed is None or state.adverts[n].institution in allowed]
+        if not receivers:
+            raise ProtocolError("ckks: no survivor may receive the model under the policies")
         fields = {
             Field.CKKS_BLOBS: blobs,
             Field.CKKS_CORRECTION: pack(correction),
             Field.CKKS_CONTRIBUTORS: len(survivors),
             Field.MODEL_ID: model_id,
         }
-        replies = self._send(grid, state, Stage.DECRYPT, {n: dict(fields) for n in survivors})
+        replies = self._send(grid, state, Stage.DECRYPT, {n: dict(fields) for n in receivers})
         hashes = {get_str(r, Field.MODEL_HASH, 64) for r in replies.values()}
-        if len(replies) < len(survivors) or len(hashes) != 1:
+        if len(replies) < len(receivers) or len(hashes) != 1:
             raise ProtocolError(
-                f"ckks: {len(replies)} of {len(survivors)} survivors decrypted, "
+                f"ckks: {len(replies)} of {len(receivers)} recipients decrypted, "
                 f"{len(hashes)} distinct models"
             )
         self.model_id, self.model_hash = model_id, hashes.pop()

@@ -626,3 +626,33 @@ def test_sealing_to_a_malformed_key_is_refused(
     for bad in (bytes(31), bytes(32)):  # short; the all-zero (low-order) point
         with pytest.raises(CryptoError):
             seal_secret(b"secret", bad, sender, b"epoch-1")
+
+
+def test_server_never_deserializes_a_secret_key_hidden_in_a_public_context(monkeypatch) -> None:
+    # A dishonest dealer frames its *secret* context as a public one: the
+    # server refuses it from the framing, and TenSEAL is never asked to parse it.
+    import secagg.ckks as module
+
+    keys = module.CKKSKeys.generate()
+    raw_secret = keys._context.serialize(
+        save_public_key=False, save_secret_key=True, save_galois_keys=False, save_relin_keys=False
+    )
+    public = keys.public_context()
+    head = public[: len(public) - len(keys._context.serialize(
+        save_public_key=False, save_secret_key=False, save_galois_keys=False, save_relin_keys=False
+    ))]
+    hostile = head + raw_secret
+    parsed: list[bytes] = []
+    real_context_from = module.ts.context_from
+
+    def spy(data: bytes, *args: object, **kwargs: object) -> object:
+        parsed.append(data)
+        return real_context_from(data, *args, **kwargs)
+
+    monkeypatch.setattr(module.ts, "context_from", spy)
+    with pytest.raises(module.CryptoError, match="secret key"):
+        module.PublicCKKS.load(hostile, None, module.DEFAULT_PARAMETERS, max_bytes=1 << 20)
+    assert parsed == []
+    # The genuine public context still loads (and is parsed once).
+    module.PublicCKKS.load(public, None, module.DEFAULT_PARAMETERS)
+    assert len(parsed) == 1
