@@ -178,13 +178,21 @@ class RoundFedAvg(FedAvg):
     """FedAvg that puts the round into the FitIns config (the hardened mod checks it)."""
 
     aggregated = False
+    #: More FitIns config for every institution (e.g. ckks mode's model id).
+    extra_config: dict[str, Any] = {}
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
         pairs = super().configure_fit(server_round, parameters, client_manager)
         return [
-            (proxy, FitIns(fitins.parameters, {**fitins.config, "server-round": server_round}))
+            (
+                proxy,
+                FitIns(
+                    fitins.parameters,
+                    {**fitins.config, "server-round": server_round, **self.extra_config},
+                ),
+            )
             for proxy, fitins in pairs
         ]
 
@@ -320,6 +328,11 @@ class Meter:
             record = message.content.config_records.get(HARDENED_RECORD)
             if record is not None and Field.MASKED in record:
                 self.masked.append(_value_bytes(record[Field.MASKED]))
+            elif record is not None and Field.CKKS_BLOBS in record:
+                self.masked.append(_value_bytes(record[Field.CKKS_BLOBS]))
+            elif record is None and message.content.array_records:
+                # A plain (unprotected) FitRes: the update itself.
+                self.masked.append(payload_bytes(message))
 
 
 # -- one round -------------------------------------------------------------------------
@@ -342,8 +355,21 @@ class RoundResult:
 _run_ids = itertools.count(secrets.randbits(40) + 1)
 
 
-def run_round(fed: Federation, mode: str) -> RoundResult:
-    """One fresh run with one secure fit round; timed, checked, metered."""
+def run_round(
+    fed: Federation,
+    mode: str,
+    *,
+    run_config: dict[str, Any] | None = None,
+    wrap: Callable[[InProcessGrid], Any] | None = None,
+    extra_config: dict[str, Any] | None = None,
+    model_of: Callable[[int], list[npt.NDArray[Any]]] | None = None,
+) -> RoundResult:
+    """One fresh run with one secure fit round; timed, checked, metered.
+
+    ``run_config`` replaces the institutions' run config, ``wrap`` the Grid
+    the workflow sees, ``extra_config`` adds FitIns config, and ``model_of``
+    (given the run id) reads the aggregate where the server has none (ckks).
+    """
     run_id = next(_run_ids)
     node_ids = [NODE_BASE + i for i in range(fed.n)]
     contexts = {
@@ -352,7 +378,7 @@ def run_round(fed: Federation, mode: str) -> RoundResult:
             node_id=node_id,
             node_config={"partition-id": index},
             state=RecordDict(),
-            run_config=dict(fed.run_config),
+            run_config=dict(run_config or fed.run_config),
         )
         for index, node_id in enumerate(node_ids)
     }
@@ -376,6 +402,7 @@ def run_round(fed: Federation, mode: str) -> RoundResult:
         min_available_clients=fed.n,
         fit_metrics_aggregation_fn=lambda _: {},  # the fixed client reports no metrics
     )
+    strategy.extra_config = dict(extra_config or {})
     server_context = Context(
         run_id=run_id, node_id=SUPERLINK_NODE_ID, node_config={}, state=RecordDict(),
         run_config=dict(fed.run_config),
@@ -394,13 +421,16 @@ def run_round(fed: Federation, mode: str) -> RoundResult:
     )
     workflow = fed.workflows[mode]
     start = time.perf_counter()
-    workflow(grid, legacy)
+    workflow(wrap(grid) if wrap is not None else grid, legacy)
     seconds = time.perf_counter() - start
     if not strategy.aggregated:
         raise RoundFailed(_failure_report(mode, fed.n, grid.failures))
-    aggregate = parameters_to_ndarrays(
-        compat.arrayrecord_to_parameters(legacy.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
-    )
+    if model_of is not None:
+        aggregate = model_of(run_id)
+    else:
+        aggregate = parameters_to_ndarrays(
+            compat.arrayrecord_to_parameters(legacy.state.array_records[MAIN_PARAMS_RECORD], keep_input=True)
+        )
     flat = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in aggregate])
     if flat.shape != fed.plain_mean.shape:
         raise AssertionError(f"{mode} n={fed.n}: aggregate has {flat.size} values, expected {fed.plain_mean.size}")

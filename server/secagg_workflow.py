@@ -76,7 +76,7 @@ class _Round:
     signatures: dict[int, bytes] = field(default_factory=dict)
     failures: list[Any] = field(default_factory=list)
     # ckks mode
-    ckks: ckks.PublicCKKS | None = None
+    ckks_public: ckks.PublicCKKS | None = None
     ckks_context: bytes = b""
     ckks_dealer: int = 0
     ckks_envelopes: dict[int, bytes] = field(default_factory=dict)
@@ -291,7 +291,7 @@ class HardenedSecAggWorkflow:
         context = get_bytes(reply, Field.CKKS_CONTEXT, 16384)
         # Refuses a context carrying a secret, Galois or relinearization key:
         # the server never deserializes a secret key.
-        state.ckks = ckks.PublicCKKS.load(context, None, ckks.DEFAULT_PARAMETERS)
+        state.ckks_public = ckks.PublicCKKS.load(context, None, ckks.DEFAULT_PARAMETERS)
         recipients = get_list(reply, Field.CKKS_RECIPIENTS, int)
         envelopes = get_list(reply, Field.CKKS_ENVELOPES, bytes, max_len=1 << 20)
         same_length(recipients, envelopes)
@@ -306,7 +306,7 @@ class HardenedSecAggWorkflow:
             }
             for n in state.forward
         }
-        encrypted = state.ckks is not None
+        encrypted = state.ckks_public is not None
         if encrypted:
             for node_id, fields in payloads.items():
                 fields[Field.CKKS_CONTEXT] = state.ckks_context
@@ -349,7 +349,7 @@ class HardenedSecAggWorkflow:
         of another context or round, or one the server or another node made
         is refused; then the ciphertexts' framing, count and sizes.
         """
-        if state.ckks is None:
+        if state.ckks_public is None:
             raise ProtocolError("ckks: no round key context")
         institution = state.adverts[node_id].institution
         blobs = get_list(reply, Field.CKKS_BLOBS, bytes, max_items=MAX_VECTOR // ckks.DEFAULT_PARAMETERS.slots + 1,
@@ -358,25 +358,25 @@ class HardenedSecAggWorkflow:
         key = self.roster.get(institution)
         if key is None:
             raise ProtocolError(f"ckks: {institution} has no roster key to check its contribution")
-        ckks.verify_contribution(key, signature, state.binding.encode(), state.ckks.context_hash, blobs)
-        state.contributions[node_id] = state.ckks.load_contribution(blobs, state.size)
+        ckks.verify_contribution(key, signature, state.binding.encode(), state.ckks_public.context_hash, blobs)
+        state.contributions[node_id] = state.ckks_public.load_contribution(blobs, state.size)
         state.ciphertext_hashes[institution] = [hashlib.sha256(b).hexdigest() for b in blobs]
 
     def _decrypt(self, grid: Grid, state: _Round, survivors: list[int], correction: Any) -> Any:
         """ckks mode: add the survivors' ciphertexts; each survivor decrypts the model itself."""
-        if state.ckks is None:
+        if state.ckks_public is None:
             raise ProtocolError("ckks: no round key context")
         missing = [n for n in survivors if n not in state.contributions]
         if missing:
             raise ProtocolError(f"ckks: survivors without a checked contribution: {missing}")
-        blobs = state.ckks.add([state.contributions[n] for n in survivors])
+        blobs = state.ckks_public.add([state.contributions[n] for n in survivors])
         model_id = ckks.model_id_of(blobs)
         # Only survivors every policy allows to receive the model decrypt it.
         allowed = grid.model_recipients if isinstance(grid, RefusalTap) else None
         receivers = [n for n in survivors if allowed is None or state.adverts[n].institution in allowed]
         if not receivers:
             raise ProtocolError("ckks: no survivor may receive the model under the policies")
-        fields = {
+        fields: dict[str, Any] = {
             Field.CKKS_BLOBS: blobs,
             Field.CKKS_CORRECTION: pack(correction),
             Field.CKKS_CONTRIBUTORS: len(survivors),
@@ -392,7 +392,7 @@ class HardenedSecAggWorkflow:
         self.model_id, self.model_hash = model_id, hashes.pop()
         self.ckks_record = {
             "params": ckks.DEFAULT_PARAMETERS.name,
-            "context_hash": state.ckks.context_hash,
+            "context_hash": state.ckks_public.context_hash,
             "ciphertexts": dict(sorted(state.ciphertext_hashes.items())),
             "sum": [hashlib.sha256(b).hexdigest() for b in blobs],
             "model_id": model_id,

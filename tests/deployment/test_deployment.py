@@ -149,14 +149,14 @@ def deployment(
 
 
 def _run_config(
-    deployment: Deployment, run_dir: Path, rounds: int
+    deployment: Deployment, run_dir: Path, rounds: int, **extra: object
 ) -> dict[str, object]:
     return deployment_run_config(
         deployment.layout,
         deployment.federation,
         run_dir,
         run_dir.name,
-        {"num-server-rounds": rounds, "local-epochs": 1, "timeout": STAGE_TIMEOUT},
+        {"num-server-rounds": rounds, "local-epochs": 1, "timeout": STAGE_TIMEOUT, **extra},
     )
 
 
@@ -363,6 +363,12 @@ def test_operator_shipped_modified_client_code_is_refused_by_every_institution(
         assert not [p for p in installed.rglob("*") if tampered in p.name]
 
 
+def records_of(run_dir: Path) -> list[dict[str, object]]:
+    """The records of a run's server audit log."""
+    lines = (run_dir / "audit.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["record"] for line in lines]
+
+
 def _rogue_site(deployment: Deployment, root: Path) -> InstitutionFiles:
     """An outsider's SuperNode folder: bank-a's public files, keys of its own.
 
@@ -409,12 +415,20 @@ def test_rogue_supernode_registered_through_the_control_api_is_left_out_and_flag
     )
     deployment.wait_online(len(INSTITUTIONS) + 1)
     run_dir = tmp_path / "rogue-run"
-    # Act
-    deployment.submit(run_dir, _run_config(deployment, run_dir, 1), timeout=RUN_TIMEOUT)
+    # Act: a ckks run (the Deployment Engine path of that mode as well).
+    deployment.submit(
+        run_dir, _run_config(deployment, run_dir, 1, aggregation="ckks"), timeout=RUN_TIMEOUT
+    )
     # Assert: the round ran with the three real institutions only ...
     (only,) = read_rounds(run_dir)
     assert only["accepted"] is True
     assert only["cohort"] == sorted(INSTITUTIONS)
+    # ... in ckks mode: the server holds no model, each institution its own copy ...
+    assert not (run_dir / "model.npz").exists()
+    for name in INSTITUTIONS:
+        state = deployment.layout.institution(name).root / "state"
+        assert list(state.glob("ckks-model-*.npz")), f"{name} holds no decrypted model"
+    assert any(r["kind"] == "ciphertexts" for r in records_of(run_dir))
     # ... the audit log names the rogue node in every secure round it answered ...
     records = [json.loads(line)["record"] for line in (run_dir / "audit.jsonl").read_text(encoding="utf-8").splitlines()]
     rounds = [r["body"] for r in records if r["kind"] == "participants"]

@@ -184,23 +184,21 @@ def test_plan_json(runner: CliRunner, examples: dict[str, Path]) -> None:
     assert document["accepted"] is False
     assert document["plan"]["aggregation_modes"] == ["ckks"]
     assert document["run"]["aggregation"] == "ckks"
-    assert len(document["conflicts"]) == 4
+    assert len(document["conflicts"]) == 3
     assert sum("data_use.purposes does not include 'Marketing'" in c for c in document["conflicts"]) == 3
-    assert any("'ckks' is not available in this version" in c for c in document["conflicts"])
 
 
-def test_plan_of_a_ckks_run_no_code_can_perform_is_refused(
+def test_plan_of_the_strict_insurer_picks_ckks_and_is_accepted(
     runner: CliRunner, examples: dict[str, Path]
 ) -> None:
-    # Before: "run accepted by every policy" for a ckks run, although no code
-    # of this version performs CKKS aggregation.
+    # The ckks-only insurer, with the banks: the plan picks the one mode all
+    # accept, which this version performs (secagg.ckks).
     files = [str(examples[n]) for n in ("bank-a", "bank-b", "insurer-c-strict")]
 
-    result = runner.invoke(app, ["plan", *files, "--at", IN_FORCE])
+    result = runner.invoke(app, ["plan", *files, "--at", IN_FORCE, "--aggregation", "ckks", "--cohort", "3"])
 
-    assert result.exit_code == 4
-    assert "run accepted by every policy" not in result.output
-    assert "aggregation 'ckks' is not available in this version" in result.output
+    assert result.exit_code == 0, result.output
+    assert "run accepted by every policy" in result.output
 
 
 def test_plan_features_option(runner: CliRunner, examples: dict[str, Path]) -> None:

@@ -329,9 +329,8 @@ def test_strict_insurer_refuses_the_demo_run(
         "insurer-c: protection.min_secagg_threshold is 3 but the run uses threshold 2",
         "insurer-c: protection.min_cohort_size is 3 but the run sums only 2 institutions per round",
     )
-    # The run insurer-c would accept (CKKS) is refused too: this version of
-    # fedfraud cannot perform it, so no plan may accept it.
-    ckks = _conflicts((plan, _request(aggregation="ckks", secagg_threshold=3, cohort_size=3)), now)
-    assert ckks == ("run: aggregation 'ckks' is not available in this version of fedfraud (available: secagg+)",)
+    # The run insurer-c accepts (CKKS, threshold and cohort of 3) is one this
+    # version performs: no conflict.
+    plan.check_run(_request(aggregation="ckks", secagg_threshold=3, cohort_size=3), now=now)
     with pytest.raises(PlanConflict):
         plan.check_cohort(2)
