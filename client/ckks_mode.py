@@ -60,6 +60,30 @@ def envelope_context(binding: hc.Binding, digest: bytes) -> bytes:
     return b"fedfraud-ckks/1/ceremony\x00" + binding.encode() + b"\x00" + digest
 
 
+#: The round keys this process loaded (a ClientApp process may handle several
+#: stages of a round): SHA-256 of the secret bytes -> keys. Two entries at
+#: most; a round's entry is dropped once it has decrypted.
+_LOADED: dict[str, ckks.CKKSKeys] = {}
+
+
+def _keys(secret_hex: str) -> ckks.CKKSKeys:
+    """The round's keys from the institution's protocol state (loaded once per process)."""
+    secret = bytes.fromhex(secret_hex)
+    tag = hashlib.sha256(secret).hexdigest()
+    keys = _LOADED.get(tag)
+    if keys is None:
+        keys = ckks.CKKSKeys.from_secret_bytes(secret, PARAMS)
+        while len(_LOADED) >= 2:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[tag] = keys
+    return keys
+
+
+def forget(secret_hex: str) -> None:
+    """Drop a round's keys from this process once the round is over."""
+    _LOADED.pop(hashlib.sha256(bytes.fromhex(secret_hex)).hexdigest(), None)
+
+
 def dealer_of(cohort: list[str]) -> str:
     """The institution that makes the round's CKKS key (every member computes the same)."""
     return min(cohort)
@@ -112,15 +136,13 @@ def receive_key(
     public = fields.get("ckks-context")
     if not isinstance(public, bytes):
         raise ProtocolError("ckks: the collect message carries no public context")
-    if state.get("ckks_secret"):
-        keys = ckks.CKKSKeys.from_secret_bytes(bytes.fromhex(state["ckks_secret"]), PARAMS)
-    else:
+    if not state.get("ckks_secret"):
         envelope = fields.get("ckks-envelope")
         if not isinstance(envelope, bytes):
             raise ProtocolError("ckks: no sealed key for this institution")
         secret = ckks.open_secret(envelope, seal_private, dealer_key, envelope_context(binding, digest))
-        keys = ckks.CKKSKeys.from_secret_bytes(secret, PARAMS)
         state["ckks_secret"] = secret.hex()
+    keys = _keys(state["ckks_secret"])
     if not hmac.compare_digest(keys.public_context(), public):
         raise CryptoError("ckks: the public context the server relays is not the round key's")
     state["ckks_context_hash"] = keys.context_hash()
@@ -146,7 +168,7 @@ def decrypt_model(
     contributors: int,
 ) -> Arrays:
     """Decrypt the sum, remove the masks, decode the weighted mean into this round's shapes."""
-    keys = ckks.CKKSKeys.from_secret_bytes(bytes.fromhex(state["ckks_secret"]), PARAMS)
+    keys = _keys(state["ckks_secret"])
     size, modulus = int(state["size"]), int(state["modulus_range"])
     total = ckks.decrypt_words(keys, blobs, size, modulus, contributors)
     total = add_mod(total, unpack(correction, size, modulus), modulus)  # the correction removes the masks

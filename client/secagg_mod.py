@@ -625,6 +625,7 @@ def _decrypt(
     # 3. Decrypt, remove the masks, keep the model at this institution only.
     arrays = ckks_mode.decrypt_model(state, blobs, correction, contributors)
     model_hash = ckks_mode.save_model(party.node, state["run"], state["round"], model_id, arrays)
+    ckks_mode.forget(state["ckks_secret"])
     _save_state(ctxt, {"stage": Stage.DECRYPT.value, "run": state["run"], "round": state["round"]})
     return {Field.MODEL_HASH: model_hash}, RecordDict()
 
