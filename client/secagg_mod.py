@@ -431,7 +431,7 @@ def _collect(
         )
     # 2. The task and round of the instructions must be the ones set up, and
     #    the model must not have been summed under another cohort before.
-    if party.settings.aggregation is Aggregation.CKKS:
+    if party.settings.aggregation is Aggregation.CKKS and state["task"] != Task.STATS.value:
         try:
             _own_model(party, msg, state)
         except ckks_mode.ModelMissing as exc:
