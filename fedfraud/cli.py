@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fedfraud.errors import ConfigError, FedFraudError
@@ -26,8 +28,18 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Help read through a pipe (or a file) is laid out 120 columns wide: at
+# Typer's default of 80 its option table cuts long words with an ellipsis.
+if not sys.stdout.isatty():
+    import typer.rich_utils
+
+    if typer.rich_utils.MAX_WIDTH is None:
+        typer.rich_utils.MAX_WIDTH = 120
+
+# soft_wrap: a printed command or path is never broken across lines (it must
+# survive copy-paste, also in a pipe or a narrow terminal).
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 METRIC_COLUMNS = (
     ("precision", "Prec.", "{:.3f}"),
@@ -163,8 +175,8 @@ def demo(
         list[str],
         typer.Option(
             "--set",
-            help="Override any run-config key, e.g. --set local-epochs=3 --set timeout=60.0 "
-            "(see [tool.flwr.app.config] in pyproject.toml).",
+            help="Override any run-config key, e.g. --set local-epochs=3 --set timeout=60.0; "
+            "the keys and their defaults are in pyproject.toml (its app config table).",
         ),
     ] = [],  # noqa: B006 - typer needs a literal default
 ) -> None:
@@ -361,7 +373,8 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except FedFraudError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        # The message is text, not markup: brackets in it are shown as they are.
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
         raise SystemExit(exc.exit_code) from None
     except typer.Abort:
         err_console.print("aborted")

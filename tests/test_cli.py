@@ -42,3 +42,39 @@ def test_byo_without_schema_is_a_clear_error(tmp_path: Path) -> None:
     result = fedfraud("demo", "--byo-csv", str(csv), cwd=tmp_path)
     assert result.returncode == 2
     assert "--schema" in result.stderr
+
+
+def test_error_messages_keep_their_brackets_and_help_is_not_cut_in_a_pipe() -> None:
+    # Brackets in a message are text, not markup (they vanished before); the
+    # help read through a pipe (80 columns) cuts no word with an ellipsis.
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "COLUMNS": "80"}
+    error = subprocess.run(
+        [sys.executable, "-m", "fedfraud", "demo", "--set", "nope=1"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )
+    assert error.returncode == 2
+    assert "[tool.flwr.app.config]" in error.stderr
+    helptext = subprocess.run(
+        [sys.executable, "-m", "fedfraud", "demo", "--help"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    ).stdout
+    assert "…" not in helptext
+    assert "pyproject.toml" in helptext
+
+
+def test_printed_commands_are_never_wrapped() -> None:
+    # A command printed for copy-paste stays on one line, whatever the width.
+    import io
+
+    from rich.console import Console
+
+    from fedfraud import cli
+
+    line = "fedfraud audit verify " + " ".join(f"--policy /some/long/path/site-{i}/policy.toml" for i in range(6))
+    buffer = io.StringIO()
+    narrow = Console(file=buffer, width=40, soft_wrap=cli.console.soft_wrap, highlight=False)
+    narrow.print(line)
+    assert buffer.getvalue().rstrip("\n") == line
