@@ -199,7 +199,14 @@ def demo(
         byo_schema = schema.resolve()
         label = load_schema(byo_schema).label
         data_root = (data_dir.parent / f"byo-{byo_csv.stem}").resolve()
-        names = split_byo_demo(byo_csv.resolve(), split_by, label, data_root, seed)
+        mapping: dict[str, str] = {}
+        names = split_byo_demo(byo_csv.resolve(), split_by, label, data_root, seed, mapping=mapping)
+        renamed = {value: name for value, name in sorted(mapping.items()) if value != name}
+        if renamed:
+            console.print(
+                f"institution ids for the values of {split_by}: "
+                + ", ".join(f"{value!r} -> {name}" for value, name in renamed.items())
+            )
         validation_rows, compare = 0, False
     else:
         names = [name.strip() for name in institutions.split(",") if name.strip()]

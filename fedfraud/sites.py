@@ -181,13 +181,20 @@ def pin_partner_keys(site_dirs: Mapping[str, Path], public_keys: Mapping[str, An
 
 
 def split_byo_demo(
-    csv_path: Path, column: str, label: str, data_root: Path, seed: int, test_fraction: float = 0.3
+    csv_path: Path,
+    column: str,
+    label: str,
+    data_root: Path,
+    seed: int,
+    test_fraction: float = 0.3,
+    mapping: dict[str, str] | None = None,
 ) -> list[str]:
     """Split one CSV into institutions by ``column``, then each into train/test.
 
     Rows keep their original text (the schema reads them, as it would read an
     institution's own files); the split is stratified by ``label`` and seeded.
-    Returns the institution names (the column's values, lower-cased).
+    Returns the institution ids (:func:`fraud.byo.institution_id` of the
+    column's values); ``mapping`` receives ``{value: id}``.
     """
     import numpy as np
     import pandas as pd
@@ -195,7 +202,7 @@ def split_byo_demo(
     from fraud.byo import split_by_column
 
     raw_dir = data_root / "_by_" / column
-    paths = split_by_column(csv_path, column, raw_dir)
+    paths = split_by_column(csv_path, column, raw_dir, mapping)
     rng = np.random.default_rng(seed)
     for name, path in paths.items():
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)

@@ -577,14 +577,30 @@ def train_test_split(
     return frame[~test_mask].reset_index(drop=True), frame[test_mask].reset_index(drop=True)
 
 
-def split_by_column(csv_path: str | Path, column: str, out_dir: str | Path) -> dict[str, Path]:
+def institution_id(value: str) -> str:
+    """A valid institution id (policy slug) for a split value: ``All Perils`` -> ``all-perils``.
+
+    Lower-cased; every run of characters other than letters and digits
+    becomes one ``-``; a result shorter than 2 characters gets the prefix
+    ``inst-``; at most 48 characters.
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")
+    if len(slug) < 2:
+        slug = f"inst-{slug}".strip("-") if slug else "inst"
+        slug = slug if len(slug) >= 2 else "inst"
+    return slug[:48].strip("-")
+
+
+def split_by_column(
+    csv_path: str | Path, column: str, out_dir: str | Path, mapping: dict[str, str] | None = None
+) -> dict[str, Path]:
     """Split one CSV file into one file per value of ``column`` (for demos of several institutions).
 
     Every output file keeps all columns and the header, rows in their
-    original order. Files are named after the value, lower-cased, with
-    characters other than letters, digits, ``-`` and ``_`` replaced by ``_``
-    (``OH`` -> ``oh.csv``), and written atomically (temporary file, then
-    rename).
+    original order. Files are named after the value's institution id
+    (:func:`institution_id`: ``OH`` -> ``oh.csv``, ``All Perils`` ->
+    ``all-perils.csv``), and written atomically (temporary file, then
+    rename). ``mapping``, if given, receives ``{value: institution id}``.
 
     Returns
     -------
@@ -605,12 +621,14 @@ def split_by_column(csv_path: str | Path, column: str, out_dir: str | Path) -> d
     origin: dict[str, str] = {}
     for row, line in zip(raw.rows, raw.lines, strict=True):
         value = row[j].strip()
-        name = re.sub(r"[^a-z0-9_-]", "_", value.lower())
+        name = institution_id(value)
         if not value:
             raise InputError(f"{raw.path}: column {column!r}, line {line}: empty value, cannot name an institution")
         if origin.setdefault(name, value) != value:
             raise InputError(f"{raw.path}: values {origin[name]!r} and {value!r} of {column!r} both map to {name!r}")
         groups.setdefault(name, []).append(row)
+    if mapping is not None:
+        mapping.update({value: name for name, value in origin.items()})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}

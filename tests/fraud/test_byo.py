@@ -350,3 +350,21 @@ def test_insurance_claims_federated_preprocessing_trains_end_to_end(tmp_path: Pa
     assert X.shape == (701, spec.n_features) and np.all(np.abs(X) <= 5.0)
     base_rate = float(y_test.mean())
     assert auc_pr > 1.5 * base_rate, (auc_pr, base_rate)
+
+
+def test_split_values_become_valid_institution_ids_and_the_mapping_is_given(tmp_path: Path) -> None:
+    # Before: "Single Vehicle Collision" became "single_vehicle_collision",
+    # which the policy's id rule refuses, so the demo could not go on.
+    from fraud.byo import institution_id
+    from policy.model import _SLUG
+
+    mapping: dict[str, str] = {}
+    paths = split_by_column(INSURANCE_CSV, "incident_type", tmp_path, mapping)
+
+    assert set(paths) == set(mapping.values())
+    assert mapping["Single Vehicle Collision"] == "single-vehicle-collision"
+    assert all(_SLUG.fullmatch(name) and 2 <= len(name) <= 48 for name in paths)
+    assert institution_id("All Perils") == "all-perils"
+    assert institution_id("  OH ") == "oh"
+    assert institution_id("A") == "inst-a"
+    assert institution_id("é") == "inst"
