@@ -92,7 +92,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator, model_validator
 
 from fedfraud.errors import ConfigError, InputError
 
@@ -169,6 +169,30 @@ class Schema(BaseModel):
     categorical: dict[StrictStr, tuple[StrictStr, ...]] = Field(default_factory=dict)
     timestamps: tuple[TimestampColumn, ...] = ()
     missing_markers: tuple[StrictStr, ...] = ("", "?", "None", "NA", "NaN", "null")
+
+    @field_validator("positive_label", mode="before")
+    @classmethod
+    def _label_as_text(cls, value: object) -> object:
+        """``positive_label = 1`` or ``= true`` in TOML: the text the CSV holds.
+
+        An integer becomes its digits; a boolean becomes ``"true"`` or
+        ``"false"``, matched in the file in any letter case and as ``1``/``0``
+        (see :attr:`positive_values`).
+        """
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int):
+            return str(value)
+        return value
+
+    @property
+    def positive_values(self) -> frozenset[str]:
+        """The label texts that mean "fraud" in a file."""
+        word = self.positive_label.lower()
+        if word in ("true", "false"):
+            digit = "1" if word == "true" else "0"
+            return frozenset({word, word.capitalize(), word.upper(), digit})
+        return frozenset({self.positive_label})
 
     @model_validator(mode="after")
     def _check(self) -> Schema:
@@ -487,17 +511,17 @@ def _binary_label(frame: pd.DataFrame, schema: Schema, where: str) -> pd.Series:
         raise InputError(
             f"{where}: label column {schema.label!r} is not binary: {len(values)} distinct values {values[:10]}"
         )
-    if schema.positive_label not in values:
+    if not schema.positive_values & set(values):
         raise InputError(
-            f"{where}: label column {schema.label!r}: the positive value {schema.positive_label!r} "
-            f"never occurs (found {values})"
+            f"{where}: label column {schema.label!r}: the positive value "
+            f"{' or '.join(repr(v) for v in sorted(schema.positive_values))} never occurs (found {values})"
         )
     if len(values) == 1:
         raise InputError(
             f"{where}: label column {schema.label!r} has a single class only ({values[0]!r}); "
             "training needs frauds and non-frauds"
         )
-    return (frame[schema.label] == schema.positive_label).astype(np.int64)
+    return frame[schema.label].isin(schema.positive_values).astype(np.int64)
 
 
 def load_institution_csv(paths: str | Path | Sequence[str | Path], schema: Schema) -> pd.DataFrame:

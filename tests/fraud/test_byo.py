@@ -368,3 +368,21 @@ def test_split_values_become_valid_institution_ids_and_the_mapping_is_given(tmp_
     assert institution_id("  OH ") == "oh"
     assert institution_id("A") == "inst-a"
     assert institution_id("é") == "inst"
+
+
+@pytest.mark.parametrize(
+    ("label", "in_file", "positives"),
+    [(1, ["0", "1", "1"], [0, 1, 1]), (True, ["False", "True", "False"], [0, 1, 0]), (True, ["0", "1", "1"], [0, 1, 1])],
+)
+def test_schema_accepts_an_integer_or_boolean_positive_label(
+    tmp_path: Path, label: object, in_file: list[str], positives: list[int]
+) -> None:
+    # Before: `positive_label = 1` was refused ("Input should be a valid string").
+    schema = Schema.model_validate(_schema_dict(positive_label=label))
+    csv_path = tmp_path / "train.csv"
+    rows = [f"c{i},{10 + i},web,{value}" for i, value in enumerate(in_file)]
+    csv_path.write_text("customer_id,amount,channel,fraud\n" + "\n".join(rows) + "\n")
+
+    frame = load_institution_csv(csv_path, schema)
+
+    assert frame["fraud"].tolist() == positives
