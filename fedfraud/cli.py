@@ -201,6 +201,14 @@ def demo(
         data_root = (data_dir.parent / f"byo-{byo_csv.stem}").resolve()
         mapping: dict[str, str] = {}
         names = split_byo_demo(byo_csv.resolve(), split_by, label, data_root, seed, mapping=mapping)
+        # Every institution's files, read as the federation will, before any
+        # round: a problem stops the demo here, naming file, column and line.
+        from fraud.byo import check_institution_data
+
+        check_institution_data(
+            load_schema(byo_schema),
+            {name: [data_root / name / "train.csv", data_root / name / "test.csv"] for name in names},
+        )
         renamed = {value: name for value, name in sorted(mapping.items()) if value != name}
         if renamed:
             console.print(
@@ -354,6 +362,7 @@ def _mount_subcommands() -> None:
     """Attach the policy and audit command groups."""
     from audit.cli import app as audit_app
     from fedfraud.code import app as code_app
+    from fedfraud.data_check import app as data_app
     from fedfraud.code import supernode_command
     from fedfraud.provision import app as provision_app
     from policy.cli import app as policy_app
@@ -366,6 +375,7 @@ def _mount_subcommands() -> None:
         help="Create a production federation's CA, TLS, node-authentication and audit keys.",
     )
     app.add_typer(code_app, name="code", help="Hash and approve the app bundles a SuperNode may run.")
+    app.add_typer(data_app, name="data", help="Check data files against a schema before any round.")
     app.command(
         "supernode",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},

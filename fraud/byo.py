@@ -563,6 +563,48 @@ def load_institution_csv(paths: str | Path | Sequence[str | Path], schema: Schem
     return frame.loc[:, list(schema.kept_columns)]
 
 
+def check_institution_data(schema: Schema, files: Mapping[str, Sequence[str | Path]]) -> dict[str, int]:
+    """Read every institution's files as the federation will, before any round.
+
+    Every file is parsed strictly (:func:`load_institution_csv`: columns,
+    values, label); then the numeric columns must hold a value somewhere.
+    Every problem of every institution is collected and reported at once.
+
+    Returns
+    -------
+    dict
+        ``{"<institution>: <file>": rows}`` for every file that reads.
+
+    Raises
+    ------
+    InputError
+        Listing each problem with its institution, file, column and line.
+    """
+    problems: list[str] = []
+    rows: dict[str, int] = {}
+    filled: set[str] = set()
+    for institution, paths in files.items():
+        for path in paths:
+            try:
+                frame = load_institution_csv(path, schema)
+            except InputError as exc:
+                problems.append(f"{institution}: {exc}")
+                continue
+            rows[f"{institution}: {path}"] = len(frame)
+            filled.update(c for c in schema.numeric if frame[c].notna().any())
+    empty = [c for c in schema.numeric if c not in filled]
+    if rows and empty:
+        problems.append(
+            f"numeric column(s) {', '.join(map(repr, empty))} hold no value in any institution's "
+            "files: list them under drop_columns in the schema"
+        )
+    if problems:
+        raise InputError(
+            f"{len(problems)} data problem(s), found before any round:\n  " + "\n  ".join(problems)
+        )
+    return rows
+
+
 def train_test_split(
     frame: pd.DataFrame, schema: Schema, test_fraction: float, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
