@@ -183,7 +183,13 @@ def demo(
     """Generate demo data if absent and train the institutions together with SecAgg+."""
     from fedfraud.settings import RunSettings
     from server.planning import checked_plan
-    from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
+    from fedfraud.simulation import (
+        SimulationRequest,
+        default_run_config,
+        project_dir,
+        require_measurements,
+        run_simulation,
+    )
     from fraud.generator import ensure_federation_data
 
     from fedfraud.sites import DemoSites, prepare_demo_sites, release_validation_data
@@ -291,6 +297,7 @@ def demo(
         on_poll=progress,
     )
     console.print(final_table(run_dir))
+    require_measurements(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     console.print(
         f"done in {summary['seconds']:.1f}s: {summary['rounds_completed']}/"

@@ -60,6 +60,7 @@ from fedfraud.simulation import (
     flower_env,
     free_port,
     project_dir,
+    require_measurements,
     write_run_config,
 )
 
@@ -678,6 +679,7 @@ def local_command(
             console.print(f"run directory: {run_dir}")
             deployment.submit(run_dir, config, on_poll=RoundProgress(run_dir, settings.num_rounds))
         console.print(final_table(run_dir))
+        require_measurements(run_dir)
         console.print(f"Flower logs: {run_dir / 'flower.log'}")
     finally:
         logs = run_dir / "logs"

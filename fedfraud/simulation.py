@@ -47,6 +47,24 @@ class RunFailed(FedFraudError):
     exit_code = 8
 
 
+def require_measurements(run_dir: Path) -> None:
+    """Refuse a finished run in which no round was evaluated: it measured nothing.
+
+    Raises
+    ------
+    RunFailed
+        If the run has rounds and none was evaluated by any institution.
+    """
+    from server.rundir import read_rounds
+
+    rounds = read_rounds(run_dir)
+    if rounds and not any(record.get("evaluated_by") for record in rounds):
+        raise RunFailed(
+            f"the run measured nothing: no institution evaluated any of its {len(rounds)} "
+            f"round(s), so the model was never scored; see {run_dir / 'flower.log'}"
+        )
+
+
 @dataclass(frozen=True)
 class SimulationRequest:
     """One simulated federation run."""

@@ -10,6 +10,7 @@ import pytest
 
 from client.fraud_client import load_split
 from fedfraud.comparison import write_comparison
+from fedfraud.simulation import RunFailed, require_measurements
 from fraud.features import FEATURE_COLUMNS
 from fraud.metrics import exact_metrics
 from fraud.model import build_model, set_weights
@@ -136,3 +137,19 @@ def test_institution_dropping_out_mid_round_is_survived(tmp_path: Path) -> None:
     actual = final_weights(run_dir)
     bound = aggregation_error_bound(counts, settings.secagg)
     assert max(float(np.max(np.abs(actual[k] - expected[k]))) for k in expected) <= bound
+
+
+def test_run_that_no_institution_could_evaluate_is_not_reported_as_a_success(tmp_path: Path) -> None:
+    # Every institution's test split is gone: training rounds run, but no
+    # round is ever scored. Before, such a run ended "done ... rounds
+    # aggregated" with exit 0 and "n/a" for every metric.
+    data_dir = make_data(tmp_path / "data")
+    for name in INSTITUTIONS:
+        (data_dir / name / "test.csv").unlink()
+
+    run_dir, _ = run_federation(tmp_path, data_dir, rounds=1)
+
+    (record,) = read_rounds(run_dir)
+    assert record["accepted"] is True and record["evaluated_by"] == []
+    with pytest.raises(RunFailed, match="the run measured nothing"):
+        require_measurements(run_dir)
