@@ -10,33 +10,18 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fedfraud.simulation import project_dir
 from server.rundir import read_rounds
+
+from .attacker_app import attacker_app
 
 from tests.integration.federation import make_data, run_federation
 
 HERE = Path(__file__).resolve().parent
-
-
-def tampering_app(folder: Path) -> Path:
-    """A Flower app whose ClientApp corrupts insurer-c's ciphertexts (the ServerApp is the product's)."""
-    folder.mkdir(parents=True)
-    text = (project_dir() / "pyproject.toml").read_text(encoding="utf-8")
-    original = 'clientapp = "client.app:app"'
-    if original not in text:
-        raise AssertionError("the product's pyproject names another ClientApp")
-    text = text.replace(original, 'clientapp = "tampering_client:app"')
-    text = text.replace('name = "fedfraud"', 'name = "fedfraud-tampering"')
-    text = re.sub(r"fab-include = \[[^\]]*\]", 'fab-include = ["tampering_client.py"]', text)
-    (folder / "pyproject.toml").write_text(text, encoding="utf-8")
-    shutil.copyfile(HERE / "tampering_client.py", folder / "tampering_client.py")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +29,7 @@ def tampered_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("tampered-ckks")
     data = make_data(root / "data", rows=2000)
     run_dir, _ = run_federation(
-        root, data, rounds=1, project=tampering_app(root / "app"), aggregation="ckks"
+        root, data, rounds=1, project=attacker_app(root / "app", "clientapp", HERE / "tampering_client.py", "tampering"), aggregation="ckks"
     )
     return {"run_dir": run_dir, "rounds": read_rounds(run_dir)}
 

@@ -12,16 +12,15 @@ honest round after the attacks succeeds.
 from __future__ import annotations
 
 import json
-import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from fedfraud.simulation import project_dir
 from server.rundir import read_rounds
+
+from .attacker_app import attacker_app
 
 from tests.integration.federation import (
     INSTITUTIONS,
@@ -34,26 +33,11 @@ from tests.integration.federation import (
 HERE = Path(__file__).resolve().parent
 
 
-def dishonest_app(folder: Path) -> Path:
-    """A Flower app whose ServerApp is the dishonest one (the ClientApp is the product's)."""
-    folder.mkdir(parents=True)
-    text = (project_dir() / "pyproject.toml").read_text(encoding="utf-8")
-    original = 'serverapp = "server.app:app"'
-    assert original in text
-    text = text.replace(original, 'serverapp = "dishonest_server:app"')
-    text = text.replace('name = "fedfraud"', 'name = "fedfraud-dishonest"')
-    # Its bundle holds the dishonest ServerApp only (the product is installed).
-    text = re.sub(r"fab-include = \[[^\]]*\]", 'fab-include = ["dishonest_server.py"]', text)
-    (folder / "pyproject.toml").write_text(text, encoding="utf-8")
-    shutil.copyfile(HERE / "dishonest_server.py", folder / "dishonest_server.py")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def attacked_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("dishonest")
     data = make_data(root / "data", rows=2000)
-    run_dir, _ = run_federation(root, data, rounds=3, project=dishonest_app(root / "app"))
+    run_dir, _ = run_federation(root, data, rounds=3, project=attacker_app(root / "app", "serverapp", HERE / "dishonest_server.py", "dishonest"))
     records = [json.loads(line) for line in (run_dir / "audit.jsonl").read_text().splitlines()]
     refusals = [r["record"]["body"] for r in records if r["record"]["kind"] == "policy_refusal"]
     return {"root": root, "run_dir": run_dir, "rounds": read_rounds(run_dir), "refusals": refusals}
