@@ -41,7 +41,8 @@ from fedfraud.errors import CryptoError, ProtocolError
 from fedfraud.wire import update_digest
 from secagg import ckks
 from secagg import hardened as hc
-from secagg.masks import Words, add_mod, decode_sum, unpack
+from secagg.masks import Words, add_mod, decode_sum, unflatten, unpack
+from secagg.protocol import Field
 
 from .node import InstitutionNode
 
@@ -108,10 +109,10 @@ def deal(
             continue
         recipients.append(verified[name].node_id)
         envelopes.append(ckks.seal_secret(secret, verified[name].seal_key, signing_key, context))
-    fields = {
-        "ckks-context": keys.public_context(),
-        "ckks-recipients": recipients,
-        "ckks-envelopes": envelopes,
+    fields: dict[str, Any] = {
+        Field.CKKS_CONTEXT: keys.public_context(),
+        Field.CKKS_RECIPIENTS: recipients,
+        Field.CKKS_ENVELOPES: envelopes,
     }
     return fields, secret.hex()
 
@@ -133,11 +134,11 @@ def receive_key(
         If the envelope does not open for this institution under the dealer's
         key, or the public context the server relays is not the key's own.
     """
-    public = fields.get("ckks-context")
+    public = fields.get(Field.CKKS_CONTEXT)
     if not isinstance(public, bytes):
         raise ProtocolError("ckks: the collect message carries no public context")
     if not state.get("ckks_secret"):
-        envelope = fields.get("ckks-envelope")
+        envelope = fields.get(Field.CKKS_ENVELOPE)
         if not isinstance(envelope, bytes):
             raise ProtocolError("ckks: no sealed key for this institution")
         secret = ckks.open_secret(envelope, seal_private, dealer_key, envelope_context(binding, digest))
@@ -155,10 +156,7 @@ def encrypt(
     """The encrypted, signed contribution (the masked words never leave in the clear)."""
     blobs = ckks.encrypt_words(keys, words)
     signature = ckks.sign_contribution(signing_key, binding.encode(), keys.context_hash(), blobs)
-    return {"ckks-blobs": blobs, "ckks-signature": signature}
-
-
-model_id_of = ckks.model_id_of
+    return {Field.CKKS_BLOBS: blobs, Field.CKKS_SIGNATURE: signature}
 
 
 def decrypt_model(
@@ -173,16 +171,7 @@ def decrypt_model(
     total = ckks.decrypt_words(keys, blobs, size, modulus, contributors)
     total = add_mod(total, unpack(correction, size, modulus), modulus)  # the correction removes the masks
     _, mean = decode_sum(total, contributors, state["clipping_range"], state["quantization_range"])
-    arrays: Arrays = []
-    offset = 0
-    for shape_text in state["shapes"]:
-        shape = () if shape_text == "scalar" else tuple(int(d) for d in shape_text.split(","))
-        count = int(np.prod(shape)) if shape else 1
-        arrays.append(mean[offset : offset + count].reshape(shape).astype(np.float32))
-        offset += count
-    if offset != size - 1:
-        raise ProtocolError("ckks: the decrypted sum does not fit this institution's model shapes")
-    return arrays
+    return [a.astype(np.float32) for a in unflatten(mean, state["shapes"])]
 
 
 # -- the institution-held model ------------------------------------------------------

@@ -44,8 +44,9 @@ from audit.keys import load_private_key, load_public_key
 from fedfraud.errors import CryptoError, FedFraudError, ProtocolError
 from fedfraud.settings import Aggregation, RunSettings
 from fedfraud.wire import Refusal, update_digest
+from secagg import ckks
 from secagg import hardened as hc
-from secagg.masks import add_mod, encode_contribution, mask_stream, pack
+from secagg.masks import add_mod, encode_contribution, mask_stream, pack, shape_text
 from secagg.params import check_threshold
 from secagg.protocol import (
     MAX_VECTOR,
@@ -483,7 +484,7 @@ def _collect(
     # The example count stays inside the masked vector; nothing else of the
     # update leaves (metrics carry the institution's name and signed receipt).
     clear = FitRes(Status(Code.OK, "masked"), Parameters([], ""), 0, fitres.metrics)
-    shapes = [",".join(str(d) for d in np.shape(a)) or "scalar" for a in arrays]
+    shapes = [shape_text(a) for a in arrays]
     state.update(size=size, shapes=shapes)
     out: dict[str, Any] = {Field.SIZE: size, Field.SHAPES: shapes}
     if _ckks_training(party, state):
@@ -620,7 +621,7 @@ def _decrypt(
     if contributors != len(state["u3"]):
         raise ProtocolError("ckks.decrypt: the sum is not over the signed survivors")
     # 2. The model id names exactly these ciphertexts.
-    if not hc.same_bytes(model_id.encode(), ckks_mode.model_id_of(blobs).encode()):
+    if not hc.same_bytes(model_id.encode(), ckks.model_id_of(blobs).encode()):
         raise ProtocolError("ckks.decrypt: the model id does not name the encrypted sum")
     # 3. Decrypt, remove the masks, keep the model at this institution only.
     arrays = ckks_mode.decrypt_model(state, blobs, correction, contributors)

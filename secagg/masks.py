@@ -123,6 +123,30 @@ def decode_sum(
     return weight, values / weight
 
 
+def shape_text(array: npt.ArrayLike) -> str:
+    """Wire form of an array's shape: ``"3,4"``, or ``"scalar"``."""
+    return ",".join(str(d) for d in np.shape(array)) or "scalar"
+
+
+def unflatten(flat: npt.NDArray[np.float64], shapes: list[str]) -> list[npt.NDArray[np.float64]]:
+    """Cut a decoded vector into arrays of the given wire shapes.
+
+    Raises
+    ------
+    ProtocolError
+        If the shapes do not cover the vector exactly.
+    """
+    arrays, start = [], 0
+    for text in shapes:
+        shape = () if text == "scalar" else tuple(int(d) for d in text.split(","))
+        count = int(np.prod(shape)) if shape else 1
+        arrays.append(flat[start : start + count].reshape(shape))
+        start += count
+    if start != flat.size:
+        raise ProtocolError("the shapes do not cover the summed vector")
+    return arrays
+
+
 def add_mod(total: Words, words: Words, modulus: int, sign: int = 1) -> Words:
     """``total + sign * words`` modulo ``modulus`` (a power of two <= 2**32)."""
     if sign == 1:

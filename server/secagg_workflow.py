@@ -36,7 +36,7 @@ from audit.canonical import canonical_dumps
 from fedfraud.errors import CryptoError, FedFraudError, ProtocolError
 from secagg import hardened as hc
 from secagg import ckks
-from secagg.masks import add_mod, decode_sum, mask_stream, pack, unpack
+from secagg.masks import add_mod, decode_sum, mask_stream, pack, unflatten, unpack
 from secagg.params import SecAggSettings
 from secagg.protocol import (
     MAX_VECTOR,
@@ -490,14 +490,7 @@ class HardenedSecAggWorkflow:
         # 3. Dequantize: the weighted sum and the sum of weights; divide.
         weight, flat = decode_sum(total, len(survivors), s.clipping_range, s.quantization_range)
         self.total_weight = float(round(weight * s.max_weight))
-        arrays, start = [], 0
-        for shape_text in state.shapes:
-            shape = () if shape_text == "scalar" else tuple(int(d) for d in shape_text.split(","))
-            count = int(np.prod(shape)) if shape else 1
-            arrays.append(flat[start : start + count].reshape(shape))
-            start += count
-        if start != flat.size:
-            raise ProtocolError("the shapes do not cover the summed vector")
+        arrays = unflatten(flat, state.shapes)
         if binding.task == Task.TRAIN.value:
             arrays = [a.astype(np.float32) for a in arrays]
         return ndarrays_to_parameters(arrays)
