@@ -252,15 +252,17 @@ class RunAuditor:
             if entry["verified"] and entry["institution"] not in self._inst_keys:
                 raise AuditError(f"a verified participant must be a genesis institution: {entry['institution']!r}")
             entries.append(entry)
-        body = {
-            "binding": {
-                "federation": str(binding["federation"]),
-                "run": str(int(binding["run"])),  # Flower run ids exceed I-JSON integers
-                "round": _check_round(binding["round"]) if binding["round"] else 0,
-                "task": str(binding["task"]),
-            },
-            "nodes": sorted(entries, key=lambda e: int(str(e["node"]))),
+        bound: dict[str, Any] = {
+            "federation": str(binding["federation"]),
+            "run": str(int(binding["run"])),  # Flower run ids exceed I-JSON integers
+            "round": _check_round(binding["round"]) if binding["round"] else 0,
+            "task": str(binding["task"]),
         }
+        if binding.get("weight_bound"):
+            # An auto max-weight is signed into every advertisement of a
+            # training round: the verifier needs it to check them.
+            bound["weight_bound"] = int(binding["weight_bound"])
+        body = {"binding": bound, "nodes": sorted(entries, key=lambda e: int(str(e["node"])))}
         return self._writer.append(RecordKind.PARTICIPANTS, body)
 
     def ciphertexts(self, server_round: int, body: Mapping[str, Any]) -> Record:

@@ -153,7 +153,10 @@ def _check_participants(
 
     try:
         raw = body["binding"]
-        binding = Binding(str(raw["federation"]), int(raw["run"]), int(raw["round"]), str(raw["task"]))
+        binding = Binding(
+            str(raw["federation"]), int(raw["run"]), int(raw["round"]), str(raw["task"]),
+            float(int(raw.get("weight_bound", 0))),
+        )
         nodes = [
             (int(n["node"]), str(n["institution"]), n["verified"] is True,
              bytes.fromhex(n["seal_key"]), bytes.fromhex(n["mask_key"]), bytes.fromhex(n["signature"]))

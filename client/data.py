@@ -88,9 +88,22 @@ class LocalData:
             return tuple(FEATURE_COLUMNS)
         return model_columns(self.schema)
 
-    def numeric_stats_vector(self) -> tuple[npt.NDArray[np.float64], int]:
-        """This site's scaled sufficient statistics for the secure statistics round."""
-        from fraud.byo import local_numeric_stats, stats_as_means
+    def numeric_stats_vector(self) -> npt.NDArray[np.int64]:
+        """This site's statistics for the exact secure sum of the statistics round.
 
-        vector, weight = stats_as_means(local_numeric_stats(self._frame("train"), self.schema))
-        return vector, int(weight)
+        Built-in data: the training row count alone (for ``max-weight`` auto).
+        Bring-your-own data: the row count, then per numeric column the count
+        of present values, the sum and the sum of squares of the transformed
+        values (:class:`fraud.byo.NumericStats`), totals in fixed point.
+        """
+        from secagg.secure_sum import STATS_SCALE, counts_and_totals
+
+        if self.format is DataFormat.BUILTIN:
+            _, labels = self.arrays("train", None)
+            return counts_and_totals([labels.shape[0]], [], STATS_SCALE, "training rows")
+        from fraud.byo import local_numeric_stats
+
+        stats = local_numeric_stats(self._frame("train"), self.schema)
+        k = len(stats.columns)
+        vector = stats.to_vector()
+        return counts_and_totals(vector[: 1 + k], vector[1 + k :], STATS_SCALE, "column statistics")

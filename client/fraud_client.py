@@ -30,7 +30,7 @@ from audit.witness import InstitutionWitness
 from fedfraud.errors import ProtocolError
 from fedfraud.settings import Aggregation, RunSettings
 from fedfraud.wire import update_digest
-from secagg.secure_sum import counts_to_vector, total_to_vector
+from secagg.secure_sum import LOSS_SCALE, to_counts, to_fixed_point
 from fraud.features import load_arrays
 from fraud.metrics import SCORE_GRID_BINS, score_histograms
 from fraud.model import build_model, get_weights, set_weights
@@ -114,7 +114,8 @@ class FraudClient(NumPyClient):
         result = train_local(model, features, labels, train_config)
         weights = get_weights(model)
         # 3. Refuse to send anything SecAgg+ would clip or overflow on.
-        check_weight(result.num_examples, observed.max_weight)
+        if secagg is not None:
+            check_weight(result.num_examples, observed.max_weight)
         check_update_in_range(weights, observed.clipping_range, names=_layer_names(model))
         # 4. A signed receipt: this institution, this log, this round, this update.
         metrics: Config = {"institution": self.node.institution_id}
@@ -145,13 +146,13 @@ class FraudClient(NumPyClient):
     def _evaluate_securely(self, parameters: Arrays, config: Config) -> tuple[Arrays, int, Config]:
         """Score the global model on the test split; send counts into SecAgg+ only.
 
-        The vector holds the score counts of each class on a fixed grid, the
-        total loss and the number of examples, each divided by its public
-        scale (:mod:`secagg.secure_sum`). Its weight is
-        ``max-weight`` for every institution, so SecAgg+'s weighted mean is a
-        plain mean the server turns back into the exact sum.
+        The vector holds whole numbers only, summed exactly
+        (:mod:`secagg.secure_sum`): the score counts of each class on a fixed
+        grid, for the test and the training split, the total test loss in
+        fixed point and the number of test examples. No weight and no scale
+        depends on the number of rows.
         """
-        observed = self._gate_secure_task(config)
+        self._gate_secure_task(config)
         spec = config.get("feature-spec")
         model = build_model(self.data.n_features(spec), seed=self.settings.seed)
         set_weights(model, parameters)
@@ -165,30 +166,23 @@ class FraudClient(NumPyClient):
         )
         vector = np.concatenate(
             [
-                counts_to_vector(pos),
-                counts_to_vector(neg),
-                counts_to_vector(train_pos),
-                counts_to_vector(train_neg),
-                total_to_vector(loss_total),
-                counts_to_vector([count]),
+                to_counts(np.concatenate([pos, neg, train_pos, train_neg]), "evaluation counts"),
+                to_fixed_point([loss_total], LOSS_SCALE, "evaluation loss"),
+                to_counts([count], "test examples"),
             ]
         )
-        check_update_in_range([vector], observed.clipping_range, names=["evaluation counts"])
-        return [vector], int(observed.max_weight), {"institution": self.node.institution_id}
+        return [vector], 1, {"institution": self.node.institution_id}
 
     def _share_statistics(self, config: Config) -> tuple[Arrays, int, Config]:
-        """Send this site's numeric column statistics, inside SecAgg+ only.
+        """Send this site's training statistics, inside SecAgg+ only (summed exactly).
 
-        Counts, sums and sums of squares of the (signed-log) numeric columns,
-        scaled per row (:func:`fraud.byo.stats_as_means`) and weighted by the
-        row count, so SecAgg+'s weighted mean is the federation's mean, from
-        which the server derives the shared scaling. Nothing else leaves.
+        The training row count (from which ``max-weight`` auto follows) and,
+        for bring-your-own data, the counts, sums and sums of squares of the
+        (signed-log) numeric columns, from which the server derives the
+        shared scaling. Nothing else leaves.
         """
-        observed = self._gate_secure_task(config)
-        vector, weight = self.data.numeric_stats_vector()
-        check_weight(weight, observed.max_weight)
-        check_update_in_range([vector], observed.clipping_range, names=["column statistics"])
-        return [vector], weight, {"institution": self.node.institution_id}
+        self._gate_secure_task(config)
+        return [self.data.numeric_stats_vector()], 1, {"institution": self.node.institution_id}
 
     def get_properties(self, config: Config) -> Config:
         """Witness an audit checkpoint: check, countersign, keep a local copy."""

@@ -23,6 +23,7 @@ from audit.keys import load_private_key, load_public_key
 from fedfraud.errors import PolicyViolation
 from fedfraud.settings import UNSAFE_OPT_IN, Aggregation, RunSettings, check_unsafe_opt_in
 from fedfraud.wire import Refusal
+from secagg.params import MAX_AUTO_WEIGHT
 from policy import Policy, PolicyRefusal, RoundInstructions, load_policy
 from policy.model import AggregationRequirement
 from policy import check_round as policy_check_round
@@ -146,7 +147,7 @@ def check_round(
             max_weight=expected.max_weight,
         )
     else:
-        _check_secagg(observed, len(set(view.cohort)), settings, broken)
+        _check_secagg(observed, len(set(view.cohort)), settings, broken, view.training)
     policy_hash = ""
     aggregation = settings.aggregation.value
     if settings.aggregation is Aggregation.UNSAFE_PLAIN and institution is not None:
@@ -200,7 +201,11 @@ def check_round(
 
 
 def _check_secagg(
-    observed: ObservedSecAgg, cohort_size: int, settings: RunSettings, broken: list[str]
+    observed: ObservedSecAgg,
+    cohort_size: int,
+    settings: RunSettings,
+    broken: list[str],
+    training: bool = True,
 ) -> None:
     # Every SecAgg+ parameter is the run's agreed value: the server may not
     # pick a lower threshold, fewer shares, or a range that clips or overflows.
@@ -216,8 +221,22 @@ def _check_secagg(
         ("clipping-range", observed.clipping_range, expected.clipping_range),
         ("quantization-range", observed.quantization_range, expected.quantization_range),
         ("modulus-range", observed.modulus_range, expected.modulus_range),
-        ("max-weight", observed.max_weight, expected.max_weight),
     )
     for key, found, wanted in agreed:
         if found != wanted:
             broken.append(f"run.{key}: the server set {found!r}, the run agreed {wanted!r}")
+    if not expected.auto_weight:
+        if observed.max_weight != expected.max_weight:
+            broken.append(
+                f"run.max-weight: the server set {observed.max_weight!r}, "
+                f"the run agreed {expected.max_weight!r}"
+            )
+    elif training and not 1 <= observed.max_weight <= MAX_AUTO_WEIGHT:
+        # Auto: the federation's row total, which the server learned from an
+        # exact secure sum. It is signed into every key advertisement, so all
+        # institutions of a round must have been told the same bound; the
+        # institution's own count must fit it (checked before sending).
+        broken.append(
+            f"run.max-weight: the server set {observed.max_weight!r}, outside the "
+            f"auto range [1, {MAX_AUTO_WEIGHT:g}]"
+        )

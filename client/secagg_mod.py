@@ -46,7 +46,7 @@ from fedfraud.settings import Aggregation, RunSettings
 from fedfraud.wire import Refusal, update_digest
 from secagg import ckks
 from secagg import hardened as hc
-from secagg.masks import add_mod, encode_contribution, mask_stream, pack, shape_text
+from secagg.masks import add_mod, encode_contribution, encode_integers, mask_stream, pack, shape_text
 from secagg.params import check_threshold
 from secagg.protocol import (
     MAX_VECTOR,
@@ -190,7 +190,8 @@ def _round_of(msg: Message) -> int:
 
 
 def _binding(party: _Party, state: dict[str, Any]) -> hc.Binding:
-    return hc.Binding(party.settings.federation_id, state["run"], state["round"], state["task"])
+    bound = float(state["max_weight"]) if party.settings.secagg.auto_weight else 0.0
+    return hc.Binding(party.settings.federation_id, state["run"], state["round"], state["task"], bound)
 
 
 def _adverts(state: dict[str, Any]) -> dict[str, hc.Advertisement]:
@@ -467,12 +468,16 @@ def _collect(
     # 4. Quantize, then add the self mask and one pairwise mask per neighbour
     #    that shared keys, each a fresh AES-CTR stream.
     modulus = state["modulus_range"]
-    total = encode_contribution(
-        arrays,
-        fitres.num_examples / state["max_weight"],
-        state["clipping_range"],
-        state["quantization_range"],
-    )
+    if state["task"] == Task.TRAIN.value:
+        total = encode_contribution(
+            arrays,
+            fitres.num_examples / state["max_weight"],
+            state["clipping_range"],
+            state["quantization_range"],
+        )
+    else:
+        # Counts and fixed-point totals: summed exactly, with no weight.
+        total = encode_integers(np.concatenate([np.asarray(a).ravel() for a in arrays]))
     size = int(total.size)
     total = add_mod(total, mask_stream(hc.self_mask_key(keys.seed, binding, digest, me), size, modulus), modulus)
     for name in sorted(held):

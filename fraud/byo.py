@@ -51,13 +51,10 @@ What leaves each site
 ---------------------
 Only the :class:`NumericStats` vector (row count; per numeric column: count
 of non-missing values, sum and sum of squares of the transformed values),
-and only as an input to a **secure sum**. Flower's SecAgg+ computes an
-example-weighted *average* of bounded vectors, so :func:`stats_as_means`
-rescales a site's statistics to per-row means in ``[-8, 8]`` with weight
-``n_rows``; the weighted average of those vectors, fed to
-:func:`stats_from_weighted_mean` with the total weight, gives the exact
-global sums (up to SecAgg+'s quantization, about 1e-6 of the clipping range
-per entry; counts are rounded back to whole numbers). No row, no category
+and only as an input to a **secure sum**: the hardened SecAgg+ sums the counts
+exactly and the two totals in fixed point (:mod:`secagg.secure_sum`), so the
+server learns the federation's sums and nothing per institution.
+No row, no category
 and no per-institution statistic leaves a site: vocabularies come from the
 schema, and the schema itself is agreed beforehand (compare its
 :meth:`Schema.fingerprint`).
@@ -82,7 +79,7 @@ import os
 import re
 import tempfile
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -115,12 +112,6 @@ CLIP = 5.0
 
 MAX_TRANSFORMED = 64.0
 """Largest ``|sign(x) log1p(|x|)|`` accepted (``|x|`` up to about 6e27)."""
-
-MEAN_SCALE = 8.0
-""":func:`stats_as_means` divides per-row means of ``t`` by this (``|t| <= 64``)."""
-
-SQUARE_SCALE = 512.0
-""":func:`stats_as_means` divides per-row means of ``t**2`` by this (``t**2 <= 4096``)."""
 
 MAX_BYTES = 512 * 1024 * 1024
 """Largest CSV file read (bytes)."""
@@ -302,6 +293,25 @@ def load_schema(path: str | Path, table: str | None = None) -> Schema:
                 raise InputError(f"{path}: no table [{table}]")
             data = data[key]
         where = f"{path} [{table}]"
+    return _validated_schema(data, where)
+
+
+def schema_from_toml(text: str, where: str) -> Schema:
+    """Parse a :class:`Schema` from TOML text (e.g. the copy a run directory keeps).
+
+    Raises
+    ------
+    InputError
+        Naming ``where`` if the text is not TOML or not a valid schema.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{where}: not valid TOML: {exc}") from exc
+    return _validated_schema(data, where)
+
+
+def _validated_schema(data: object, where: str) -> Schema:
     try:
         return Schema.model_validate(data)
     except ValidationError as exc:
@@ -419,9 +429,11 @@ def _read_raw(path: Path) -> _RawFile:
     return _RawFile(path, header, rows, lines)
 
 
-def _check_columns(raw: _RawFile, schema: Schema) -> None:
+def _check_columns(raw: _RawFile, schema: Schema, label_optional: bool = False) -> None:
     unknown = [c for c in raw.header if c not in schema.columns]
     absent = [c for c in schema.columns if c not in raw.header]
+    if label_optional:
+        absent = [c for c in absent if c != schema.label]
     parts = []
     if schema.label in absent:
         parts.append(f"label column {schema.label!r} is missing")
@@ -486,12 +498,13 @@ def _label_values(raw: _RawFile, schema: Schema, values: list[str], missing: set
             )
 
 
-def _parse_file(raw: _RawFile, schema: Schema) -> pd.DataFrame:
-    _check_columns(raw, schema)
+def _parse_file(raw: _RawFile, schema: Schema, label_optional: bool = False) -> pd.DataFrame:
+    _check_columns(raw, schema, label_optional)
     missing = set(schema.missing_markers)
     by_name = {name: [row[j].strip() for row in raw.rows] for j, name in enumerate(raw.header)}
-    labels = by_name[schema.label]
-    _label_values(raw, schema, labels, missing)
+    labels = by_name.get(schema.label)
+    if labels is not None:
+        _label_values(raw, schema, labels, missing)
     out: dict[str, Any] = {}
     for column in schema.numeric:
         out[column] = _parse_numeric(raw, column, by_name[column], missing)
@@ -501,7 +514,8 @@ def _parse_file(raw: _RawFile, schema: Schema) -> pd.DataFrame:
         parsed = _parse_timestamp(raw, spec, by_name[spec.column], missing)
         if spec.derive == Derive.CALENDAR:
             out[spec.column] = parsed
-    out[schema.label] = pd.Series(labels, dtype=object)
+    if labels is not None:
+        out[schema.label] = pd.Series(labels, dtype=object)
     return pd.DataFrame(out)
 
 
@@ -561,6 +575,92 @@ def load_institution_csv(paths: str | Path | Sequence[str | Path], schema: Schem
     where = ", ".join(str(p) for p in path_list)
     frame[schema.label] = _binary_label(frame, schema, where)
     return frame.loc[:, list(schema.kept_columns)]
+
+
+class RowsToScore:
+    """New rows to score with a trained model: one CSV file read with the federation's schema.
+
+    The file must have the schema's columns, as for training
+    (:func:`load_institution_csv`), except that the label column may be
+    absent (rows whose outcome is not known yet). When it is present, every
+    row needs a label, there may be at most two distinct values, and with
+    two one of them must be the positive value; a single class is accepted
+    (a day's rows may hold no fraud). The first of ``id_columns``, if the
+    schema has one, is kept as the rows' identifier.
+
+    The whole file is read and checked when the object is made; the values
+    are parsed chunk by chunk (:meth:`chunks`), so a caller can show progress.
+
+    Raises
+    ------
+    InputError
+        Naming the file, column and line, as :func:`load_institution_csv`.
+    """
+
+    def __init__(self, path: str | Path, schema: Schema) -> None:
+        self.schema = schema
+        self._raw = _read_raw(Path(path))
+        _check_columns(self._raw, schema, label_optional=True)
+        self.path = self._raw.path
+        #: Whether the file has the label column (then every row is labelled).
+        self.labelled = schema.label in self._raw.header
+        #: The identifier column kept in the output, or ``None``.
+        self.id_column: str | None = schema.id_columns[0] if schema.id_columns else None
+        if self.labelled:
+            self._check_labels()
+
+    def __len__(self) -> int:
+        return len(self._raw.rows)
+
+    def _check_labels(self) -> None:
+        j = self._raw.header.index(self.schema.label)
+        values = [row[j].strip() for row in self._raw.rows]
+        _label_values(self._raw, self.schema, values, set(self.schema.missing_markers))
+        distinct = sorted(set(values))
+        where = f"{self.path}: label column {self.schema.label!r}"
+        if len(distinct) > 2:
+            raise InputError(f"{where} is not binary: {len(distinct)} distinct values {distinct[:10]}")
+        if len(distinct) == 2 and not self.schema.positive_values & set(distinct):
+            raise InputError(
+                f"{where}: the positive value "
+                f"{' or '.join(repr(v) for v in sorted(self.schema.positive_values))} never occurs "
+                f"(found {distinct}), so fraud cannot be told from the rest"
+            )
+
+    def chunks(self, rows: int) -> Iterator[tuple[pd.DataFrame, list[str]]]:
+        """Yield ``(frame, ids)`` for consecutive slices of at most ``rows`` rows.
+
+        ``frame`` has the columns :attr:`Schema.kept_columns`, as
+        :func:`load_institution_csv` returns them, ready for :func:`encode`;
+        its label column holds 0/1, or 0 for every row of a file without
+        labels (then it means nothing and must not be used). ``ids`` holds
+        the identifier column's values as written in the file, or the data
+        row numbers (1-based) when the schema has no identifier column.
+
+        Raises
+        ------
+        ConfigError
+            If ``rows`` is not a positive int.
+        InputError
+            Naming the file, column and line of the first value that does
+            not parse.
+        """
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 1:
+            raise ConfigError(f"rows per chunk must be a positive int, got {rows!r}")
+        raw = self._raw
+        id_index = raw.header.index(self.id_column) if self.id_column is not None else None
+        for start in range(0, len(raw.rows), rows):
+            part = _RawFile(raw.path, raw.header, raw.rows[start : start + rows], raw.lines[start : start + rows])
+            frame = _parse_file(part, self.schema, label_optional=True)
+            if self.labelled:
+                frame[self.schema.label] = frame[self.schema.label].isin(self.schema.positive_values).astype(np.int64)
+            else:
+                frame[self.schema.label] = np.zeros(len(frame), dtype=np.int64)
+            if id_index is not None:
+                ids = [row[id_index].strip() for row in part.rows]
+            else:
+                ids = [str(start + i + 1) for i in range(len(part.rows))]
+            yield frame.loc[:, list(self.schema.kept_columns)], ids
 
 
 def check_institution_data(schema: Schema, files: Mapping[str, Sequence[str | Path]]) -> dict[str, int]:
@@ -813,55 +913,6 @@ def local_numeric_stats(frame: pd.DataFrame, schema: Schema) -> NumericStats:
         present.sum(axis=0).astype(np.float64),
         filled.sum(axis=0),
         (filled * filled).sum(axis=0),
-    )
-
-
-def stats_as_means(stats: NumericStats) -> tuple[npt.NDArray[np.float64], float]:
-    """Rescale statistics for a secure **weighted average** (what Flower's SecAgg+ computes).
-
-    Returns
-    -------
-    vector : numpy.ndarray
-        ``[count/n..., total/(n * MEAN_SCALE)..., total_sq/(n * SQUARE_SCALE)...]``
-        (length ``3k``), every entry in ``[-8, 8]`` (counts in [0, 1]).
-    weight : float
-        ``n`` = ``stats.n_rows``.
-
-    Raises
-    ------
-    InputError
-        If there are no rows.
-    """
-    n = stats.n_rows
-    if n <= 0:
-        raise InputError("cannot share statistics of an empty dataset")
-    vector = np.concatenate([stats.count / n, stats.total / (n * MEAN_SCALE), stats.total_sq / (n * SQUARE_SCALE)])
-    return vector, float(n)
-
-
-def stats_from_weighted_mean(
-    columns: Sequence[str], vector: npt.ArrayLike, total_weight: float
-) -> NumericStats:
-    """Recover the summed :class:`NumericStats` from the weighted average of :func:`stats_as_means` vectors.
-
-    With ``vector = sum_i n_i v_i / N`` and ``total_weight = N = sum_i n_i``,
-    ``vector * N`` undoes the per-row scaling exactly. Counts (whole numbers
-    by construction) are rounded to remove quantization noise.
-    """
-    v = np.asarray(vector, dtype=np.float64)
-    k = len(columns)
-    if v.shape != (3 * k,):
-        raise InputError(f"weighted-mean vector must have length {3 * k}, got shape {v.shape}")
-    if not isinstance(total_weight, float | int) or not math.isfinite(total_weight) or total_weight <= 0:
-        raise InputError(f"total_weight must be a positive number, got {total_weight!r}")
-    n = float(round(total_weight))
-    count = np.clip(np.round(v[:k] * n), 0.0, n)
-    return NumericStats(
-        tuple(columns),
-        n,
-        count,
-        v[k : 2 * k] * n * MEAN_SCALE,
-        np.maximum(v[2 * k :] * n * SQUARE_SCALE, 0.0),
     )
 
 

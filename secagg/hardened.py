@@ -60,17 +60,23 @@ class Binding:
     run_id: int
     server_round: int
     task: str
+    #: The training weight bound the server announced (``max-weight`` in auto
+    #: mode): signed into every advertisement, so a server that gives
+    #: institutions different bounds (to reweight one of them) fails the
+    #: round's signature checks. 0 when the bound is the run's fixed value.
+    weight_bound: float = 0.0
 
     def encode(self) -> bytes:
         """Canonical bytes of the binding."""
-        return _canonical(
-            {
-                "federation": self.federation,
-                "run": self.run_id,
-                "round": self.server_round,
-                "task": self.task,
-            }
-        )
+        fields: dict[str, object] = {
+            "federation": self.federation,
+            "run": self.run_id,
+            "round": self.server_round,
+            "task": self.task,
+        }
+        if self.weight_bound:
+            fields["weight_bound"] = int(self.weight_bound)
+        return _canonical(fields)
 
     def label(self) -> str:
         """A short human-readable name (for errors and logs)."""

@@ -19,9 +19,19 @@ modulus (2**32 is a multiple of it).
 the modulus while ``n * Q < modulus`` (checked by
 :meth:`secagg.params.SecAggSettings.validate_for`). Dequantizing a sum of
 ``n`` quantized values gives the sum of the values within ``n c / Q``.
+
+**Exact integer sums.** Counts (and fixed-point totals) are not quantized:
+each signed integer ``|v| < 2**47`` is written in two's complement modulo
+``2**48`` as :data:`LIMBS` limbs of :data:`LIMB_BITS` bits. Limb sums of
+``n`` institutions stay below ``n * 2**16``, so with ``n * (2**16 - 1) <
+modulus`` (checked by :meth:`secagg.params.SecAggSettings.validate_for`) no
+limb wraps and :func:`decode_integer_sum` rebuilds the exact sum, which is
+right whenever it lies in ``(-2**47, 2**47)``. No weight, no rounding.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -123,12 +133,58 @@ def decode_sum(
     return weight, values / weight
 
 
+#: Bits per limb of an exactly summed integer.
+LIMB_BITS = 16
+#: Limbs per integer: values are summed modulo ``2**(LIMB_BITS * LIMBS)``.
+LIMBS = 3
+#: Largest magnitude (exclusive) of an integer an institution may send, and of a sum.
+INTEGER_LIMIT = 2 ** (LIMB_BITS * LIMBS - 1)
+
+
+def encode_integers(values: npt.ArrayLike) -> Words:
+    """Limbs of signed integers for an exact secure sum (``LIMBS`` words per value).
+
+    Raises
+    ------
+    ProtocolError
+        If a value is not a whole number or its magnitude reaches
+        :data:`INTEGER_LIMIT`.
+    """
+    raw = np.asarray(values)
+    if raw.dtype.kind not in "iu":
+        raise ProtocolError("an exact sum takes whole numbers only")
+    flat = raw.astype(np.int64).ravel()
+    if flat.size and int(np.max(np.abs(flat))) >= INTEGER_LIMIT:
+        raise ProtocolError("a value to be summed exactly is outside (-2**47, 2**47)")
+    # Two's complement modulo 2**48, then LIMBS little-endian limbs per value.
+    unsigned = flat.astype(np.uint64) & np.uint64(2 * INTEGER_LIMIT - 1)
+    mask = np.uint64(2**LIMB_BITS - 1)
+    limbs = [(unsigned >> np.uint64(LIMB_BITS * i)) & mask for i in range(LIMBS)]
+    return np.stack(limbs, axis=1).ravel().astype(np.uint32)
+
+
+def decode_integer_sum(total: Words, contributors: int) -> npt.NDArray[np.int64]:
+    """The exact sum of the contributors' integers, from the unmasked sum of their limbs."""
+    words = np.asarray(total, dtype=np.uint64)
+    if words.size % LIMBS:
+        raise ProtocolError(f"an exact sum has a multiple of {LIMBS} words, found {words.size}")
+    if words.size and int(words.max()) > contributors * (2**LIMB_BITS - 1):
+        raise CryptoError("the unmasked limbs exceed what the contributors could send; unmasking failed")
+    limbs = words.reshape(-1, LIMBS)
+    value = np.zeros(limbs.shape[0], dtype=np.uint64)
+    for i in range(LIMBS):
+        value += limbs[:, i] << np.uint64(LIMB_BITS * i)  # < 2**64 while contributors < 2**16
+    value &= np.uint64(2 * INTEGER_LIMIT - 1)
+    signed = value.astype(np.int64)
+    return np.where(signed >= INTEGER_LIMIT, signed - 2 * INTEGER_LIMIT, signed)
+
+
 def shape_text(array: npt.ArrayLike) -> str:
     """Wire form of an array's shape: ``"3,4"``, or ``"scalar"``."""
     return ",".join(str(d) for d in np.shape(array)) or "scalar"
 
 
-def unflatten(flat: npt.NDArray[np.float64], shapes: list[str]) -> list[npt.NDArray[np.float64]]:
+def unflatten(flat: npt.NDArray[Any], shapes: list[str]) -> list[npt.NDArray[Any]]:
     """Cut a decoded vector into arrays of the given wire shapes.
 
     Raises

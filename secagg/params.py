@@ -29,6 +29,14 @@ import numpy.typing as npt
 
 from fedfraud.errors import ConfigError, ProtocolError
 
+from .masks import LIMB_BITS
+
+
+#: ``max-weight`` value meaning "the federation's securely summed row total".
+AUTO_WEIGHT = 0.0
+#: Largest weight bound a server may announce in auto mode (2**40 rows).
+MAX_AUTO_WEIGHT = float(2**40)
+
 
 class UpdateOutOfRange(ProtocolError):
     """A model update has a parameter outside the SecAgg+ clipping range."""
@@ -53,7 +61,10 @@ class SecAggSettings:
         Modulus of the masked sum, a power of two <= 2**32 [``modulus-range``].
     max_weight : float
         Largest per-institution example count; weights are ``n_i / max_weight``
-        [``max-weight``].
+        [``max-weight``]. ``0`` (the default) means *auto*: the federation's
+        total of training rows, summed exactly and securely before the first
+        training round (:data:`AUTO_WEIGHT`), so no institution is too large
+        and the weights sum to 1, the best precision the quantization allows.
     timeout : float
         Seconds the server waits for each protocol stage [``timeout``]. Flower's
         default waits forever, which a dropped institution would turn into a hang.
@@ -66,6 +77,11 @@ class SecAggSettings:
     modulus_range: int
     max_weight: float
     timeout: float
+
+    @property
+    def auto_weight(self) -> bool:
+        """Whether ``max-weight`` is derived from the federation's row total."""
+        return self.max_weight == AUTO_WEIGHT
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, object]) -> SecAggSettings:
@@ -104,8 +120,8 @@ class SecAggSettings:
             )
         if self.modulus_range <= self.quantization_range:
             problems.append("modulus-range must be larger than quantization-range")
-        if not self.max_weight >= 1:
-            problems.append(f"max-weight must be >= 1, found {self.max_weight}")
+        if not (self.max_weight >= 1 or self.max_weight == AUTO_WEIGHT):
+            problems.append(f"max-weight must be 0 (auto) or >= 1, found {self.max_weight}")
         if not self.timeout > 0:
             problems.append(
                 f"timeout must be > 0 seconds (Flower waits forever otherwise), "
@@ -130,6 +146,12 @@ class SecAggSettings:
             problems.append(
                 f"{cohort_size} institutions x quantization-range "
                 f"{self.quantization_range} would overflow modulus-range {self.modulus_range}"
+            )
+        # Exact sums (counts) add 16-bit limbs: n of them must not wrap either.
+        if cohort_size * (2**LIMB_BITS - 1) >= self.modulus_range:
+            problems.append(
+                f"{cohort_size} institutions x {LIMB_BITS}-bit limbs of exact sums "
+                f"would overflow modulus-range {self.modulus_range}"
             )
         if self.num_shares > cohort_size:
             problems.append(
@@ -213,11 +235,16 @@ def aggregation_error_bound(
     so (a) rounding adds at most ``2 n c / (Q sum r_i)``, and (b) using ``r_i``
     instead of ``w_i`` moves a weighted mean of values in ``[-c, c]`` by at most
     ``2 c sum|r_i - w_i| / sum r_i <= n c / (Q sum r_i)``. Together:
-    ``3 n c / (Q sum r_i)``.
+    ``3 n c / (Q sum r_i)``. With an auto ``max-weight`` (``W = sum n_i``),
+    ``sum r_i`` is about 1 and the bound is about ``3 n c / Q``.
     """
     n = len(num_examples)
     q = settings.quantization_range
-    ratios = [round(count / settings.max_weight * q) / q for count in num_examples]
+    # Auto max-weight: the bound is the contributors' own row total.
+    bound = float(sum(num_examples)) if settings.auto_weight else settings.max_weight
+    if bound <= 0:
+        raise ConfigError("error bound needs at least one institution with examples")
+    ratios = [round(count / bound * q) / q for count in num_examples]
     total = sum(ratios)
     if n == 0 or total <= 0:
         raise ConfigError("error bound needs at least one institution with examples")

@@ -1,21 +1,18 @@
-"""Secure summation of count vectors through SecAgg+ (Flower-free arithmetic).
+"""Exact secure sums of counts and totals (Flower-free arithmetic).
 
-Flower's SecAgg+ computes a *weighted mean* ``sum(r_i x_i) / sum(r_i)`` of
-vectors in ``[-c, c]``. To get an exact **sum of counts** out of it:
+Every secure round that is not training (the statistics round, each
+evaluation) sums whole numbers: the hardened SecAgg+ adds them as
+:func:`secagg.masks.encode_integers` limbs, with no weight, no clipping and no
+quantization, so the server gets the **exact** sum over the survivors and
+nothing else. That holds for any row count an institution may have: counts up
+to ``2**47`` (a sum over institutions too) fit.
 
-1. every institution reports the same weight, ``max-weight`` itself, so every
-   ``r_i`` is exactly 1 and the mean is a plain mean;
-2. it sends its counts divided by a public scale :data:`COUNT_SCALE` (and
-   real-valued totals divided by :data:`TOTAL_SCALE`), so they fit in the
-   clipping range (an institution whose values do not fit refuses to send
-   them, loudly, like any update that would be clipped);
-3. the server multiplies the mean by the number of surviving institutions and
-   by the scale, and rounds counts to whole numbers. The rounding is exact when
-   the error bound of :func:`secagg.params.aggregation_error_bound`, scaled the
-   same way, is below one half: :func:`counts_from_sum` checks this and refuses
-   otherwise.
-
-No institution's own counts are ever seen by the server: only their sum.
+Real-valued totals (a summed loss, sums of transformed column values) travel
+as fixed-point integers: ``rint(x * scale)``. Each institution's rounding
+moves its total by at most ``0.5 / scale``, so a sum of ``n`` of them is
+within ``n / (2 scale)`` of the true sum (:func:`fixed_point_error`); the
+scales below keep every total an institution with up to 2**27 rows can send
+inside the integer range, which :func:`to_fixed_point` checks.
 """
 
 from __future__ import annotations
@@ -27,68 +24,87 @@ import numpy.typing as npt
 
 from fedfraud.errors import ProtocolError
 
-from .params import SecAggSettings, aggregation_error_bound
+from .masks import INTEGER_LIMIT
 
-#: Public divisor applied to counts before they enter SecAgg+.
-COUNT_SCALE = 16384.0
-#: Public divisor for real-valued totals (e.g. a summed loss); these come back
-#: approximately, within :func:`sum_error_bound` times this scale.
-TOTAL_SCALE = 131072.0
-
-
-def counts_to_vector(counts: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """What an institution sends for its counts (to be checked against the range)."""
-    return np.asarray(counts, dtype=np.float64) / COUNT_SCALE
+#: Fixed-point scale of a summed loss (a per-row loss is below 128).
+LOSS_SCALE = 2.0**12
+#: Fixed-point scale of summed transformed column values and their squares.
+STATS_SCALE = 2.0**8
 
 
-def total_to_vector(total: float) -> npt.NDArray[np.float64]:
-    """What an institution sends for a real-valued total."""
-    return np.array([total / TOTAL_SCALE], dtype=np.float64)
+class SumOutOfRange(ProtocolError):
+    """A count or total is too large to be summed exactly."""
 
 
-def sum_error_bound(survivors: int, settings: SecAggSettings) -> float:
-    """Largest error of a securely summed entry, before multiplying by its scale."""
-    weights = [int(settings.max_weight)] * survivors
-    return aggregation_error_bound(weights, settings) * survivors
-
-
-def unscaled_sum(mean: npt.ArrayLike, survivors: int) -> npt.NDArray[np.float64]:
-    """SecAgg+'s mean of everyone's scaled vectors, times the number of contributors."""
-    if survivors < 1:
-        raise ProtocolError("a secure sum needs at least one contribution")
-    return np.asarray(mean, dtype=np.float64) * survivors
-
-
-def counts_from_sum(
-    scaled: npt.ArrayLike, survivors: int, settings: SecAggSettings
-) -> npt.NDArray[np.int64]:
-    """Exact integer counts from a securely summed, scaled part.
+def to_counts(counts: npt.ArrayLike, what: str) -> npt.NDArray[np.int64]:
+    """Whole, non-negative counts as the exact sum takes them.
 
     Raises
     ------
-    ProtocolError
-        If the quantization error could make the rounding wrong.
+    SumOutOfRange
+        If a count is negative, not whole, or too large (``what`` names it).
     """
-    error = sum_error_bound(survivors, settings) * COUNT_SCALE
-    if error >= 0.5:
-        raise ProtocolError(
-            f"secure sum is not exact with these SecAgg+ settings (error bound {error:.3f})"
-        )
-    return np.rint(np.asarray(scaled, dtype=np.float64) * COUNT_SCALE).astype(np.int64)
+    values = np.asarray(counts, dtype=np.float64).ravel()
+    if not np.all(np.isfinite(values)) or np.any(values < 0) or np.any(values != np.rint(values)):
+        raise SumOutOfRange(f"{what}: counts must be whole numbers >= 0")
+    if values.size and float(values.max()) >= INTEGER_LIMIT:
+        raise SumOutOfRange(f"{what}: a count reaches 2**47 and cannot be summed exactly")
+    return values.astype(np.int64)
 
 
-def total_from_sum(scaled: float) -> float:
-    """A real-valued total from its securely summed, scaled part."""
-    return float(scaled) * TOTAL_SCALE
+def to_fixed_point(totals: npt.ArrayLike, scale: float, what: str) -> npt.NDArray[np.int64]:
+    """Real totals as fixed-point integers ``rint(x * scale)``.
+
+    Raises
+    ------
+    SumOutOfRange
+        If a total is not finite or too large for the exact sum.
+    """
+    values = np.asarray(totals, dtype=np.float64).ravel() * scale
+    if not np.all(np.isfinite(values)):
+        raise SumOutOfRange(f"{what}: totals must be finite")
+    # Each institution may use a sixteenth of the range, so sums of up to 16
+    # institutions' largest totals still fit.
+    if values.size and float(np.max(np.abs(values))) >= INTEGER_LIMIT / 16:
+        raise SumOutOfRange(f"{what}: a total is too large to be summed exactly")
+    return np.rint(values).astype(np.int64)
 
 
-def split(vector: npt.ArrayLike, sizes: Sequence[int]) -> list[npt.NDArray[np.float64]]:
-    """Cut a flat summed vector into its named parts."""
-    flat = np.asarray(vector, dtype=np.float64).ravel()
+def from_fixed_point(summed: npt.ArrayLike, scale: float) -> npt.NDArray[np.float64]:
+    """Real totals from a sum of fixed-point integers."""
+    return np.asarray(summed, dtype=np.float64) / scale
+
+
+def fixed_point_error(contributors: int, scale: float) -> float:
+    """Largest distance between a summed fixed-point total and the true sum."""
+    return contributors * 0.5 / scale
+
+
+def split(vector: npt.ArrayLike, sizes: Sequence[int]) -> list[npt.NDArray[np.int64]]:
+    """Cut a flat summed integer vector into its named parts."""
+    flat = np.asarray(vector).ravel()
     if flat.size != sum(sizes):
         raise ProtocolError(f"secure sum has {flat.size} entries, expected {sum(sizes)}")
+    if flat.dtype.kind not in "iu":
+        raise ProtocolError("an exact secure sum must hold whole numbers")
     parts, start = [], 0
     for size in sizes:
-        parts.append(flat[start : start + size])
+        parts.append(flat[start : start + size].astype(np.int64))
         start += size
     return parts
+
+
+def counts_and_totals(
+    counts: npt.ArrayLike, totals: npt.ArrayLike, scale: float, what: str
+) -> npt.NDArray[np.int64]:
+    """One exact-sum vector: whole counts first, then fixed-point totals."""
+    return np.concatenate([to_counts(counts, what), to_fixed_point(totals, scale, what)])
+
+
+def split_counts_and_totals(
+    summed: npt.ArrayLike, n_counts: int, scale: float
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Inverse of :func:`counts_and_totals`, applied to a secure sum."""
+    flat = np.asarray(summed).ravel()
+    counts, totals = split(flat, (n_counts, flat.size - n_counts))
+    return counts, from_fixed_point(totals, scale)

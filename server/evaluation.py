@@ -26,32 +26,33 @@ from flwr.serverapp import Grid
 
 from fedfraud.settings import RunSettings
 from fraud.metrics import SCORE_GRID_BINS
-from secagg.secure_sum import counts_from_sum, split, total_from_sum, unscaled_sum
+from secagg.secure_sum import LOSS_SCALE, from_fixed_point, split
 
 from .secagg_workflow import current_round, secagg_workflow
 
-#: Layout of an institution's evaluation vector: test positive-class counts,
-#: test negative-class counts, the same two for the training split (used to
-#: choose the threshold when no synthetic validation set exists), total test
-#: loss, number of test examples.
+#: Layout of an institution's evaluation vector (whole numbers, summed
+#: exactly): test positive-class counts, test negative-class counts, the same
+#: two for the training split (used to choose the threshold when no synthetic
+#: validation set exists), total test loss in fixed point
+#: (:data:`secagg.secure_sum.LOSS_SCALE`), number of test examples.
 EVAL_PARTS = (SCORE_GRID_BINS, SCORE_GRID_BINS, SCORE_GRID_BINS, SCORE_GRID_BINS, 1, 1)
 
 
 class EvaluationSums:
-    """The securely summed evaluation of one round."""
+    """The securely summed evaluation of one round (exact counts)."""
 
     def __init__(
-        self, summed: npt.NDArray[np.float64], institutions: list[str], settings: RunSettings
+        self, summed: npt.NDArray[np.int64], institutions: list[str], settings: RunSettings
     ) -> None:
         pos, neg, train_pos, train_neg, loss_total, count = split(summed, EVAL_PARTS)
-        survivors = len(institutions)
-        self.test_pos = counts_from_sum(pos, survivors, settings.secagg)
-        self.test_neg = counts_from_sum(neg, survivors, settings.secagg)
-        self.train_pos = counts_from_sum(train_pos, survivors, settings.secagg)
-        self.train_neg = counts_from_sum(train_neg, survivors, settings.secagg)
-        self.num_examples = int(counts_from_sum(count, survivors, settings.secagg)[0])
-        self.loss = total_from_sum(float(loss_total[0])) / max(self.num_examples, 1)
+        self.test_pos = pos
+        self.test_neg = neg
+        self.train_pos = train_pos
+        self.train_neg = train_neg
+        self.num_examples = int(count[0])
+        self.loss = float(from_fixed_point(loss_total, LOSS_SCALE)[0]) / max(self.num_examples, 1)
         self.institutions = institutions
+        self.settings = settings
 
 
 class _SumStrategy(FedAvg):  # type: ignore[misc]
@@ -63,11 +64,9 @@ class _SumStrategy(FedAvg):  # type: ignore[misc]
         self.settings = settings
         self.task = task
         self.extra = extra
-        self.mean: npt.NDArray[np.float64] | None = None
+        #: The exact sum of the contributors' integer vectors.
+        self.total: npt.NDArray[np.int64] | None = None
         self.institutions: list[str] = []
-        #: Sum of the contributors' weights (set from the secure sum itself:
-        #: no institution's count is sent in the clear).
-        self.total_weight = 0.0
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -89,9 +88,9 @@ class _SumStrategy(FedAvg):  # type: ignore[misc]
         failures: list[Any],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         if results:
-            self.mean = np.concatenate(
+            self.total = np.concatenate(
                 [a.ravel() for a in parameters_to_ndarrays(results[0][1].parameters)]
-            )
+            ).astype(np.int64)
             self.institutions = sorted(str(res.metrics.get("institution", "?")) for _, res in results)
         return None, {}
 
@@ -99,7 +98,7 @@ class _SumStrategy(FedAvg):  # type: ignore[misc]
 def secure_round(
     grid: Grid, context: LegacyContext, settings: RunSettings, task: str, extra: dict[str, Scalar]
 ) -> _SumStrategy:
-    """Run one SecAgg+ round for ``task``; the returned strategy holds the mean."""
+    """Run one exact SecAgg+ sum for ``task``; the returned strategy holds the sum."""
     strategy = _SumStrategy(settings, task, extra)
     view = LegacyContext(
         context=context,
@@ -109,8 +108,6 @@ def secure_round(
     )
     workflow = secagg_workflow(settings.secagg, settings.federation_id)
     workflow(grid, view)
-    if strategy.mean is not None:
-        strategy.total_weight = workflow.total_weight
     return strategy
 
 
@@ -134,8 +131,6 @@ class SecureEvaluation:
         server_round = current_round(context)
         done = secure_round(grid, context, self.settings, "evaluate", self.extra())
         result = None
-        if done.mean is not None:
-            result = EvaluationSums(
-                unscaled_sum(done.mean, len(done.institutions)), done.institutions, self.settings
-            )
+        if done.total is not None:
+            result = EvaluationSums(done.total, done.institutions, self.settings)
         self.on_evaluated(server_round, result)

@@ -7,8 +7,9 @@ steps, in order:
    knows (refuse to start, listing every conflict);
 2. open the signed audit log (genesis) and the run directory;
 3. run the rounds (each audited and witnessed by the institutions);
-4. save the final model, close the log, have the close witnessed, and write
-   the summary (last: its presence means the run finished).
+4. save the final model, close the log, have the close witnessed, write the
+   scoring file and the model card (:mod:`server.artifacts`), and the
+   summary (last: its presence means the run finished).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from fedfraud.wire import update_digest
 from fraud.features import FEATURE_COLUMNS
 from fraud.model import build_model, get_weights, initial_model_seed, max_abs_weight
 
+from .artifacts import audit_facts, scoring_file, write_run_artifacts
 from .auditing import ServerAudit
 from .evaluation import SecureEvaluation
 from .grid_tap import RefusalTap
@@ -145,11 +147,25 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
     final_witnesses = strategy.witness(settings.num_rounds)
     audit.auditor.close_file()
     rounds = [_round_record(strategy.rounds[r]) for r in sorted(strategy.rounds)]
+    seconds = time.monotonic() - started
+
+    # 6. What an institution needs to use the model (scaling, threshold,
+    # layout) and the model card, before the summary that marks the end.
+    write_run_artifacts(
+        run_dir,
+        settings,
+        scoring_file(settings, model, final_hash, strategy.feature_spec, rounds, context.run_id),
+        rounds,
+        policies,
+        plan.plan_hash,
+        audit_facts(settings, audit.auditor, final_witnesses),
+        seconds,
+    )
     summary = {
         "run_name": settings.run_name,
         "rounds_completed": sum(1 for r in rounds if r["accepted"]),
         "rounds_requested": settings.num_rounds,
-        "seconds": round(time.monotonic() - started, 3),
+        "seconds": round(seconds, 3),
         "final_metrics": rounds[-1]["metrics"] if rounds else {},
         "final_model_hash": final_hash,
         "institutions": list(settings.institutions),
@@ -167,7 +183,10 @@ def _workflow(settings: RunSettings, strategy: FraudFedAvg, schema: Any) -> Defa
     def on_spec(text: str) -> None:
         strategy.feature_spec = text
 
-    if schema is not None:
+    # The statistics round: the shared scaling of bring-your-own data, and
+    # the row total that an auto max-weight (the default) derives from.
+    secure = settings.aggregation is not Aggregation.UNSAFE_PLAIN
+    if schema is not None or (secure and settings.secagg.auto_weight):
         fit = PreprocessThenFit(settings, schema, fit, on_spec)
     return DefaultWorkflow(fit_workflow=fit, evaluate_workflow=evaluation)
 

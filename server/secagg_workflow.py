@@ -36,7 +36,15 @@ from audit.canonical import canonical_dumps
 from fedfraud.errors import CryptoError, FedFraudError, ProtocolError
 from secagg import hardened as hc
 from secagg import ckks
-from secagg.masks import add_mod, decode_sum, mask_stream, pack, unflatten, unpack
+from secagg.masks import (
+    add_mod,
+    decode_integer_sum,
+    decode_sum,
+    mask_stream,
+    pack,
+    unflatten,
+    unpack,
+)
 from secagg.params import SecAggSettings
 from secagg.protocol import (
     MAX_VECTOR,
@@ -101,8 +109,17 @@ class HardenedSecAggWorkflow:
         self.ckks_record: dict[str, Any] | None = None
         self.roster: dict[str, Ed25519PublicKey] = {}
         #: Sum of the survivors' example counts (``sum r_i * max-weight``) of
-        #: the last round; set after a successful unmask.
+        #: the last training round; set after a successful unmask.
         self.total_weight = 0.0
+        #: The training weight bound announced as ``max-weight``: the run's
+        #: fixed value, or in auto mode the federation's securely summed row
+        #: total (set by :meth:`set_weight_bound` before training starts).
+        self.weight_bound = 0.0 if secagg.auto_weight else float(secagg.max_weight)
+
+    def set_weight_bound(self, total_rows: int) -> None:
+        """Auto ``max-weight``: weights become ``n_i / total_rows`` (they sum to 1)."""
+        if self.secagg.auto_weight:
+            self.weight_bound = float(max(int(total_rows), 1))
 
     # -- Flower workflow entry point -------------------------------------------------
     def __call__(self, grid: Grid, context: Any) -> None:
@@ -121,7 +138,12 @@ class HardenedSecAggWorkflow:
         self.roster = dict(grid.roster) if isinstance(grid, RefusalTap) else {}
         if self.ckks and not self.roster:
             raise ProtocolError("ckks mode needs the institutions' roster keys to check contributions")
-        state = _Round(hc.Binding(self.federation_id, grid.run.run_id, server_round, task))
+        if task == Task.TRAIN.value and not self.weight_bound:
+            log(WARNING, "secure round %s: max-weight is auto, but no statistics round set "
+                "the federation's row total; halted, nothing aggregated", server_round)
+            return
+        bound = self.weight_bound if self.secagg.auto_weight else 0.0
+        state = _Round(hc.Binding(self.federation_id, grid.run.run_id, server_round, task, bound))
         for proxy, fitins in pairs:
             state.fitins[proxy.node_id] = compat.fitins_to_recorddict(fitins, True)
             state.proxies[proxy.node_id] = proxy
@@ -198,7 +220,7 @@ class HardenedSecAggWorkflow:
             Field.CLIPPING_RANGE: float(s.clipping_range),
             Field.QUANTIZATION_RANGE: s.quantization_range,
             Field.MODULUS_RANGE: s.modulus_range,
-            Field.MAX_WEIGHT: float(s.max_weight),
+            Field.MAX_WEIGHT: float(self.weight_bound),
             Field.SAMPLE_NUM: sample_num,
         }
 
@@ -227,7 +249,8 @@ class HardenedSecAggWorkflow:
         if isinstance(grid, RefusalTap) and grid.on_participants is not None:
             b = state.binding
             grid.on_participants(
-                {"federation": b.federation, "run": b.run_id, "round": b.server_round, "task": b.task},
+                {"federation": b.federation, "run": b.run_id, "round": b.server_round, "task": b.task,
+                 "weight_bound": b.weight_bound},
                 participants,
             )
         return self._enough(state, len(state.adverts), Stage.SETUP)
@@ -487,12 +510,14 @@ class HardenedSecAggWorkflow:
         if state.total is None:
             raise ProtocolError("no masked vectors to unmask")
         total = add_mod(state.total, total, s.modulus_range)
-        # 3. Dequantize: the weighted sum and the sum of weights; divide.
+        if binding.task != Task.TRAIN.value:
+            # 3a. Counts and fixed-point totals: the exact integer sum.
+            exact = decode_integer_sum(total, len(survivors))
+            return ndarrays_to_parameters(unflatten(exact, state.shapes))
+        # 3b. Dequantize: the weighted sum and the sum of weights; divide.
         weight, flat = decode_sum(total, len(survivors), s.clipping_range, s.quantization_range)
-        self.total_weight = float(round(weight * s.max_weight))
-        arrays = unflatten(flat, state.shapes)
-        if binding.task == Task.TRAIN.value:
-            arrays = [a.astype(np.float32) for a in arrays]
+        self.total_weight = float(round(weight * self.weight_bound))
+        arrays = [a.astype(np.float32) for a in unflatten(flat, state.shapes)]
         return ndarrays_to_parameters(arrays)
 
     def _enough(self, state: _Round, count: int, stage: Stage) -> bool:

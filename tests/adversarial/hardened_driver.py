@@ -32,7 +32,7 @@ from fraud.features import FEATURE_COLUMNS
 from fraud.generator import ensure_federation_data
 from fraud.model import build_model, get_weights
 from secagg import hardened as hc
-from secagg.masks import add_mod, decode_sum, mask_stream, unpack
+from secagg.masks import add_mod, decode_integer_sum, mask_stream, unpack
 from secagg.protocol import PROTOCOL_NAME, RECORD, Field, Stage
 from secagg.shamir import combine_shares
 
@@ -134,6 +134,16 @@ def send(
     return dict(reply.content.config_records[RECORD])
 
 
+#: The training weight bound the driver announces. The run's max-weight is
+#: auto (the default), so the bound is signed into every advertisement.
+SETUP_WEIGHT = 100000.0
+
+
+def binding_of(federation: str, run_id: int, server_round: int, task: str) -> hc.Binding:
+    """The round binding the institutions sign (with the announced weight bound)."""
+    return hc.Binding(federation, run_id, server_round, task, SETUP_WEIGHT)
+
+
 def setup_fields(task: str = "train", sample_num: int = 3, **changes: Any) -> dict[str, Any]:
     """The setup stage's fields with the run's agreed parameters (or ``changes``)."""
     fields: dict[str, Any] = {
@@ -143,7 +153,7 @@ def setup_fields(task: str = "train", sample_num: int = 3, **changes: Any) -> di
         Field.CLIPPING_RANGE: 8.0,
         Field.QUANTIZATION_RANGE: 2**24,
         Field.MODULUS_RANGE: 2**32,
-        Field.MAX_WEIGHT: 100000.0,
+        Field.MAX_WEIGHT: SETUP_WEIGHT,
         Field.SAMPLE_NUM: sample_num,
     }
     fields.update(changes)
@@ -192,7 +202,7 @@ def play_until_masked(
     model: list[npt.NDArray[Any]] | None = None,
 ) -> Transcript:
     """Honest setup, share-keys and collect stages; the masked vectors are kept."""
-    binding = hc.Binding(federation_of(victims), run_id, server_round, task)
+    binding = binding_of(federation_of(victims), run_id, server_round, task)
     transcript = Transcript(binding)
     for party in victims:
         reply = send(party, Stage.SETUP, setup_fields(task, len(victims)), server_round, run_id)
@@ -248,10 +258,8 @@ def unmask_fields(
     }
 
 
-def honest_aggregate(
-    victims: Sequence[Party], transcript: Transcript
-) -> tuple[float, npt.NDArray[np.float64]]:
-    """Finish the round honestly; return the sum of weights and the weighted mean."""
+def honest_aggregate(victims: Sequence[Party], transcript: Transcript) -> npt.NDArray[np.int64]:
+    """Finish an evaluation or statistics round honestly; return the exact integer sum."""
     nodes = sorted(p.node_id for p in victims)
     consistency(victims, transcript, nodes)
     b = transcript.binding
@@ -267,4 +275,4 @@ def honest_aggregate(
     for node, shares in seeds.items():
         key = hc.self_mask_key(combine_shares(shares, 2), b, digest, transcript.adverts[node].institution)
         total = add_mod(total, mask_stream(key, total.size, 2**32), 2**32, -1)
-    return decode_sum(total, len(nodes), 8.0, 2**24)
+    return decode_integer_sum(total, len(nodes))

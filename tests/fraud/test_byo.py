@@ -26,12 +26,11 @@ from fraud.byo import (
     load_schema,
     local_numeric_stats,
     split_by_column,
-    stats_as_means,
-    stats_from_weighted_mean,
     train_test_split,
 )
 from fraud.model import build_model
 from fraud.train import TrainConfig, predict_scores, train_local
+from secagg.secure_sum import STATS_SCALE, counts_and_totals, fixed_point_error, split_counts_and_totals
 
 VECTORS = Path(__file__).parent / "byo_vectors"
 INSURANCE_CSV = Path("/work/shared/data/insurance_claims/insurance_claims.csv")
@@ -247,12 +246,20 @@ def test_summed_site_statistics_equal_the_pooled_statistics(
     np.testing.assert_array_equal(back.to_vector(), summed.to_vector())
 
 
+def _securely_summed(sites: list[NumericStats]) -> NumericStats:
+    """What the statistics round computes: each site's exact-sum vector, added."""
+    k = len(sites[0].columns)
+    vectors = [counts_and_totals(s.to_vector()[: 1 + k], s.to_vector()[1 + k :], STATS_SCALE, "s") for s in sites]
+    counts, totals = split_counts_and_totals(np.sum(vectors, axis=0), 1 + k, STATS_SCALE)
+    return NumericStats.from_vector(sites[0].columns, np.concatenate([counts, totals]))
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     rows=st.lists(st.tuples(_values, _values), min_size=2, max_size=30),
     weights_split=st.integers(1, 29),
 )
-def test_weighted_mean_of_scaled_statistics_gives_the_global_sums(
+def test_exact_sum_of_statistics_gives_the_global_sums(
     rows: list[tuple[float | None, float | None]], weights_split: int
 ) -> None:
     schema = Schema.model_validate(_schema_dict(numeric=["amount", "age"]))
@@ -260,21 +267,19 @@ def test_weighted_mean_of_scaled_statistics_gives_the_global_sums(
     k = min(weights_split, len(frame) - 1)
     sites = [local_numeric_stats(frame.iloc[:k], schema), local_numeric_stats(frame.iloc[k:], schema)]
 
-    # What SecAgg+ computes: the example-weighted average of the vectors.
-    scaled = [stats_as_means(s) for s in sites]
-    assert all(np.all(np.abs(v) <= 8.0) for v, _ in scaled)
-    total_weight = sum(w for _, w in scaled)
-    average = sum(v * w for v, w in scaled) / total_weight
-    recovered = stats_from_weighted_mean(schema.numeric, average, total_weight)
+    recovered = _securely_summed(sites)
 
     expected = sites[0] + sites[1]
-    np.testing.assert_allclose(recovered.to_vector(), expected.to_vector(), rtol=1e-9, atol=1e-7)
+    assert recovered.n_rows == expected.n_rows
+    np.testing.assert_array_equal(recovered.count, expected.count)
+    bound = fixed_point_error(2, STATS_SCALE)
+    np.testing.assert_allclose(recovered.total, expected.total, atol=bound)
+    np.testing.assert_allclose(recovered.total_sq, expected.total_sq, atol=bound)
 
 
-def test_quantized_secure_average_still_gives_the_global_standardization() -> None:
-    # SecAgg+ quantizes each entry to 2**24 levels over [-8, 8]; the spec
-    # derived from the quantized average differs from the exact one by far
-    # less than matters for standardized inputs.
+def test_fixed_point_statistics_still_give_the_global_standardization() -> None:
+    # Totals travel as rint(x * 2**6); the spec derived from them differs from
+    # the exact one by far less than matters for standardized inputs.
     schema = Schema.model_validate(_schema_dict(numeric=["amount", "age"]))
     rng = np.random.default_rng(3)
     sites = [
@@ -282,15 +287,12 @@ def test_quantized_secure_average_still_gives_the_global_standardization() -> No
         for i in range(3)
     ]
     stats = [local_numeric_stats(f, schema) for f in sites]
-    step = 16.0 / 2**24
-    total_weight = sum(s.n_rows for s in stats)
-    average = sum(np.round(stats_as_means(s)[0] / step) * step * s.n_rows for s in stats) / total_weight
 
-    quantized = FeatureSpec.from_stats(schema, stats_from_weighted_mean(schema.numeric, average, total_weight))
+    summed = FeatureSpec.from_stats(schema, _securely_summed(stats))
     exact = FeatureSpec.from_stats(schema, stats[0] + stats[1] + stats[2])
 
-    np.testing.assert_allclose(quantized.numeric_mean, exact.numeric_mean, rtol=1e-4)
-    np.testing.assert_allclose(quantized.numeric_std, exact.numeric_std, rtol=1e-3)
+    np.testing.assert_allclose(summed.numeric_mean, exact.numeric_mean, rtol=1e-4)
+    np.testing.assert_allclose(summed.numeric_std, exact.numeric_std, rtol=1e-3)
 
 
 def test_statistics_of_different_columns_do_not_add() -> None:
@@ -334,11 +336,10 @@ def test_insurance_claims_federated_preprocessing_trains_end_to_end(tmp_path: Pa
     compare_schemas({name: schema for name in paths})
     splits = {name: train_test_split(load_institution_csv(p, schema), schema, 0.3, seed=1) for name, p in paths.items()}
 
-    # Act: statistics go through a (simulated) secure weighted average.
-    scaled = [stats_as_means(local_numeric_stats(train, schema)) for train, _ in splits.values()]
-    total_weight = sum(w for _, w in scaled)
-    average = sum(v * w for v, w in scaled) / total_weight
-    spec = FeatureSpec.from_stats(schema, stats_from_weighted_mean(schema.numeric, average, total_weight))
+    # Act: statistics go through the (simulated) exact secure sum.
+    spec = FeatureSpec.from_stats(
+        schema, _securely_summed([local_numeric_stats(train, schema) for train, _ in splits.values()])
+    )
     X, y = encode(pd.concat([tr for tr, _ in splits.values()], ignore_index=True), schema, spec)
     X_test, y_test = encode(pd.concat([te for _, te in splits.values()], ignore_index=True), schema, spec)
     model = build_model(spec.n_features, seed=0)

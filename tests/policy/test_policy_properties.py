@@ -329,7 +329,7 @@ def test_plan_and_the_institutions_gate_agree_on_the_production_path(data: st.Da
             observed = ObservedSecAgg(
                 "collect-masked-vectors", request.cohort_size, secagg.num_shares,
                 request.secagg_threshold, secagg.clipping_range, secagg.quantization_range,
-                secagg.modulus_range, secagg.max_weight, tuple(sorted((me, *rest))),
+                secagg.modulus_range, secagg.max_weight or 100000.0, tuple(sorted((me, *rest))),
             )
             for server_round in {1, request.num_rounds}:
                 view = RoundView(me, server_round, observed, tuple(sorted((me, *rest))))
