@@ -39,15 +39,25 @@ def policy_name(column: str) -> str:
     return name if name and name[0].isalpha() else f"c_{name}"
 
 
+def server_schema_file(server_dir: Path, institution: str) -> Path:
+    """Where the server keeps its copy of an institution's schema."""
+    return server_dir / "schemas" / f"{institution}.toml"
+
+
 def server_schema(server_dir: Path, institutions: tuple[str, ...]) -> object:
-    """Load the server's schema copies, check they agree, return the shared schema."""
+    """Load the server's schema copies, check they agree, return the shared schema.
+
+    The shared schema is the first institution's copy
+    (:func:`server_schema_file` of ``institutions[0]``).
+    """
     from fraud.byo import compare_schemas, load_schema
 
-    folder = server_dir / "schemas"
-    missing = [i for i in institutions if not (folder / f"{i}.toml").is_file()]
+    missing = [i for i in institutions if not server_schema_file(server_dir, i).is_file()]
     if missing:
-        raise ConfigError(f"the server has no schema for {', '.join(missing)} in {folder}")
-    schemas = {i: load_schema(folder / f"{i}.toml") for i in institutions}
+        raise ConfigError(
+            f"the server has no schema for {', '.join(missing)} in {server_dir / 'schemas'}"
+        )
+    schemas = {i: load_schema(server_schema_file(server_dir, i)) for i in institutions}
     compare_schemas(schemas)
     return schemas[institutions[0]]
 

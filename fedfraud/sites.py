@@ -35,7 +35,7 @@ from audit.keys import (
     save_private_key,
     save_public_key,
 )
-from fedfraud.datasets import SCHEMA_FILE
+from fedfraud.datasets import SCHEMA_FILE, server_schema_file
 from fedfraud.errors import ConfigError, InputError
 from fedfraud.settings import PARTNERS_DIR
 
@@ -154,8 +154,9 @@ def prepare_demo_sites(
         (server_policies / f"{institution}.toml").write_text(text, encoding="utf-8")
         if schema_file is not None:
             shutil.copyfile(schema_file, site / SCHEMA_FILE)
-            (sites.server_dir / "schemas").mkdir(exist_ok=True)
-            shutil.copyfile(schema_file, sites.server_dir / "schemas" / f"{institution}.toml")
+            server_copy = server_schema_file(sites.server_dir, institution)
+            server_copy.parent.mkdir(exist_ok=True)
+            shutil.copyfile(schema_file, server_copy)
     pin_partner_keys(
         {name: sites.site(name) for name in institutions},
         {name: load_private_key(sites.site(name) / "signing.key").public_key() for name in institutions},

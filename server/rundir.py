@@ -3,7 +3,10 @@
 ``runs/<run-id>/`` holds ``config.json`` (the run config as given),
 ``rounds.jsonl`` (one JSON line per finished round, flushed and fsynced so a
 watcher can follow progress), ``model.pt`` and ``model.npz`` (the final global
-model) and ``summary.json`` (written last; its presence means the run finished).
+model), ``scoring.json`` (what ``fedfraud score`` needs to apply the model to
+new rows, :mod:`fedfraud.scoring`), ``model_card.json`` and ``model_card.md``
+(:mod:`fedfraud.model_card`) and ``summary.json`` (written last; its presence
+means the run finished).
 """
 
 from __future__ import annotations
@@ -43,6 +46,17 @@ class RunDirectory:
         with tmp.open("w", encoding="utf-8") as handle:
             json.dump(payload, handle, indent=2, sort_keys=True, allow_nan=False)
             handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+        return target
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Write UTF-8 text via a temporary file and a rename."""
+        target = self.path / name
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)

@@ -17,7 +17,7 @@ def fedfraud(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_help_lists_every_command(tmp_path: Path) -> None:
     result = fedfraud("--help", cwd=tmp_path)
     assert result.returncode == 0
-    for command in ("demo", "compare", "generate", "policy", "audit", "provision"):
+    for command in ("demo", "compare", "generate", "score", "policy", "audit", "provision"):
         assert command in result.stdout
 
 

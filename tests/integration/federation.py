@@ -152,3 +152,85 @@ def verify_with_cli(
         command += ["--policy", str(policy)]
         command += ["--institution-log", str(site / "audit" / f"{run_name}.jsonl")]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def union_csv(files: list[Path], out: Path) -> Path:
+    """The institutions' CSV files as one (same header; rows in the given order)."""
+    header, lines = None, []
+    for path in files:
+        first, *rows = path.read_text(encoding="utf-8").splitlines()
+        assert header in (None, first), f"{path}: another header"
+        header = first
+        lines += [row for row in rows if row]
+    out.write_text("\n".join([str(header), *lines]) + "\n", encoding="utf-8")
+    return out
+
+
+def check_scoring_reproduces_the_run(
+    run_dir: Path, test_files: list[Path], work: Path, model: Path | None = None
+) -> dict[str, Any]:
+    """``fedfraud score`` on the union of the evaluated institutions' test files.
+
+    It must reproduce the run's final released metrics exactly: the counts at
+    the threshold, and AUC-PR/AUC-ROC/precision/recall/F1 on the federation's
+    score grid. Returns the command's JSON report.
+    """
+    import json
+
+    from typer.testing import CliRunner
+
+    from fedfraud.cli import app
+    from server.rundir import read_rounds
+
+    record = read_rounds(run_dir)[-1]
+    scoring = json.loads((run_dir / "scoring.json").read_text(encoding="utf-8"))
+    assert scoring["threshold"]["value"] == record["threshold"]
+    assert scoring["threshold"]["round"] == record["server_round"]
+    assert scoring["model"]["hash"] == json.loads((run_dir / "summary.json").read_text())["final_model_hash"]
+    union = union_csv(test_files, work / "union-test.csv")
+    out = work / "scores.csv"
+    args = ["score", str(run_dir), "--csv", str(union), "--out", str(out), "--json"]
+    result = CliRunner().invoke(app, [*args, "--model", str(model)] if model else args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    grid, released = report["grid_metrics"], record["metrics"]
+    counts = {"true_positives": "tp", "false_positives": "fp", "false_negatives": "fn",
+              "true_negatives": "tn", "num_examples": "num_examples"}
+    for name, key in counts.items():
+        if name in released:
+            assert released[name] == grid[key] == report["metrics"][key], name
+    for name in ("precision", "recall", "f1", "auc_roc", "auc_pr"):
+        if name in released:
+            assert abs(released[name] - grid[name]) <= 1e-12, (name, released[name], grid[name])
+    assert "auc_pr" in released  # something was compared
+    assert report["rows"] == sum(1 for _ in out.open()) - 1
+    return dict(report)
+
+
+def check_model_card(run_dir: Path) -> dict[str, Any]:
+    """The model card's facts match the run's files (audit head and root, model, policies, metrics)."""
+    import json
+
+    from audit.merkle import leaf_hash, root
+    from server.rundir import read_rounds
+
+    card = json.loads((run_dir / "model_card.json").read_text(encoding="utf-8"))
+    text = (run_dir / "model_card.md").read_text(encoding="utf-8")
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    hashes = [json.loads(line)["hash"] for line in (run_dir / "audit.jsonl").read_text().splitlines()]
+    assert card["format"] == "fedfraud-model-card/1"
+    assert card["model"]["hash"] == summary["final_model_hash"]
+    assert card["audit"]["log"] == str(run_dir / "audit.jsonl")
+    assert card["audit"]["records"] == len(hashes)
+    assert card["audit"]["head_hash"] == hashes[-1]
+    assert card["audit"]["merkle_root"] == root([leaf_hash(bytes.fromhex(h)) for h in hashes]).hex()
+    assert card["audit"]["final_checkpoint_witnessed_by"] == summary["final_checkpoint_witnessed_by"]
+    assert card["policies"]["plan_hash"] == config["plan"]["plan_hash"]
+    assert {p["institution"]: p["policy_hash"] for p in card["policies"]["institutions"]} == config["plan"]["policies"]
+    assert card["evaluation"]["metrics"] == read_rounds(run_dir)[-1]["metrics"]
+    assert card["aggregation"]["secagg"] == config["secagg"]
+    for fact in (card["model"]["hash"], card["audit"]["head_hash"], card["audit"]["merkle_root"],
+                 card["policies"]["plan_hash"], f"{card['threshold']['value']:g}"):
+        assert fact in text, fact
+    return dict(card)

@@ -13,7 +13,10 @@ from fedfraud.settings import RunSettings
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
 from fedfraud.sites import prepare_demo_sites, split_byo_demo
 from server.planning import checked_plan
+from fraud.byo import load_schema
 from server.rundir import read_rounds
+
+from .federation import check_model_card, check_scoring_reproduces_the_run
 
 CSV = project_dir().parent / "shared" / "data" / "insurance_claims" / "insurance_claims.csv"
 SCHEMA = project_dir() / "fraud" / "schemas" / "insurance_claims.toml"
@@ -61,6 +64,20 @@ def test_insurance_csv_trains_end_to_end_in_a_federation(tmp_path: Path) -> None
     config_json = json.loads((run_dir / "config.json").read_text())
     assert "capital_gains" in config_json["features"]  # policy names of the schema's columns
     assert "policy_number" not in config_json["features"]
+    # The run directory keeps the schema and the agreed scaling: `fedfraud
+    # score` on the states' own test files (their union, as the federation
+    # evaluates) reproduces the run's final metrics exactly.
+    scoring = json.loads((run_dir / "scoring.json").read_text())
+    assert scoring["data_format"] == "byo"
+    assert scoring["byo_schema"]["toml"] == SCHEMA.read_text()
+    assert scoring["byo_schema"]["fingerprint"] == load_schema(SCHEMA).fingerprint()
+    assert scoring["feature_spec"]["schema_fingerprint"] == scoring["byo_schema"]["fingerprint"]
+    assert scoring["id_column"] == "policy_number"
+    data = Path(str(config["data-dir"]))
+    report = check_scoring_reproduces_the_run(run_dir, [data / n / "test.csv" for n in names], tmp_path)
+    assert report["id_column"] == "policy_number"
+    card = check_model_card(run_dir)
+    assert card["data"]["schema_fingerprint"] == scoring["byo_schema"]["fingerprint"]
 
 
 def test_server_refuses_institutions_whose_schemas_differ(tmp_path: Path) -> None:

@@ -17,7 +17,15 @@ import pytest
 from secagg.params import aggregation_error_bound
 from server.rundir import read_rounds
 
-from .federation import INSTITUTIONS, make_data, plain_fedavg_round_one, run_federation, verify_with_cli
+from .federation import (
+    INSTITUTIONS,
+    check_model_card,
+    check_scoring_reproduces_the_run,
+    make_data,
+    plain_fedavg_round_one,
+    run_federation,
+    verify_with_cli,
+)
 
 SURVIVORS = ("bank-a", "bank-b")
 
@@ -102,6 +110,25 @@ def test_ckks_audit_log_records_ciphertext_hashes_and_verifies(ckks_run: tuple[P
     verdict = verify_with_cli(run_dir, run_dir.parent / "parties")
     assert verdict.returncode == 0, verdict.stdout + verdict.stderr
     assert "VALID" in verdict.stdout
+
+
+def test_ckks_run_keeps_a_scoring_file_and_an_institution_scores_with_its_own_copy(
+    ckks_run: tuple[Path, object], dropout_data: Path, tmp_path: Path
+) -> None:
+    run_dir, _ = ckks_run
+    site = run_dir.parent / "parties" / "sites"
+    scoring = json.loads((run_dir / "scoring.json").read_text())
+    (own,) = sorted((site / "bank-a" / "state").glob("ckks-model-*.npz"))
+    # The server holds no model; the file says where the institutions keep it.
+    assert scoring["model"]["file"] is None
+    assert own.name in scoring["model"]["held_by"]
+    (record,) = read_rounds(run_dir)
+    check_scoring_reproduces_the_run(
+        run_dir, [dropout_data / name / "test.csv" for name in record["evaluated_by"]], tmp_path, model=own
+    )
+    card = check_model_card(run_dir)
+    assert card["aggregation"]["mode"] == "ckks" and card["model"]["file"] is None
+    assert "--model" in card["scoring"]["command"]
 
 
 def test_ckks_run_reaches_the_secagg_runs_auc_roc(

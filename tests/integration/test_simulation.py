@@ -20,6 +20,8 @@ from server.rundir import read_rounds
 
 from .federation import (
     INSTITUTIONS,
+    check_model_card,
+    check_scoring_reproduces_the_run,
     final_weights,
     make_data,
     plain_fedavg_round_one,
@@ -104,6 +106,18 @@ def test_two_rounds_three_institutions_write_the_run_directory(
     assert "VALID" in verdict.stdout
     # The model learned something: better than the base rate on the pooled test set.
     assert rounds[-1]["metrics"]["auc_roc"] > 0.7
+    # A bank can use the model: `fedfraud score` on the institutions' own
+    # test files (their union, as the federation evaluates) reproduces the
+    # run's final metrics, and the model card states the run's facts.
+    scoring = json.loads((run_dir / "scoring.json").read_text())
+    assert scoring["data_format"] == "builtin" and scoring["byo_schema"] is None
+    assert scoring["features"] == list(FEATURE_COLUMNS)
+    assert scoring["model"]["file"] == "model.npz"
+    check_scoring_reproduces_the_run(
+        run_dir, [shared_data / name / "test.csv" for name in INSTITUTIONS], tmp_path
+    )
+    card = check_model_card(run_dir)
+    assert card["data"]["format"] == "builtin" and card["aggregation"]["mode"] == "secagg+"
 
 
 def test_secagg_aggregate_equals_plain_fedavg_within_the_quantization_bound(
