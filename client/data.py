@@ -9,6 +9,7 @@ institution's own schema before use).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,14 @@ from fedfraud.settings import RunSettings
 from .node import InstitutionNode, require_file
 
 XY = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]
+
+#: Parsed splits kept in this process, keyed by file (path, size, mtime) and
+#: schema: a large file is read and checked once per process, not once per
+#: task of every round. A changed file has another key and is read again.
+#: Callers never modify a cached frame (encoding copies it).
+_FRAMES: OrderedDict[tuple[str, int, int, str], Any] = OrderedDict()
+#: Splits kept: train and test of up to three institutions sharing a process.
+_FRAMES_KEPT = 6
 
 
 class LocalData:
@@ -43,13 +52,25 @@ class LocalData:
         # pandas (and torch, elsewhere) load only when data is actually read:
         # the SecAgg+ key stages run in fresh processes and need neither.
         path = require_file(self._path(split), f"{split} data")
+        stat = path.stat()
+        schema_key = self.schema.fingerprint() if self.schema is not None else ""
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, schema_key)
+        cached = _FRAMES.get(key)
+        if cached is not None:
+            _FRAMES.move_to_end(key)
+            return cached
         if self.format is DataFormat.BYO:
             from fraud.byo import load_institution_csv
 
-            return load_institution_csv(path, self.schema)
-        from fraud.features import read_transactions
+            frame = load_institution_csv(path, self.schema)
+        else:
+            from fraud.features import read_transactions
 
-        return read_transactions(path, f"{split} data")
+            frame = read_transactions(path, f"{split} data")
+        _FRAMES[key] = frame
+        while len(_FRAMES) > _FRAMES_KEPT:
+            _FRAMES.popitem(last=False)
+        return frame
 
     def arrays(self, split: str, spec_text: object = None) -> XY:
         """The split as model inputs and labels."""

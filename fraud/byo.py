@@ -447,25 +447,25 @@ def _check_columns(raw: _RawFile, schema: Schema, label_optional: bool = False) 
 
 
 def _parse_numeric(raw: _RawFile, column: str, values: list[str], missing: set[str]) -> npt.NDArray[np.float64]:
-    out = np.empty(len(values), dtype=np.float64)
-    for i, value in enumerate(values):
-        if value in missing:
-            out[i] = np.nan
-            continue
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not math.isfinite(number):
-            raise InputError(
-                f"{raw.path}: column {column!r}, line {raw.lines[i]} (data row {i + 1}): "
-                f"{value[:40]!r} is not a number (nor a missing marker)"
-            )
-        if abs(_signed_log1p_scalar(number)) > MAX_TRANSFORMED:
-            raise InputError(
-                f"{raw.path}: column {column!r}, line {raw.lines[i]}: {value[:40]!r} is too large (|x| > 6e27)"
-            )
-        out[i] = number
+    # Vectorised: parse every cell, then name the first bad one, if any.
+    text = pd.Series(values, dtype=object)
+    is_missing = text.isin(missing).to_numpy() if missing else np.zeros(len(values), dtype=bool)
+    out = pd.to_numeric(text.where(~is_missing, None), errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~is_missing & ~np.isfinite(out))
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(
+            f"{raw.path}: column {column!r}, line {raw.lines[i]} (data row {i + 1}): "
+            f"{values[i][:40]!r} is not a number (nor a missing marker)"
+        )
+    with np.errstate(invalid="ignore"):
+        large = np.flatnonzero(np.abs(signed_log1p(out)) > MAX_TRANSFORMED)
+    if large.size:
+        i = int(large[0])
+        raise InputError(
+            f"{raw.path}: column {column!r}, line {raw.lines[i]}: {values[i][:40]!r} is too large (|x| > 6e27)"
+        )
+    out[is_missing] = np.nan
     return out
 
 
@@ -483,10 +483,6 @@ def _parse_timestamp(raw: _RawFile, spec: TimestampColumn, values: list[str], mi
                 f"{value[:40]!r} does not match the format {spec.format!r}"
             ) from exc
     return pd.Series(pd.to_datetime(parsed), dtype="datetime64[ns]")
-
-
-def _signed_log1p_scalar(x: float) -> float:
-    return math.copysign(math.log1p(abs(x)), x)
 
 
 def _label_values(raw: _RawFile, schema: Schema, values: list[str], missing: set[str]) -> None:
