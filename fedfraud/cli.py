@@ -170,8 +170,20 @@ def demo(
     ] = "policy_state",
     schema: Annotated[
         Path | None,
-        typer.Option(help="With --byo-csv: the federation's schema (TOML, see fraud/schemas/)."),
+        typer.Option(
+            help="With --byo-csv or --site: the federation's schema (TOML, see fraud/schemas/; "
+            "'fedfraud schema draft' writes one)."
+        ),
     ] = None,
+    site: Annotated[
+        list[str],
+        typer.Option(
+            "--site",
+            help="Bring your own data, one institution per option: NAME=PATH, PATH a folder with "
+            "train.csv and test.csv (used as they are) or one CSV (split 70/30 by label). "
+            "Read with --schema.",
+        ),
+    ] = [],  # noqa: B006 - typer needs a literal default
     set_: Annotated[
         list[str],
         typer.Option(
@@ -197,17 +209,26 @@ def demo(
 
     data_root = data_dir.resolve()
     byo_schema = None
-    if byo_csv is not None:
-        from fedfraud.sites import split_byo_demo
+    if byo_csv is not None and site:
+        raise ConfigError("give either --byo-csv (one file split by a column) or --site NAME=PATH, not both")
+    if byo_csv is not None or site:
+        from fedfraud.sites import place_own_sites, split_byo_demo
         from fraud.byo import load_schema
 
         if schema is None:
-            raise ConfigError("--byo-csv needs --schema (e.g. fraud/schemas/insurance_claims.toml)")
+            raise ConfigError(
+                f"{'--byo-csv' if byo_csv is not None else '--site'} needs --schema "
+                "(e.g. fraud/schemas/insurance_claims.toml, or draft one: fedfraud schema draft CSV)"
+            )
         byo_schema = schema.resolve()
         label = load_schema(byo_schema).label
-        data_root = (data_dir.parent / f"byo-{byo_csv.stem}").resolve()
         mapping: dict[str, str] = {}
-        names = split_byo_demo(byo_csv.resolve(), split_by, label, data_root, seed, mapping=mapping)
+        if byo_csv is not None:
+            data_root = (data_dir.parent / f"byo-{byo_csv.stem}").resolve()
+            names = split_byo_demo(byo_csv.resolve(), split_by, label, data_root, seed, mapping=mapping)
+        else:
+            data_root = (data_dir.parent / "byo-sites").resolve()
+            names = place_own_sites(site, label, data_root, seed)
         # Every institution's files, read as the federation will, before any
         # round: a problem stops the demo here, naming file, column and line.
         from fraud.byo import check_institution_data
@@ -269,10 +290,14 @@ def demo(
                 f"fraud rate {100 * info['fraud_rate']:.2f} %"
             )
     else:
+        source = (
+            f"{byo_csv} split by {split_by} into {', '.join(names)}"
+            if byo_csv is not None
+            else "each institution's own files: " + ", ".join(site)
+        )
         console.print(
-            f"  bring-your-own data: {byo_csv} split by {split_by} into {', '.join(names)} "
-            f"(in {data_root}); schema {byo_schema}; numeric scaling agreed by a secure "
-            "statistics round; threshold chosen on summed training counts"
+            f"  bring-your-own data: {source} (in {data_root}); schema {byo_schema}; numeric "
+            "scaling agreed by a secure statistics round; threshold chosen on summed training counts"
         )
     if validation_rows:
         with console.status("institutions release SDV synthetic validation samples..."):

@@ -206,19 +206,91 @@ def split_byo_demo(
     paths = split_by_column(csv_path, column, raw_dir, mapping)
     rng = np.random.default_rng(seed)
     for name, path in paths.items():
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        if label not in frame.columns:
-            raise InputError(f"{csv_path}: label column {label!r} not found")
-        test = np.zeros(len(frame), dtype=bool)
-        for value in sorted(frame[label].unique()):
-            rows = np.flatnonzero(frame[label].to_numpy() == value)
-            chosen = rng.choice(rows, size=round(test_fraction * len(rows)), replace=False)
-            test[chosen] = True
-        out = data_root / name
-        out.mkdir(parents=True, exist_ok=True)
-        frame[~test].to_csv(out / "train.csv", index=False)
-        frame[test].to_csv(out / "test.csv", index=False)
+        split_train_test(path, label, data_root / name, rng, test_fraction, source=csv_path)
     return list(paths)
+
+
+def split_train_test(
+    csv_path: Path,
+    label: str,
+    out: Path,
+    rng: Any,
+    test_fraction: float = 0.3,
+    source: Path | None = None,
+) -> None:
+    """Split one institution's CSV into ``out/train.csv`` and ``out/test.csv``.
+
+    Stratified by ``label`` and seeded by ``rng``; rows keep their original
+    text (the schema reads them later, as it reads any institution's files).
+    """
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    if label not in frame.columns:
+        raise InputError(f"{source or csv_path}: label column {label!r} not found")
+    test = np.zeros(len(frame), dtype=bool)
+    for value in sorted(frame[label].unique()):
+        rows = np.flatnonzero(frame[label].to_numpy() == value)
+        chosen = rng.choice(rows, size=round(test_fraction * len(rows)), replace=False)
+        test[chosen] = True
+    out.mkdir(parents=True, exist_ok=True)
+    frame[~test].to_csv(out / "train.csv", index=False)
+    frame[test].to_csv(out / "test.csv", index=False)
+
+
+def place_own_sites(
+    entries: Sequence[str], label: str, data_root: Path, seed: int
+) -> list[str]:
+    """Each institution's own files, as ``NAME=PATH``, under ``data_root/NAME/``.
+
+    ``PATH`` is a folder with ``train.csv`` and ``test.csv`` (linked, never
+    copied or changed) or one CSV file (split into train/test, stratified by
+    the label and seeded). Returns the institution ids in the given order.
+
+    Raises
+    ------
+    InputError
+        For a malformed entry, a name that is not a valid institution id, a
+        name given twice, or a folder without both split files.
+    """
+    import numpy as np
+
+    from fraud.byo import institution_id
+
+    rng = np.random.default_rng(seed)
+    names: list[str] = []
+    for entry in entries:
+        name, sep, path_text = entry.partition("=")
+        if not sep or not name or not path_text:
+            raise InputError(f"--site {entry!r}: expected NAME=PATH (a folder with train.csv and test.csv, or one CSV)")
+        if institution_id(name) != name:
+            raise InputError(f"--site {entry!r}: {name!r} is not a valid institution id (try {institution_id(name)!r})")
+        if name in names:
+            raise InputError(f"--site {entry!r}: institution {name!r} is given twice")
+        path = Path(path_text).resolve()
+        out = data_root / name
+        if path.is_dir():
+            missing = [f for f in ("train.csv", "test.csv") if not (path / f).is_file()]
+            if missing:
+                raise InputError(f"--site {entry!r}: {path} has no {' and no '.join(missing)}")
+            out.mkdir(parents=True, exist_ok=True)
+            for split in ("train.csv", "test.csv"):
+                link = out / split
+                if link.is_symlink() or link.exists():
+                    link.unlink()
+                link.symlink_to(path / split)
+        elif path.is_file():
+            for split in ("train.csv", "test.csv"):
+                if (out / split).is_symlink():
+                    (out / split).unlink()
+            split_train_test(path, label, out, rng)
+        else:
+            raise InputError(f"--site {entry!r}: {path} is no such file or folder")
+        names.append(name)
+    if len(names) < 2:
+        raise InputError("a federation needs at least two --site NAME=PATH institutions")
+    return names
 
 
 VALIDATION_DIR = "validation"

@@ -89,3 +89,71 @@ def test_server_refuses_institutions_whose_schemas_differ(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="witnesses"):
         checked_plan(RunSettings.from_run_config(config))
     shutil.rmtree(tmp_path / "data")
+
+
+def test_each_institution_brings_its_own_files_to_the_demo(tmp_path: Path) -> None:
+    # Three insurers with their own files, as in production: one a folder with
+    # its own train/test split, two a single CSV each (split by the demo).
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from fraud.byo import split_by_column
+    from fedfraud.sites import split_train_test
+
+    own = tmp_path / "own"
+    files = split_by_column(CSV, "policy_state", own / "raw")
+    split_train_test(files["il"], "fraud_reported", own / "il-folder", np.random.default_rng(1))
+    train_before = (own / "il-folder" / "train.csv").read_bytes()
+    command = [
+        sys.executable, "-m", "fedfraud", "demo", "--rounds", "1", "--schema", str(SCHEMA),
+        "--site", f"il={own / 'il-folder'}", "--site", f"in={files['in']}",
+        "--site", f"oh={files['oh']}",
+        "--data-dir", str(tmp_path / "data" / "demo"), "--runs-dir", str(tmp_path / "runs"),
+        "--parties-dir", str(tmp_path / "parties"), "--set", "timeout=60.0",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "each institution's own files" in result.stdout
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    (record,) = read_rounds(run_dir)
+    assert record["accepted"] and record["cohort"] == ["il", "in", "oh"]
+    # il's folder is used as it is (linked, never rewritten): the federation's
+    # test set is il's own test file plus 30 % of each single CSV.
+    placed = tmp_path / "data" / "byo-sites"
+    assert (placed / "il" / "train.csv").resolve() == (own / "il-folder" / "train.csv").resolve()
+    assert (own / "il-folder" / "train.csv").read_bytes() == train_before
+    rows = sum(len((placed / n / "test.csv").read_text().splitlines()) - 1 for n in ("il", "in", "oh"))
+    assert record["metrics"]["num_examples"] == rows
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        (["il"], "expected NAME=PATH"),
+        (["Illinois Office=X"], "not a valid institution id (try 'illinois-office')"),
+        (["il=MISSING", "in=MISSING"], "no such file or folder"),
+        (["il=FOLDER", "in=FOLDER"], "has no test.csv"),
+        (["il=CSV", "il=CSV"], "given twice"),
+        (["il=CSV"], "at least two"),
+    ],
+)
+def test_own_files_that_cannot_make_a_federation_are_refused(
+    tmp_path: Path, entries: list[str], message: str
+) -> None:
+    from fedfraud.errors import InputError
+    from fedfraud.sites import place_own_sites
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "train.csv").write_text("x\n1\n")
+    paths = {"FOLDER": str(folder), "CSV": str(CSV), "MISSING": str(tmp_path / "nope")}
+    resolved = []
+    for entry in entries:
+        name, _, path = entry.partition("=")
+        resolved.append(f"{name}={paths.get(path, path)}" if path else entry)
+
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        place_own_sites(resolved, "fraud_reported", tmp_path / "placed", seed=1)
