@@ -157,3 +157,20 @@ def test_own_files_that_cannot_make_a_federation_are_refused(
 
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         place_own_sites(resolved, "fraud_reported", tmp_path / "placed", seed=1)
+
+
+def test_same_seed_gives_the_same_run_through_secagg(tmp_path: Path) -> None:
+    # Two runs of the same federation and seed: every released metric and the
+    # model itself are equal (masks differ, the unmasked sums do not; the
+    # quantization rounds deterministically).
+    runs = []
+    for name in ("first", "second"):
+        config, _ = byo_config(tmp_path / name, rounds=1)
+        run_dir = Path(str(config["run-dir"]))
+        run_simulation(SimulationRequest(project_dir(), run_dir, config, num_institutions=3))
+        runs.append(read_rounds(run_dir)[0])
+
+    first, second = runs
+    assert first["accepted"] and second["accepted"]
+    assert first["metrics"] == second["metrics"]
+    assert first["model_hash"] == second["model_hash"]
