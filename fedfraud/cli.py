@@ -12,6 +12,7 @@ import json
 import math
 import sys
 import secrets
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -209,6 +210,7 @@ def demo(
 
     data_root = data_dir.resolve()
     byo_schema = None
+    checked_rows: dict[str, int] = {}
     if byo_csv is not None and site:
         raise ConfigError("give either --byo-csv (one file split by a column) or --site NAME=PATH, not both")
     if byo_csv is not None or site:
@@ -223,19 +225,26 @@ def demo(
         byo_schema = schema.resolve()
         label = load_schema(byo_schema).label
         mapping: dict[str, str] = {}
+        started = time.monotonic()
         if byo_csv is not None:
             data_root = (data_dir.parent / f"byo-{byo_csv.stem}").resolve()
-            names = split_byo_demo(byo_csv.resolve(), split_by, label, data_root, seed, mapping=mapping)
+            with console.status(f"splitting {byo_csv.name} by {split_by} into institutions..."):
+                names = split_byo_demo(byo_csv.resolve(), split_by, label, data_root, seed, mapping=mapping)
         else:
             data_root = (data_dir.parent / "byo-sites").resolve()
-            names = place_own_sites(site, label, data_root, seed)
+            with console.status("placing each institution's own files..."):
+                names = place_own_sites(site, label, data_root, seed)
         # Every institution's files, read as the federation will, before any
         # round: a problem stops the demo here, naming file, column and line.
         from fraud.byo import check_institution_data
 
-        check_institution_data(
-            load_schema(byo_schema),
-            {name: [data_root / name / "train.csv", data_root / name / "test.csv"] for name in names},
+        with console.status(f"checking the files of {', '.join(names)} against the schema..."):
+            checked_rows = check_institution_data(
+                load_schema(byo_schema),
+                {name: [data_root / name / "train.csv", data_root / name / "test.csv"] for name in names},
+            )
+        console.print(
+            f"data of {len(names)} institutions split and checked in {time.monotonic() - started:.1f}s"
         )
         renamed = {value: name for value, name in sorted(mapping.items()) if value != name}
         if renamed:
@@ -272,6 +281,20 @@ def demo(
         )
     config.update(overrides)
     settings = RunSettings.from_run_config(config)  # fail before writing anything
+    if not settings.secagg.auto_weight:
+        # A fixed max-weight below an institution's training rows would make
+        # that institution refuse every round inside Flower: say it here.
+        too_large = {
+            key.split(": ", 1)[0]: n
+            for key, n in checked_rows.items()
+            if key.endswith("train.csv") and n > settings.secagg.max_weight
+        }
+        if too_large:
+            raise ConfigError(
+                f"max-weight {settings.secagg.max_weight:g} is below the training rows of "
+                + ", ".join(f"{name} ({n})" for name, n in too_large.items())
+                + "; use the default --set max-weight=0 (auto: the federation's row total)"
+            )
     prepare_demo_sites(sites.root, names, project_dir() / "policies", byo_schema)
     checked_plan(settings)  # the server checks again; this says it before Flower starts
 
@@ -482,6 +505,7 @@ def _mount_subcommands() -> None:
     from fedfraud.data_check import app as data_app
     from fedfraud.code import supernode_command
     from fedfraud.provision import app as provision_app
+    from fedfraud.schema_draft import app as schema_app
     from policy.cli import app as policy_app
 
     app.add_typer(policy_app, name="policy", help="Check, show and combine policy files.")
@@ -493,6 +517,7 @@ def _mount_subcommands() -> None:
     )
     app.add_typer(code_app, name="code", help="Hash and approve the app bundles a SuperNode may run.")
     app.add_typer(data_app, name="data", help="Check data files against a schema before any round.")
+    app.add_typer(schema_app, name="schema", help="Draft a commented schema from a CSV file.")
     app.command(
         "supernode",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},

@@ -78,3 +78,24 @@ def test_printed_commands_are_never_wrapped() -> None:
     narrow = Console(file=buffer, width=40, soft_wrap=cli.console.soft_wrap, highlight=False)
     narrow.print(line)
     assert buffer.getvalue().rstrip("\n") == line
+
+
+def test_fixed_max_weight_below_an_institutions_rows_is_refused_before_flower(tmp_path: Path) -> None:
+    # Before the auto max-weight, a bank's 390k rows met the default 100000
+    # inside Flower, 40 s in, with the cause only in flower.log.
+    root = Path(__file__).resolve().parents[1]
+    result = fedfraud(
+        "demo", "--byo-csv", str(root.parent / "shared/data/insurance_claims/insurance_claims.csv"),
+        "--split-by", "policy_state", "--schema", str(root / "fraud/schemas/insurance_claims.toml"),
+        "--set", "max-weight=100", cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "max-weight 100 is below the training rows of il (237), in (217), oh (247)" in result.stderr
+    assert "max-weight=0" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_site_and_byo_csv_together_are_refused(tmp_path: Path) -> None:
+    result = fedfraud("demo", "--byo-csv", "x.csv", "--site", "a=b", "--schema", "s.toml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "not both" in result.stderr
