@@ -252,7 +252,7 @@ def demo(
                 f"institution ids for the values of {split_by}: "
                 + ", ".join(f"{value!r} -> {name}" for value, name in renamed.items())
             )
-        validation_rows, compare = 0, False
+        validation_rows = 0  # synthetic releases are for the built-in data
     else:
         names = [name.strip() for name in institutions.split(",") if name.strip()]
     sites = DemoSites(parties_dir.resolve())

@@ -74,8 +74,39 @@ def build_comparison(
     names = [n.strip() for n in str(config["institutions"]).split(",") if n.strip()]
     data_root = Path(config["data-dir"])
     validation_dir = Path(config["server-dir"]) / "validation"
-    train = {n: _split(data_root / n / "train.csv") for n in names}
-    test = {n: _split(data_root / n / "test.csv") for n in names}
+    byo = str(config.get("data-format", "builtin")) == "byo"
+    if byo:
+        # Bring-your-own data: every model sees the rows encoded with the
+        # federation's agreed scaling (kept in the run's scoring file).
+        from fedfraud.scoring import load_scoring
+        from fraud.byo import encode, load_institution_csv
+
+        scoring = load_scoring(run_dir)
+
+        def split_of(path: Path) -> XY:
+            return encode(load_institution_csv(path, scoring.schema), scoring.schema, scoring.spec)
+
+        n_features = int(scoring.spec.n_features)
+    else:
+        split_of, n_features = _split, len(FEATURE_COLUMNS)
+    train = {n: split_of(data_root / n / "train.csv") for n in names}
+    test = {n: split_of(data_root / n / "test.csv") for n in names}
+    if byo and not any(validation_dir.glob("*.csv")):
+        # No synthetic releases: every model's threshold is chosen on the
+        # institutions' pooled training rows, the data the federation's own
+        # threshold came from (its securely summed training counts).
+        validation: XY = (
+            np.concatenate([xy[0] for xy in train.values()]),
+            np.concatenate([xy[1] for xy in train.values()]),
+        )
+        validation_source = (
+            "no synthetic releases: the institutions' pooled training rows, the data the "
+            "federation's threshold came from; models that overfit their training rows look "
+            "better there than on test"
+        )
+    else:
+        validation = _validation(Path(config["server-dir"]))
+        validation_source = ""
     recall_target = float(config.get("recall-target", 0.0)) or None
     rule = ThresholdRule(
         fn_cost=float(config["fn-cost"]), fp_cost=float(config["fp-cost"]), recall_target=recall_target
@@ -83,7 +114,7 @@ def build_comparison(
     result = run_comparison(
         train,
         test,
-        _validation(Path(config["server-dir"])),
+        validation,
         rounds=int(config["num-server-rounds"]),
         local_epochs=int(config["local-epochs"]),
         batch_size=int(config["batch-size"]),
@@ -91,7 +122,11 @@ def build_comparison(
         seed=int(config["seed"]),
         rule=rule,
     )
-    layer_names = list(build_model(len(FEATURE_COLUMNS), seed=0).state_dict().keys())
+    if byo and validation_source:
+        from dataclasses import replace
+
+        result = replace(result, settings={**result.settings, "validation": validation_source})
+    layer_names = list(build_model(n_features, seed=0).state_dict().keys())
     with np.load(model or run_dir / "model.npz") as archive:
         keys = layer_names if model is None else [f"arr_{i}" for i in range(len(layer_names))]
         weights = [np.asarray(archive[name]) for name in keys]

@@ -160,7 +160,8 @@ def _markdown(
         "- Models: `local:<institution>` (its own training rows only), `pooled` (all training rows, "
         "the upper bound), `pooled-hgb` (scikit-learn HistGradientBoosting on all training rows)"
         + (", and the externally trained models added afterwards." if len(result.models) > 3 else "."),
-        f"- Validation set (threshold choice): {result.validation_size[0]} rows, {result.validation_size[1]} frauds.",
+        f"- Validation set (threshold choice): {result.validation_size[0]} rows, {result.validation_size[1]} frauds"
+        + (f" ({result.settings['validation']})." if result.settings.get("validation") else "."),
         f"- Combined test set: {sum(n for n, _ in result.test_sizes.values())} rows, "
         f"{sum(f for _, f in result.test_sizes.values())} frauds (base rate {result.base_rate:.4f}).",
         "",

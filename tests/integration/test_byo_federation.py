@@ -127,6 +127,12 @@ def test_each_institution_brings_its_own_files_to_the_demo(tmp_path: Path) -> No
     assert (own / "il-folder" / "train.csv").read_bytes() == train_before
     rows = sum(len((placed / n / "test.csv").read_text().splitlines()) - 1 for n in ("il", "in", "oh"))
     assert record["metrics"]["num_examples"] == rows
+    # The comparison report exists for bring-your-own data too, every model
+    # encoded with the federation's agreed scaling.
+    report = (run_dir / "report" / "report.md").read_text()
+    for model in ("local:il", "local:in", "local:oh", "pooled", "pooled-hgb", "federated (secagg+)"):
+        assert f"| {model} |" in report
+    assert "pooled training rows" in report
 
 
 @pytest.mark.parametrize(
