@@ -172,12 +172,12 @@ def _print_report(console: Console, report: VerificationReport) -> None:
 
 
 def _exit_for_usage_error(exc: AuditUsageError) -> typer.Exit:
-    Console(stderr=True).print(f"[red]usage error:[/red] {exc}", highlight=False)
+    Console(stderr=True, emoji=False).print(f"[red]usage error:[/red] {exc}", highlight=False)
     return typer.Exit(AuditUsageError.exit_code)
 
 
 def _exit_for_input_error(exc: InputError) -> typer.Exit:
-    Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+    Console(stderr=True, emoji=False).print(f"[red]error:[/red] {exc}", highlight=False)
     return typer.Exit(EXIT_UNREADABLE_INPUT)
 
 
@@ -201,7 +201,7 @@ def verify_command(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:
-        _print_report(Console(), report)
+        _print_report(Console(emoji=False), report)
     raise typer.Exit(report.exit_code)
 
 
@@ -211,7 +211,7 @@ def show_command(log: Annotated[Path, typer.Argument(help="The server's JSONL au
         summary = summarize_log(log)
     except InputError as exc:
         raise _exit_for_input_error(exc) from None
-    console = Console()
+    console = Console(emoji=False)
     if summary.genesis:
         g = summary.genesis
         console.print(

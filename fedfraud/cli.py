@@ -40,8 +40,8 @@ if not sys.stdout.isatty():
 
 # soft_wrap: a printed command or path is never broken across lines (it must
 # survive copy-paste, also in a pipe or a narrow terminal).
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, emoji=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 METRIC_COLUMNS = (
     ("precision", "Prec.", "{:.3f}"),

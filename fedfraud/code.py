@@ -30,7 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(soft_wrap=True)
+console = Console(soft_wrap=True, emoji=False)
 
 
 def _git(project: Path, *args: str) -> bytes | None:

@@ -609,7 +609,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 @app.callback()
@@ -698,7 +698,7 @@ def main() -> None:
     try:
         run_app(app)
     except KeyboardInterrupt:
-        Console(stderr=True).print("stopped; every Flower process was shut down")
+        Console(stderr=True, emoji=False).print("stopped; every Flower process was shut down")
         raise SystemExit(130) from None
 
 

@@ -76,7 +76,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 # ---------------------------------------------------------------------------
@@ -1047,7 +1047,7 @@ def run_app(typer_app: typer.Typer) -> None:
     """Run a typer app, turning product errors into clean exits with their codes."""
     import click
 
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
     try:
         typer_app(standalone_mode=False)
     except FedFraudError as exc:

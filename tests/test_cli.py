@@ -99,3 +99,16 @@ def test_site_and_byo_csv_together_are_refused(tmp_path: Path) -> None:
     result = fedfraud("demo", "--byo-csv", "x.csv", "--site", "a=b", "--schema", "s.toml", cwd=tmp_path)
     assert result.returncode == 2
     assert "not both" in result.stderr
+
+
+def test_fingerprints_and_commands_print_unaltered() -> None:
+    # Rich turned ':AB:' in a printed CA fingerprint into an emoji, so it could
+    # not be compared with openssl's; and a long command must not be wrapped.
+    from fedfraud import cli, code, data_check, deployment, provision
+
+    fingerprint = "SHA256 Fingerprint=12:AB:34:CD:56:AB:78:" + ":".join(["9F"] * 40)
+    for console in (cli.console, cli.err_console, code.console, data_check.console,
+                    deployment.console, provision.console):
+        with console.capture() as captured:
+            console.print(fingerprint)
+        assert captured.get() == fingerprint + "\n"
