@@ -252,7 +252,6 @@ def demo(
                 f"institution ids for the values of {split_by}: "
                 + ", ".join(f"{value!r} -> {name}" for value, name in renamed.items())
             )
-        validation_rows = 0  # synthetic releases are for the built-in data
     else:
         names = [name.strip() for name in institutions.split(",") if name.strip()]
     sites = DemoSites(parties_dir.resolve())
@@ -320,11 +319,14 @@ def demo(
         )
         console.print(
             f"  bring-your-own data: {source} (in {data_root}); schema {byo_schema}; numeric "
-            "scaling agreed by a secure statistics round; threshold chosen on summed training counts"
+            "scaling agreed by a secure statistics round"
         )
     if validation_rows:
         with console.status("institutions release SDV synthetic validation samples..."):
-            releases = release_validation_data(sites, data_root, names, validation_rows, seed)
+            releases = release_validation_data(
+                sites, data_root, names, validation_rows, seed,
+                schema=load_schema(byo_schema) if byo_schema is not None else None,
+            )
         for name, release in releases.items():
             if release.get("released"):
                 report = release["report"]

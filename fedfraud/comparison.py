@@ -45,10 +45,10 @@ def _synthetic_reports(validation_dir: Path) -> dict[str, SyntheticReport]:
 
 def _validation(server_dir: Path) -> XY:
     # The server's own validation set: the union of the synthetic releases.
-    from server.validation import load_validation
+    from server.validation import ValidationSet, load_validation
 
     validation = load_validation(server_dir)
-    if validation is None:
+    if not isinstance(validation, ValidationSet):
         raise InputError(
             f"no synthetic validation releases in {server_dir / 'validation'}: the "
             "comparison chooses every model's threshold on them"
@@ -104,6 +104,16 @@ def build_comparison(
             "federation's threshold came from; models that overfit their training rows look "
             "better there than on test"
         )
+    elif byo:
+        from fedfraud.datasets import spec_to_text
+        from server.validation import ByoValidation, load_validation
+
+        releases = load_validation(Path(config["server-dir"]), scoring.schema)
+        if not isinstance(releases, ByoValidation):
+            raise InputError(f"{validation_dir}: the releases could not be read as bring-your-own data")
+        encoded = releases.encoded(spec_to_text(scoring.spec))
+        validation = (encoded.features, encoded.labels)
+        validation_source = "the institutions' synthetic releases, encoded with the agreed scaling"
     else:
         validation = _validation(Path(config["server-dir"]))
         validation_source = ""

@@ -303,8 +303,13 @@ def release_validation_data(
     rows: int,
     seed: int,
     fraud_share: float | None = None,
+    schema: Any = None,
 ) -> dict[str, dict[str, Any]]:
     """Each institution releases an SDV synthetic sample of its training split.
+
+    Built-in data: the generator's raw model inputs. Bring-your-own data
+    (``schema`` given): the columns the schema keeps for the model, read
+    strictly as the federation reads them (identifiers never leave).
 
     This is what each institution runs on its own site (here: in turn, on one
     machine). A release is made only if the institution's own policy allows
@@ -317,12 +322,18 @@ def release_validation_data(
     """
     import pandas as pd
 
+    from fraud.features import LABEL_COLUMN
     from fraud.synth import SyntheticReleaseRefused, generator_release_frame, release_synthetic
     from policy import load_policy
 
-    manifest = json.loads((data_root / "manifest.json").read_text(encoding="utf-8"))
+    manifest = (
+        json.loads((data_root / "manifest.json").read_text(encoding="utf-8")) if schema is None else {}
+    )
     out = sites.server_dir / VALIDATION_DIR
     out.mkdir(parents=True, exist_ok=True)
+    for stale in [*out.glob("*.csv"), *out.glob("*.json")]:
+        if stale.stem not in institutions:
+            stale.unlink()  # another federation's release: not this run's validation
     reports: dict[str, dict[str, Any]] = {}
     for institution in institutions:
         site = sites.site(institution)
@@ -334,10 +345,15 @@ def release_validation_data(
             reports[institution] = {"released": False, "reason": "policy forbids synthetic release"}
             continue
         key = {
-            "train_sha256": manifest["institutions"][institution]["train"]["sha256"],
+            "train_sha256": (
+                manifest["institutions"][institution]["train"]["sha256"]
+                if schema is None
+                else _sha256(data_root / institution / "train.csv")
+            ),
             "rows": rows,
             "seed": seed,
             "fraud_share": fraud_share,
+            "schema": schema.fingerprint() if schema is not None else "",
         }
         release_dir = site / "synthetic"
         release_dir.mkdir(exist_ok=True)
@@ -347,15 +363,19 @@ def release_validation_data(
             if cached.get("key") == key:
                 reports[institution] = cached
                 continue
-        train = pd.read_csv(data_root / institution / "train.csv")
-        test = pd.read_csv(data_root / institution / "test.csv")
+        if schema is None:
+            train = generator_release_frame(pd.read_csv(data_root / institution / "train.csv"))
+            test = generator_release_frame(pd.read_csv(data_root / institution / "test.csv"))
+            label = LABEL_COLUMN
+        else:
+            from fraud.byo import load_institution_csv
+
+            train = load_institution_csv(data_root / institution / "train.csv", schema)
+            test = load_institution_csv(data_root / institution / "test.csv", schema)
+            label = schema.label
         try:
             release = release_synthetic(
-                generator_release_frame(train),
-                generator_release_frame(test),
-                rows,
-                seed,
-                fraud_share=fraud_share,
+                train, test, rows, seed, fraud_share=fraud_share, label_column=label
             )
         except SyntheticReleaseRefused as exc:
             target.unlink(missing_ok=True)
@@ -368,3 +388,13 @@ def release_validation_data(
         shutil.copyfile(report_path, target.with_suffix(".json"))
         reports[institution] = report
     return reports
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -119,8 +119,8 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
         tapped.take,
         # In ckks mode the server cannot score a model it never holds: the
         # threshold comes from the summed training counts instead.
-        load_validation(settings.server_dir)
-        if schema is None and settings.aggregation is not Aggregation.CKKS
+        load_validation(settings.server_dir, schema)
+        if settings.aggregation is not Aggregation.CKKS
         else None,
     )
     strategy.grid = tapped

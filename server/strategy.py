@@ -48,7 +48,7 @@ from policy import RunPlan
 from .auditing import ServerAudit
 from .evaluation import EvaluationSums
 from .planning import release, withhold_counts_of_another_cohort
-from .validation import DEFAULT_THRESHOLD, ValidationSet
+from .validation import DEFAULT_THRESHOLD, ByoValidation, ValidationSet
 
 WARNING = 30
 
@@ -88,7 +88,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         initial_parameters: Parameters,
         on_round_end: Callable[[RoundLog], None],
         refusals: Callable[[int], list[Refusal]],
-        validation: ValidationSet | None,
+        validation: ValidationSet | ByoValidation | None,
     ) -> None:
         super().__init__(
             fraction_fit=1.0,
@@ -104,7 +104,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         self.audit = audit
         self.on_round_end = on_round_end
         self.refusals = refusals
-        self.validation = validation
+        self.validation: ValidationSet | ByoValidation | None = validation
         self.threshold_rule = ThresholdRule(
             fn_cost=settings.fn_cost,
             fp_cost=settings.fp_cost,
@@ -243,13 +243,18 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
             # SecAgg+ halted before aggregation: nobody's update was used.
             log_.refusal = "secure aggregation halted (too few institutions)"
         self._record_absent(log_)
-        if self.validation is not None and not self.ckks:
-            log_.threshold, log_.validation_auc_pr = self.validation.choose(
-                self.latest, self.threshold_rule
-            )
+        validation = self.validation
+        if isinstance(validation, ByoValidation):
+            # Bring-your-own releases: usable once the scaling is agreed.
+            if self.feature_spec:
+                validation = self.validation = validation.encoded(self.feature_spec)
+            else:
+                validation = None
+        if validation is not None and not self.ckks:
+            log_.threshold, log_.validation_auc_pr = validation.choose(self.latest, self.threshold_rule)
             log_.threshold_source = (
                 f"{self.threshold_rule.describe()} (synthetic releases of "
-                + ", ".join(self.validation.sources)
+                + ", ".join(validation.sources)
                 + ")"
             )
         elif sums is not None:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from fedfraud.errors import InputError
-from fraud.features import FEATURE_COLUMNS, load_arrays
+from fraud.features import load_arrays
 from fraud.compare import ThresholdRule
 from fraud.metrics import (
     SCORE_GRID_BINS,
@@ -55,7 +56,7 @@ class ValidationSet:
         self, weights: list[npt.NDArray[np.float32]], rule: ThresholdRule
     ) -> tuple[float, float]:
         """(threshold, validation AUC-PR) for a global model."""
-        model = build_model(len(FEATURE_COLUMNS), seed=0)
+        model = build_model(int(self.features.shape[1]), seed=0)
         set_weights(model, weights)
         scores = predict_scores(model, self.features)
         pos, neg = score_histograms(scores, self.labels, SCORE_GRID_BINS)
@@ -95,12 +96,76 @@ def _prior_weights(report_path: Path, labels: npt.NDArray[np.float32]) -> npt.ND
     return weights
 
 
-def load_validation(server_dir: Path) -> ValidationSet | None:
-    """Load ``<server-dir>/validation/*.csv``, or None when nobody released any."""
+@dataclass(frozen=True)
+class ByoValidation:
+    """Bring-your-own releases, read; encoded once the federation agreed its scaling."""
+
+    frames: tuple[Any, ...]
+    weights: npt.NDArray[np.float64]
+    sources: tuple[str, ...]
+    schema: Any
+
+    def encoded(self, spec_text: str) -> ValidationSet:
+        """The validation set in the model's features (the agreed spec)."""
+        from fedfraud.datasets import spec_from_text
+        from fraud.byo import encode
+
+        spec = spec_from_text(spec_text)
+        parts = [encode(frame, self.schema, spec) for frame in self.frames]
+        return ValidationSet(
+            np.concatenate([x for x, _ in parts]),
+            np.concatenate([y for _, y in parts]),
+            self.weights,
+            self.sources,
+        )
+
+
+def read_byo_release(path: Path, schema: Any) -> Any:
+    """A synthetic release of bring-your-own data, typed as the schema reads real rows.
+
+    Raises
+    ------
+    InputError
+        If the release lacks one of the schema's model columns or its label.
+    """
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, keep_default_na=True)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"validation release {path} is unreadable: {exc}") from exc
+    missing = [c for c in schema.kept_columns if c not in frame.columns]
+    if missing:
+        raise InputError(f"validation release {path}: missing columns {missing}")
+    for column in schema.categorical:
+        values = frame[column]
+        frame[column] = pd.Series(
+            [None if pd.isna(v) else str(v) for v in values], dtype=object, index=frame.index
+        )
+    for spec in schema.timestamps:
+        if spec.column in frame.columns:
+            frame[spec.column] = pd.to_datetime(frame[spec.column], errors="coerce")
+    frame[schema.label] = pd.to_numeric(frame[schema.label], errors="raise").astype(np.int64)
+    return frame.loc[:, list(schema.kept_columns)]
+
+
+def load_validation(server_dir: Path, schema: Any = None) -> ValidationSet | ByoValidation | None:
+    """Load ``<server-dir>/validation/*.csv``, or None when nobody released any.
+
+    With a bring-your-own ``schema`` the releases are read as typed frames
+    (:class:`ByoValidation`), to be encoded with the agreed scaling.
+    """
     folder = server_dir / "validation"
     files = sorted(folder.glob("*.csv")) if folder.is_dir() else []
     if not files:
         return None
+    if schema is not None:
+        frames = [read_byo_release(path, schema) for path in files]
+        weights = [
+            _prior_weights(path.with_suffix(".json"), frame[schema.label].to_numpy(np.float32))
+            for path, frame in zip(files, frames, strict=True)
+        ]
+        return ByoValidation(tuple(frames), np.concatenate(weights), tuple(p.stem for p in files), schema)
     features, labels, weights = [], [], []
     for path in files:
         x, y = load_arrays(path, "validation release")

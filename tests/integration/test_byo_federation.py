@@ -112,6 +112,7 @@ def test_each_institution_brings_its_own_files_to_the_demo(tmp_path: Path) -> No
         "--site", f"oh={files['oh']}",
         "--data-dir", str(tmp_path / "data" / "demo"), "--runs-dir", str(tmp_path / "runs"),
         "--parties-dir", str(tmp_path / "parties"), "--set", "timeout=60.0",
+        "--validation-rows", "300",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
 
@@ -127,12 +128,15 @@ def test_each_institution_brings_its_own_files_to_the_demo(tmp_path: Path) -> No
     assert (own / "il-folder" / "train.csv").read_bytes() == train_before
     rows = sum(len((placed / n / "test.csv").read_text().splitlines()) - 1 for n in ("il", "in", "oh"))
     assert record["metrics"]["num_examples"] == rows
-    # The comparison report exists for bring-your-own data too, every model
-    # encoded with the federation's agreed scaling.
+    # Each institution released an SDV sample of its own rows (privacy-checked);
+    # the threshold was chosen on them, and the comparison report (every
+    # model encoded with the federation's agreed scaling) uses them too.
+    assert record["threshold_source"].endswith("(synthetic releases of il, in, oh)")
+    assert "released 300 synthetic rows" in result.stdout
     report = (run_dir / "report" / "report.md").read_text()
     for model in ("local:il", "local:in", "local:oh", "pooled", "pooled-hgb", "federated (secagg+)"):
         assert f"| {model} |" in report
-    assert "pooled training rows" in report
+    assert "900 rows" in report and "synthetic releases, encoded with the agreed scaling" in report
 
 
 @pytest.mark.parametrize(
