@@ -203,10 +203,33 @@ def split_byo_demo(
     from fraud.byo import split_by_column
 
     raw_dir = data_root / "_by_" / column
-    paths = split_by_column(csv_path, column, raw_dir, mapping)
+    # A split of the same file (size, mtime), column, label and seed is
+    # reused: a bank-sized file is not split again on every demo run.
+    stat = csv_path.stat()
+    key = {
+        "csv": str(csv_path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+        "column": column, "label": label, "seed": seed, "test_fraction": test_fraction,
+    }
+    record = raw_dir / "split.json"
+    if record.is_file():
+        done = json.loads(record.read_text(encoding="utf-8"))
+        names = list(done.get("names", []))
+        if done.get("key") == key and names and all(
+            (data_root / n / f).is_file() for n in names for f in ("train.csv", "test.csv")
+        ):
+            if mapping is not None:
+                mapping.update(done["mapping"])
+            return names
+    found: dict[str, str] = {}
+    paths = split_by_column(csv_path, column, raw_dir, found)
     rng = np.random.default_rng(seed)
     for name, path in paths.items():
         split_train_test(path, label, data_root / name, rng, test_fraction, source=csv_path)
+    record.write_text(
+        json.dumps({"key": key, "names": list(paths), "mapping": found}, indent=2), encoding="utf-8"
+    )
+    if mapping is not None:
+        mapping.update(found)
     return list(paths)
 
 
