@@ -27,6 +27,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fedfraud.errors import InputError
@@ -171,13 +172,18 @@ def _print_report(console: Console, report: VerificationReport) -> None:
     )
 
 
+def _console(stderr: bool = False) -> Console:
+    """A console that never wraps (paths and commands stay whole for copy-paste)."""
+    return Console(stderr=stderr, emoji=False, soft_wrap=True)
+
+
 def _exit_for_usage_error(exc: AuditUsageError) -> typer.Exit:
-    Console(stderr=True, emoji=False).print(f"[red]usage error:[/red] {exc}", highlight=False)
+    _console(stderr=True).print(f"[red]usage error:[/red] {escape(str(exc))}", highlight=False)
     return typer.Exit(AuditUsageError.exit_code)
 
 
 def _exit_for_input_error(exc: InputError) -> typer.Exit:
-    Console(stderr=True, emoji=False).print(f"[red]error:[/red] {exc}", highlight=False)
+    _console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
     return typer.Exit(EXIT_UNREADABLE_INPUT)
 
 
@@ -201,7 +207,7 @@ def verify_command(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:
-        _print_report(Console(emoji=False), report)
+        _print_report(_console(), report)
     raise typer.Exit(report.exit_code)
 
 
@@ -211,7 +217,7 @@ def show_command(log: Annotated[Path, typer.Argument(help="The server's JSONL au
         summary = summarize_log(log)
     except InputError as exc:
         raise _exit_for_input_error(exc) from None
-    console = Console(emoji=False)
+    console = _console()
     if summary.genesis:
         g = summary.genesis
         console.print(

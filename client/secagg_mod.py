@@ -388,7 +388,10 @@ def _own_model(party: _Party, msg: Message, state: dict[str, Any]) -> None:
     model_id = str(fitins.config.get("ckks-model-id", ""))
     if model_id == ckks_mode.INITIAL_MODEL:
         if state["round"] != 1 or state["task"] != Task.TRAIN.value:
-            raise ProtocolError("ckks.model: the initial model is for the first training round only")
+            raise ProtocolError(
+                "ckks.model: the initial model is for the first training round only "
+                f"(this is round {state['round']}, task {state['task']})"
+            )
         return
     arrays = ckks_mode.load_model(party.node, state["run"], model_id)
     fitins.parameters = ndarrays_to_parameters(arrays)

@@ -698,7 +698,7 @@ def main() -> None:
     try:
         run_app(app)
     except KeyboardInterrupt:
-        Console(stderr=True, emoji=False).print("stopped; every Flower process was shut down")
+        Console(stderr=True, emoji=False, soft_wrap=True).print("stopped; every Flower process was shut down")
         raise SystemExit(130) from None
 
 

@@ -18,8 +18,14 @@ _GROUPS = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put each Flower-running test in its group (pytest-xdist ``--dist loadgroup``)."""
+    """Put each Flower-running test in its group (pytest-xdist ``--dist loadgroup``).
+
+    ``tryfirst``: xdist's worker reads the ``xdist_group`` marks in its own
+    hook of the same name; marks added after it are silently ignored and the
+    groups' tests spread over both workers (two Ray clusters at once).
+    """
     for item in items:
         path = item.path.as_posix()
         for group, prefixes in _GROUPS.items():
