@@ -44,13 +44,22 @@ def byo_config(tmp_path: Path, rounds: int) -> tuple[dict[str, object], list[str
     return config, names
 
 
-def test_insurance_csv_trains_end_to_end_in_a_federation(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def insurance_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, object], list[str], Path]:
+    """One three-round federation of the insurance claims, shared by the tests below."""
+    tmp_path = tmp_path_factory.mktemp("insurance")
     config, names = byo_config(tmp_path, rounds=3)
     config["recall-target"] = 0.8  # choose the threshold for recall, not cost
-    assert names == ["il", "in", "oh"]
-
     run_dir = Path(str(config["run-dir"]))
     run_simulation(SimulationRequest(project_dir(), run_dir, config, num_institutions=3))
+    return config, names, run_dir
+
+
+def test_insurance_csv_trains_end_to_end_in_a_federation(
+    insurance_run: tuple[dict[str, object], list[str], Path], tmp_path: Path
+) -> None:
+    config, names, run_dir = insurance_run
+    assert names == ["il", "in", "oh"]
 
     rounds = read_rounds(run_dir)
     assert [r["accepted"] for r in rounds] == [True, True, True]
@@ -169,18 +178,19 @@ def test_own_files_that_cannot_make_a_federation_are_refused(
         place_own_sites(resolved, "fraud_reported", tmp_path / "placed", seed=1)
 
 
-def test_same_seed_gives_the_same_run_through_secagg(tmp_path: Path) -> None:
-    # Two runs of the same federation and seed: every released metric and the
-    # model itself are equal (masks differ, the unmasked sums do not; the
-    # quantization rounds deterministically).
-    runs = []
-    for name in ("first", "second"):
-        config, _ = byo_config(tmp_path / name, rounds=1)
-        run_dir = Path(str(config["run-dir"]))
-        run_simulation(SimulationRequest(project_dir(), run_dir, config, num_institutions=3))
-        runs.append(read_rounds(run_dir)[0])
+def test_same_seed_gives_the_same_run_through_secagg(
+    insurance_run: tuple[dict[str, object], list[str], Path], tmp_path: Path
+) -> None:
+    # A second run of the same federation and seed: round 1's released metrics
+    # and model equal the first run's (masks differ, the unmasked sums do not;
+    # the quantization rounds deterministically). Only the round count differs.
+    config, _, first_dir = insurance_run
+    again, _ = byo_config(tmp_path, rounds=1)
+    again["recall-target"] = config["recall-target"]
+    run_dir = Path(str(again["run-dir"]))
+    run_simulation(SimulationRequest(project_dir(), run_dir, again, num_institutions=3))
 
-    first, second = runs
+    first, second = read_rounds(first_dir)[0], read_rounds(run_dir)[0]
     assert first["accepted"] and second["accepted"]
     assert first["metrics"] == second["metrics"]
     assert first["model_hash"] == second["model_hash"]

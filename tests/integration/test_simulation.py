@@ -11,6 +11,7 @@ import pytest
 from client.fraud_client import load_split
 from fedfraud.comparison import write_comparison
 from fedfraud.simulation import RunFailed, require_measurements
+from fedfraud.settings import RunSettings
 from fraud.features import FEATURE_COLUMNS
 from fraud.metrics import exact_metrics
 from fraud.model import build_model, set_weights
@@ -134,14 +135,27 @@ def test_secagg_aggregate_equals_plain_fedavg_within_the_quantization_bound(
     assert bound < 1e-4
 
 
-def test_institution_dropping_out_mid_round_is_survived(tmp_path: Path) -> None:
-    data_dir = make_data(tmp_path / "data")
-    # insurer-c's training data disappears: it takes part in SecAgg+ key
-    # setup and sharing, then fails when asked to train (after its masks
-    # were agreed), so the server must recover its pairwise masks.
-    (data_dir / "insurer-c" / "train.csv").unlink()
+@pytest.fixture(scope="module")
+def broken_sites_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, RunSettings]:
+    """One run, two faults: insurer-c loses its training data, everyone their test data.
 
-    run_dir, settings = run_federation(tmp_path, data_dir, rounds=1)
+    insurer-c takes part in SecAgg+ key setup and sharing, then fails when
+    asked to train (after its masks were agreed), so the server must recover
+    its pairwise masks; with every test split gone no round is ever scored.
+    """
+    root = tmp_path_factory.mktemp("broken-sites")
+    data_dir = make_data(root / "data")
+    (data_dir / "insurer-c" / "train.csv").unlink()
+    for name in INSTITUTIONS:
+        (data_dir / name / "test.csv").unlink()
+    run_dir, settings = run_federation(root, data_dir, rounds=1)
+    return run_dir, data_dir, settings
+
+
+def test_institution_dropping_out_mid_round_is_survived(
+    broken_sites_run: tuple[Path, Path, RunSettings],
+) -> None:
+    run_dir, data_dir, settings = broken_sites_run
 
     (record,) = read_rounds(run_dir)
     assert record["accepted"] is True
@@ -153,15 +167,12 @@ def test_institution_dropping_out_mid_round_is_survived(tmp_path: Path) -> None:
     assert max(float(np.max(np.abs(actual[k] - expected[k]))) for k in expected) <= bound
 
 
-def test_run_that_no_institution_could_evaluate_is_not_reported_as_a_success(tmp_path: Path) -> None:
-    # Every institution's test split is gone: training rounds run, but no
-    # round is ever scored. Before, such a run ended "done ... rounds
-    # aggregated" with exit 0 and "n/a" for every metric.
-    data_dir = make_data(tmp_path / "data")
-    for name in INSTITUTIONS:
-        (data_dir / name / "test.csv").unlink()
-
-    run_dir, _ = run_federation(tmp_path, data_dir, rounds=1)
+def test_run_that_no_institution_could_evaluate_is_not_reported_as_a_success(
+    broken_sites_run: tuple[Path, Path, RunSettings],
+) -> None:
+    # Training rounds run, but no round is ever scored. Before, such a run
+    # ended "done ... rounds aggregated" with exit 0 and "n/a" for every metric.
+    run_dir, _, _ = broken_sites_run
 
     (record,) = read_rounds(run_dir)
     assert record["accepted"] is True and record["evaluated_by"] == []
