@@ -110,6 +110,7 @@ class FraudClient(NumPyClient):
             batch_size=self.settings.batch_size,
             lr=self.settings.lr,
             seed=round_seed(self.settings, self.node.institution_id, server_round),
+            prox_mu=self.settings.fedprox_mu,
         )
         result = train_local(model, features, labels, train_config)
         weights = get_weights(model)

@@ -491,12 +491,19 @@ def generate(
     institutions: Annotated[str, typer.Option(help="Comma-separated names.")] = "bank-a,bank-b,insurer-c",
     rows: Annotated[int, typer.Option(help="Transactions per institution.", min=500)] = 20000,
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 42,
+    heterogeneity: Annotated[
+        str,
+        typer.Option(
+            help="standard: fraud rates 0.8-2.8 %, overlapping typologies; high: rates 0.5-10 %, "
+            "disjoint typologies and shifted features (bench/bench_heterogeneous.py)."
+        ),
+    ] = "standard",
 ) -> None:
     """Generate (or reuse) the built-in synthetic institutions' transactions."""
     from fraud.generator import ensure_federation_data
 
     names = [name.strip() for name in institutions.split(",") if name.strip()]
-    manifest = ensure_federation_data(out.resolve(), names, rows, seed)
+    manifest = ensure_federation_data(out.resolve(), names, rows, seed, heterogeneity=heterogeneity)
     console.print(json.dumps(manifest["institutions"], indent=2))
 
 

@@ -106,6 +106,10 @@ class RunSettings:
     local_epochs: int
     batch_size: int
     lr: float
+    #: FedProx coefficient of each institution's local training (0 = plain
+    #: FedAvg); see :class:`fraud.train.TrainConfig`. Local only: the server
+    #: still sees just the SecAgg+ sum.
+    fedprox_mu: float
     min_cohort: int
     fn_cost: float
     fp_cost: float
@@ -149,6 +153,7 @@ class RunSettings:
             local_epochs=_int(config, "local-epochs", minimum=1),
             batch_size=_int(config, "batch-size", minimum=1),
             lr=_positive(config, "lr"),
+            fedprox_mu=_prox_mu(config, "fedprox-mu"),
             min_cohort=_int(config, "min-cohort", minimum=2),
             fn_cost=_positive(config, "fn-cost"),
             fp_cost=_positive(config, "fp-cost"),
@@ -179,6 +184,17 @@ def _fraction(config: Mapping[str, object], key: str) -> float:
     value = config.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise ConfigError(f"run config {key!r} must be a number in [0, 1], found {value!r}")
+    return float(value)
+
+
+def _prox_mu(config: Mapping[str, object], key: str) -> float:
+    # The bound lives with the training code; imported here, not at module
+    # level, so that reading the settings module does not load torch.
+    from fraud.train import MAX_PROX_MU
+
+    value = config.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_PROX_MU:
+        raise ConfigError(f"run config {key!r} must be a number in [0, {MAX_PROX_MU:g}], found {value!r}")
     return float(value)
 
 

@@ -27,6 +27,9 @@ Legitimate traffic has the confounders real traffic has (travel abroad, new
 phones, occasional big purchases, night owls), so no single flag is a fraud
 label. Each institution has its own typology mix, fraud rate and channel mix;
 a model trained on one institution therefore misses typologies it never saw.
+:class:`Heterogeneity` ``high`` makes the institutions far more different
+(fraud rates from 0.5 % to 10 %, disjoint typologies, shifted features), the
+setting in which plain federated averaging struggles (issue 13).
 
 Randomness comes only from ``numpy.random.default_rng`` seeded by the caller
 (this is test and benchmark data, not a security path); the same seed gives
@@ -105,6 +108,28 @@ CHANNELS: tuple[Channel, ...] = (
     Channel.CARD_NOT_PRESENT,
     Channel.ONLINE_BANKING,
 )
+
+
+class Heterogeneity(StrEnum):
+    """How different the built-in institutions are from one another.
+
+    ``STANDARD``
+        The default profiles: fraud rates between 0.8 % and 2.8 %, two
+        dominant typologies per institution with a small tail of the others.
+        The data of this setting never changes with a new release of this
+        option (same seed, same bytes).
+    ``HIGH``
+        Institutions as different as real ones are (issue 13): fraud rates
+        spanning 0.5 % to 10 %, (mostly) disjoint fraud typologies, and
+        shifted feature distributions (ticket sizes from 25 to 250 currency
+        units, channel mixes from card-present to online, different rates of
+        travel and new devices). The first three institutions are fixed
+        archetypes; further ones get a hash-derived profile with one
+        dominant typology.
+    """
+
+    STANDARD = "standard"
+    HIGH = "high"
 
 # Merchant categories: (name, base risk, channel served, share of terminals
 # within that channel, legitimate traffic weight). Risk is the prior fraud
@@ -249,31 +274,96 @@ def _archetype(index: int, name: str) -> InstitutionProfile:
     )
 
 
+def _name_rng(tag: str, name: str) -> np.random.Generator:
+    """A generator seeded by the institution's name alone (profiles never depend on order)."""
+    digest = hashlib.sha256(f"{GENERATOR_VERSION}/{tag}/{name}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "big"))
+
+
+def _drawn_channels(rng: np.random.Generator, alpha: list[float], floor: float) -> dict[Channel, float]:
+    """A channel mix drawn from a Dirichlet, each channel at least ``floor`` (then renormalised)."""
+    channels = np.maximum(rng.dirichlet(alpha), floor)
+    channels = channels / channels.sum()
+    return dict(zip(CHANNELS, (float(c) for c in channels), strict=True))
+
+
+def _typology_shares(shares: npt.NDArray[np.float64]) -> dict[Typology, float]:
+    return dict(zip(FRAUD_TYPOLOGIES, (float(s) for s in shares), strict=True))
+
+
 def _derived_profile(name: str) -> InstitutionProfile:
     """A deterministic profile for an institution beyond the built-in three."""
-    digest = hashlib.sha256(f"{GENERATOR_VERSION}/profile/{name}".encode()).digest()
-    rng = np.random.default_rng(int.from_bytes(digest[:8], "big"))
+    rng = _name_rng("profile", name)
     # Two dominant typologies (as with the archetypes), plus a small tail.
     order = rng.permutation(len(FRAUD_TYPOLOGIES))
     shares = np.full(len(FRAUD_TYPOLOGIES), 0.04)
     main = rng.uniform(0.4, 0.6)
     shares[order[0]] = main
     shares[order[1]] = 1.0 - main - 0.08
-    channels = rng.dirichlet([4.0, 3.0, 2.0])
-    channels = np.maximum(channels, 0.08)
-    channels = channels / channels.sum()
+    channel_mix = _drawn_channels(rng, [4.0, 3.0, 2.0], 0.08)
     return InstitutionProfile(
         name=name,
         fraud_rate=round(float(rng.uniform(0.008, 0.028)), 4),
-        typology_mix=dict(zip(FRAUD_TYPOLOGIES, (float(s) for s in shares), strict=True)),
-        channel_mix=dict(zip(CHANNELS, (float(c) for c in channels), strict=True)),
+        typology_mix=_typology_shares(shares),
+        channel_mix=channel_mix,
         median_amount=round(float(rng.uniform(30.0, 150.0)), 2),
         foreign_rate=round(float(rng.uniform(0.01, 0.05)), 4),
         new_device_rate=round(float(rng.uniform(0.02, 0.07)), 4),
     )
 
 
-def default_profiles(names: Sequence[str] = DEFAULT_INSTITUTIONS) -> list[InstitutionProfile]:
+def _heterogeneous_archetype(index: int, name: str) -> InstitutionProfile:
+    """The three archetypes of :attr:`Heterogeneity.HIGH`: disjoint typologies, 0.5 % to 10 % fraud."""
+    if index == 0:
+        # A card issuer with small tickets, almost all card-present; fraud is
+        # rare (0.5 %) and only ever skimming at compromised terminals.
+        return InstitutionProfile(
+            name, 0.005, _mix(1.0, 0.0, 0.0, 0.0), _channels(0.80, 0.15, 0.05), 25.0, 0.01, 0.02
+        )
+    if index == 1:
+        # An online-first retail bank: transfers dominate, customers change
+        # phones often; fraud (5 %) is account takeover only.
+        return InstitutionProfile(
+            name, 0.050, _mix(0.0, 0.0, 1.0, 0.0), _channels(0.15, 0.20, 0.65), 80.0, 0.02, 0.10
+        )
+    # An insurer with large tickets paid online and customers abroad; fraud
+    # (10 %) is stolen card credentials and inflated one-off amounts.
+    return InstitutionProfile(
+        name, 0.100, _mix(0.0, 0.6, 0.0, 0.4), _channels(0.05, 0.70, 0.25), 250.0, 0.08, 0.05
+    )
+
+
+def _heterogeneous_derived(name: str) -> InstitutionProfile:
+    """A deterministic :attr:`Heterogeneity.HIGH` profile beyond the three archetypes."""
+    rng = _name_rng("profile-high", name)
+    # One dominant typology (85 %), a 5 % tail of each other one.
+    shares = np.full(len(FRAUD_TYPOLOGIES), 0.05)
+    shares[int(rng.integers(0, len(FRAUD_TYPOLOGIES)))] = 0.85
+    channel_mix = _drawn_channels(rng, [1.0, 1.0, 1.0], 0.05)
+    return InstitutionProfile(
+        name=name,
+        # Log-uniform over [0.5 %, 10 %]: as many institutions near 1 % as near 5 %.
+        fraud_rate=round(float(np.exp(rng.uniform(np.log(0.005), np.log(0.10)))), 4),
+        typology_mix=_typology_shares(shares),
+        channel_mix=channel_mix,
+        median_amount=round(float(np.exp(rng.uniform(np.log(25.0), np.log(250.0)))), 2),
+        foreign_rate=round(float(rng.uniform(0.005, 0.10)), 4),
+        new_device_rate=round(float(rng.uniform(0.02, 0.10)), 4),
+    )
+
+
+def _heterogeneity(value: Heterogeneity | str) -> Heterogeneity:
+    try:
+        return Heterogeneity(value)
+    except ValueError:
+        known = ", ".join(h.value for h in Heterogeneity)
+        raise ConfigError(f"heterogeneity must be one of {known}, got {value!r}") from None
+
+
+def default_profiles(
+    names: Sequence[str] = DEFAULT_INSTITUTIONS,
+    heterogeneity: Heterogeneity | str = Heterogeneity.STANDARD,
+) -> list[InstitutionProfile]:
     """Return one deterministic profile per institution name.
 
     The first three names get the built-in archetypes (card-heavy bank,
@@ -285,6 +375,9 @@ def default_profiles(names: Sequence[str] = DEFAULT_INSTITUTIONS) -> list[Instit
     ----------
     names
         Distinct institution names.
+    heterogeneity
+        Which family of profiles (:class:`Heterogeneity`); the default,
+        ``standard``, gives the profiles every earlier release gave.
 
     Returns
     -------
@@ -294,13 +387,19 @@ def default_profiles(names: Sequence[str] = DEFAULT_INSTITUTIONS) -> list[Instit
     Raises
     ------
     ConfigError
-        If ``names`` is empty, has duplicates or an invalid name.
+        If ``names`` is empty, has duplicates or an invalid name, or
+        ``heterogeneity`` is unknown.
     """
+    level = _heterogeneity(heterogeneity)
     names = list(names)
     if not names:
         raise ConfigError("at least one institution name is required")
     if len(set(names)) != len(names):
         raise ConfigError(f"institution names must be distinct, got {names}")
+    if level is Heterogeneity.HIGH:
+        return [
+            _heterogeneous_archetype(i, n) if i < 3 else _heterogeneous_derived(n) for i, n in enumerate(names)
+        ]
     return [_archetype(i, n) if i < 3 else _derived_profile(n) for i, n in enumerate(names)]
 
 
@@ -786,6 +885,7 @@ def write_federation_data(
     rows_per_institution: int,
     seed: int,
     test_fraction: float = 0.3,
+    heterogeneity: Heterogeneity | str = Heterogeneity.STANDARD,
 ) -> dict[str, Any]:
     """Generate and write every institution's train/test CSVs and a manifest.
 
@@ -809,12 +909,17 @@ def write_federation_data(
         institution's name (:func:`institution_seed`).
     test_fraction
         Share of each typology (hence of each label) put in the test split.
+    heterogeneity
+        Which family of institution profiles (:class:`Heterogeneity`). The
+        manifest records it only when it is not ``standard``, so the default
+        manifest is byte for byte what earlier releases wrote.
 
     Returns
     -------
     dict
         The manifest that was written: ``format``, ``generator_version``,
-        ``seed``, ``rows_per_institution``, ``test_fraction``, ``names`` and
+        ``seed``, ``rows_per_institution``, ``test_fraction``, ``names``
+        (``heterogeneity`` if not ``standard``) and
         ``institutions``, a dict by name of ``seed``, ``profile``, ``rows``,
         ``frauds``, ``fraud_rate``, ``typology_counts``, ``train_rows``,
         ``test_rows`` and per split (``train``, ``test``): ``file`` (relative
@@ -829,15 +934,16 @@ def write_federation_data(
     """
     out_dir = Path(out_dir)
     names = _check_params(names, rows_per_institution, seed, test_fraction)
+    level = _heterogeneity(heterogeneity)
     _refuse_foreign_dir(out_dir)
-    profiles = default_profiles(names)
+    profiles = default_profiles(names, level)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
     except OSError as exc:
         raise ConfigError(f"cannot write federation data to {out_dir}: {exc.strerror or exc}") from exc
     try:
-        manifest = _write_tree(staging, profiles, rows_per_institution, seed, float(test_fraction))
+        manifest = _write_tree(staging, profiles, rows_per_institution, seed, float(test_fraction), level)
         _swap_into_place(staging, out_dir)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
@@ -858,7 +964,12 @@ def _refuse_foreign_dir(out_dir: Path) -> None:
 
 
 def _write_tree(
-    root: Path, profiles: Sequence[InstitutionProfile], rows: int, seed: int, test_fraction: float
+    root: Path,
+    profiles: Sequence[InstitutionProfile],
+    rows: int,
+    seed: int,
+    test_fraction: float,
+    heterogeneity: Heterogeneity,
 ) -> dict[str, Any]:
     institutions: dict[str, dict[str, Any]] = {}
     for profile in profiles:
@@ -892,6 +1003,9 @@ def _write_tree(
         "names": [p.name for p in profiles],
         "institutions": institutions,
     }
+    if heterogeneity is not Heterogeneity.STANDARD:
+        # Recorded only when not the default, so default manifests keep their bytes.
+        manifest["heterogeneity"] = str(heterogeneity)
     with (root / MANIFEST_NAME).open("w", encoding="utf-8") as fh:
         json.dump(manifest, fh, indent=2, sort_keys=True)
         fh.write("\n")
@@ -964,11 +1078,13 @@ def ensure_federation_data(
     rows_per_institution: int,
     seed: int,
     test_fraction: float = 0.3,
+    heterogeneity: Heterogeneity | str = Heterogeneity.STANDARD,
 ) -> dict[str, Any]:
     """Reuse the data in ``out_dir`` if it matches the parameters, else regenerate.
 
     Data is reused only if the manifest has this generator version, the same
-    names, rows, seed and test fraction, and every file's sha256 matches.
+    names, rows, seed, test fraction and heterogeneity (absent means
+    ``standard``), and every file's sha256 matches.
 
     Returns
     -------
@@ -982,6 +1098,7 @@ def ensure_federation_data(
     """
     out_dir = Path(out_dir)
     names = _check_params(names, rows_per_institution, seed, test_fraction)
+    level = _heterogeneity(heterogeneity)
     with contextlib.suppress(InputError):
         manifest = read_manifest(out_dir)
         same = (
@@ -990,11 +1107,12 @@ def ensure_federation_data(
             and manifest.get("rows_per_institution") == rows_per_institution
             and manifest.get("seed") == seed
             and manifest.get("test_fraction") == float(test_fraction)
+            and manifest.get("heterogeneity", str(Heterogeneity.STANDARD)) == str(level)
         )
         if same:
             verify_federation_data(out_dir, manifest)
             return manifest
-    return write_federation_data(out_dir, names, rows_per_institution, seed, test_fraction)
+    return write_federation_data(out_dir, names, rows_per_institution, seed, test_fraction, level)
 
 
 def load_split(out_dir: Path, name: str, split: str) -> pd.DataFrame:

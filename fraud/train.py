@@ -17,6 +17,9 @@ from fedfraud.errors import ConfigError, InputError
 MAX_POS_WEIGHT = 50.0
 """Cap on the positive-class weight, so a handful of frauds cannot dominate."""
 
+MAX_PROX_MU = 100.0
+"""Largest FedProx coefficient accepted; beyond it local training barely moves."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -39,6 +42,14 @@ class TrainConfig:
     weight_decay
         L2 penalty (Adam's ``weight_decay``); keeps weights small for secure
         aggregation's clipping range.
+    prox_mu
+        FedProx proximal coefficient (Li et al., "Federated Optimization in
+        Heterogeneous Networks", MLSys 2020, eq. 2): the local objective
+        gets ``prox_mu / 2 * ||w - w_start||^2``, where ``w_start`` is the
+        model as :func:`train_local` received it (the round's global model).
+        It keeps each institution's update close to the global model when
+        institutions' data differ. ``0`` (the default) is plain local
+        training, bit for bit.
     """
 
     local_epochs: int = 1
@@ -47,6 +58,7 @@ class TrainConfig:
     seed: int = 0
     pos_weight: float | None = None
     weight_decay: float = 1e-4
+    prox_mu: float = 0.0
 
     def __post_init__(self) -> None:
         """Validate every field once."""
@@ -67,6 +79,13 @@ class TrainConfig:
             isinstance(self.weight_decay, float | int) and math.isfinite(self.weight_decay) and self.weight_decay >= 0
         ):
             problems.append(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (
+            isinstance(self.prox_mu, float | int)
+            and not isinstance(self.prox_mu, bool)
+            and math.isfinite(self.prox_mu)
+            and 0 <= self.prox_mu <= MAX_PROX_MU
+        ):
+            problems.append(f"prox_mu must be in [0, {MAX_PROX_MU:g}], got {self.prox_mu!r}")
         if problems:
             raise ConfigError("invalid TrainConfig: " + "; ".join(problems))
 
@@ -148,6 +167,13 @@ def train_local(model: nn.Module, X: npt.ArrayLike, y: npt.ArrayLike, config: Tr
     restored afterwards. Adam is used: it learns well in the few local
     epochs a federated round allows.
 
+    With ``config.prox_mu > 0`` the FedProx term
+    ``prox_mu / 2 * ||w - w_start||^2`` (``w_start``: the weights ``model``
+    holds when called) is added to every mini-batch's objective; the
+    reported loss stays the data loss alone. The anchor never leaves this
+    function: FedProx changes only what each institution computes locally,
+    so it works unchanged under secure aggregation.
+
     Parameters
     ----------
     model
@@ -178,6 +204,10 @@ def train_local(model: nn.Module, X: npt.ArrayLike, y: npt.ArrayLike, config: Tr
         generator = torch.Generator().manual_seed(config.seed)
         loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight, dtype=torch.float32))
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        # The FedProx anchor: a detached copy of the weights as received. With
+        # prox_mu == 0 no anchor is made and the loop is plain training.
+        params = [p for p in model.parameters() if p.requires_grad]
+        anchor = [p.detach().clone() for p in params] if config.prox_mu > 0 else None
         model.train()
         epoch_loss = 0.0
         for _ in range(config.local_epochs):
@@ -187,7 +217,11 @@ def train_local(model: nn.Module, X: npt.ArrayLike, y: npt.ArrayLike, config: Tr
                 idx = order[start : start + config.batch_size]
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(model(x_t[idx]), y_t[idx])
-                loss.backward()
+                if anchor is None:
+                    loss.backward()
+                else:
+                    proximal = torch.stack([torch.sum((p - a) ** 2) for p, a in zip(params, anchor, strict=True)])
+                    (loss + 0.5 * float(config.prox_mu) * proximal.sum()).backward()
                 optimizer.step()
                 total += float(loss.detach()) * len(idx)
             epoch_loss = total / n
@@ -234,3 +268,119 @@ def evaluate_loss(
     finally:
         model.train(was_training)
     return float(loss)
+
+
+def predict_logits(model: nn.Module, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Return the model's raw fraud logits as float64, shape ``[n]`` (eval mode, no gradients)."""
+    x_t = _check_x(model, X)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(x_t).to(torch.float64).numpy().copy()
+    finally:
+        model.train(was_training)
+    return logits
+
+
+@dataclass(frozen=True)
+class PlattCalibration:
+    """An institution's own calibration of a shared model: ``p = sigmoid(scale * logit + offset)``.
+
+    Fitted by :func:`fit_platt_calibration` on the institution's own rows and
+    kept there: it is personal (it encodes the institution's fraud rate), so
+    it never enters an update or a sum. Within one institution it is monotone
+    (``scale > 0``), so it leaves that institution's ranking, AUC-PR and
+    AUC-ROC unchanged; what it fixes is the ranking *across* institutions,
+    whose fraud rates differ, when their scores are pooled (the combined
+    test set, a shared threshold).
+    """
+
+    scale: float
+    offset: float
+
+    def apply(self, logits: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Return calibrated probabilities for ``logits``."""
+        z = self.scale * np.asarray(logits, dtype=np.float64) + self.offset
+        out: npt.NDArray[np.float64] = 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid, overflow-free
+        return out
+
+    def scores(self, model: nn.Module, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """Return calibrated fraud probabilities of ``model`` on ``X``."""
+        return self.apply(predict_logits(model, X))
+
+
+def fit_platt_calibration(
+    model: nn.Module, X: npt.ArrayLike, y: npt.ArrayLike, iterations: int = 100
+) -> PlattCalibration:
+    """Fit Platt scaling (Platt 1999) of ``model``'s logits on ``(X, y)`` with the plain, unweighted loss.
+
+    Two parameters, fitted by damped Newton steps in float64 (deterministic,
+    no randomness). The unweighted loss makes the probabilities match this
+    institution's own fraud rate, whatever ``pos_weight`` training used.
+    A tiny ridge pulls towards ``scale = 1, offset = 0`` so separable data
+    cannot drive the fit to infinity; a non-positive fitted scale (a model
+    that ranks worse than chance here) falls back to shifting the offset
+    alone, so calibration never reverses the ranking.
+
+    Raises
+    ------
+    InputError
+        If ``(X, y)`` is malformed or lacks one of the classes.
+    """
+    x_t, _ = _check_xy(model, X, y)
+    y_arr = np.asarray(y, dtype=np.float64)
+    if x_t.shape[0] == 0 or y_arr.min() == y_arr.max():
+        raise InputError("calibration needs rows of both classes")
+    z = predict_logits(model, X)
+    ridge = 1e-4
+    n = float(len(z))
+
+    def fit(fix_scale: bool) -> tuple[float, float]:
+        theta = np.array([1.0, 0.0])
+        design = np.stack([z, np.ones_like(z)], axis=1)
+        for _ in range(iterations):
+            p = 0.5 * (1.0 + np.tanh(0.5 * (design @ theta)))
+            grad = design.T @ (p - y_arr) / n + ridge * (theta - np.array([1.0, 0.0]))
+            hess = (design * (p * (1.0 - p))[:, None]).T @ design / n + ridge * np.eye(2)
+            if fix_scale:
+                grad[0], hess[0, :], hess[:, 0], hess[0, 0] = 0.0, 0.0, 0.0, 1.0
+            step = np.linalg.solve(hess, grad)
+            theta = theta - step
+            if float(np.max(np.abs(step))) < 1e-10:
+                break
+        return float(theta[0]), float(theta[1])
+
+    scale, offset = fit(fix_scale=False)
+    if not (math.isfinite(scale) and math.isfinite(offset)) or scale <= 0.0:
+        scale, offset = fit(fix_scale=True)
+    return PlattCalibration(scale=scale, offset=offset)
+
+
+def fine_tune_head(model: nn.Module, X: npt.ArrayLike, y: npt.ArrayLike, config: TrainConfig) -> TrainResult:
+    """Personalise a shared model: train only its last linear layer on ``(X, y)``, in place.
+
+    Every other parameter is frozen for the call (and unfrozen afterwards),
+    so the institution keeps the federation's features and adapts only the
+    output layer to its own data. The result is the institution's own: it
+    must never be sent into a round. Otherwise as :func:`train_local`.
+
+    Raises
+    ------
+    ConfigError
+        If ``model`` has no linear layer.
+    InputError
+        As :func:`train_local`.
+    """
+    heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not heads:
+        raise ConfigError("fine_tune_head needs a model with a linear layer")
+    head_ids = {id(p) for p in heads[-1].parameters()}
+    frozen = [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        return train_local(model, X, y, config)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,16 @@ def test_fingerprints_and_commands_print_unaltered() -> None:
         with console.capture() as captured:
             console.print(fingerprint)
         assert captured.get() == fingerprint + "\n"
+
+
+def test_generate_high_heterogeneity_spans_the_fraud_rates(tmp_path: Path) -> None:
+    result = fedfraud(
+        "generate", "--out", str(tmp_path / "data"), "--rows", "2000", "--heterogeneity", "high", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    rates = {name: item["fraud_rate"] for name, item in json.loads(result.stdout).items()}
+    assert rates == {"bank-a": 0.005, "bank-b": 0.05, "insurer-c": 0.1}
+    refused = fedfraud("generate", "--out", str(tmp_path / "other"), "--heterogeneity", "extreme", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "heterogeneity must be one of standard, high" in refused.stderr
+    assert not (tmp_path / "other").exists()

@@ -116,6 +116,7 @@ def plain_fedavg_round_one(
                 batch_size=settings.batch_size,
                 lr=settings.lr,
                 seed=round_seed(settings, member, 1),
+                prox_mu=settings.fedprox_mu,
             ),
         )
         updates.append(get_weights(model))
