@@ -254,24 +254,37 @@ def _channels(cp: float, cnp: float, ob: float) -> dict[Channel, float]:
     return {Channel.CARD_PRESENT: cp, Channel.CARD_NOT_PRESENT: cnp, Channel.ONLINE_BANKING: ob}
 
 
-def _archetype(index: int, name: str) -> InstitutionProfile:
-    """The three built-in archetypes (a card-heavy bank, a retail bank, an insurer)."""
-    if index == 0:
+#: The three built-in archetypes of each heterogeneity level, in order:
+#: (fraud rate, typology mix, channel mix, median amount, foreign rate, new-device rate).
+_ARCHETYPES: dict[Heterogeneity, tuple[tuple[Any, ...], ...]] = {
+    Heterogeneity.STANDARD: (
         # A card issuer: skimming and card-not-present fraud dominate.
-        return InstitutionProfile(
-            name, 0.020, _mix(0.55, 0.37, 0.04, 0.04), _channels(0.60, 0.30, 0.10), 45.0, 0.03, 0.04
-        )
-    if index == 1:
+        (0.020, (0.55, 0.37, 0.04, 0.04), (0.60, 0.30, 0.10), 45.0, 0.03, 0.04),
         # A retail bank with strong card controls: account takeovers and big
         # one-off amounts are what gets through.
-        return InstitutionProfile(
-            name, 0.012, _mix(0.04, 0.04, 0.55, 0.37), _channels(0.40, 0.20, 0.40), 60.0, 0.02, 0.05
-        )
-    # An insurer: premiums and claim payouts move online, with larger tickets;
-    # fraud is card-not-present payment fraud and inflated amounts.
-    return InstitutionProfile(
-        name, 0.025, _mix(0.04, 0.50, 0.06, 0.40), _channels(0.10, 0.55, 0.35), 120.0, 0.04, 0.06
-    )
+        (0.012, (0.04, 0.04, 0.55, 0.37), (0.40, 0.20, 0.40), 60.0, 0.02, 0.05),
+        # An insurer: premiums and claim payouts move online, with larger
+        # tickets; fraud is card-not-present payment fraud and inflated amounts.
+        (0.025, (0.04, 0.50, 0.06, 0.40), (0.10, 0.55, 0.35), 120.0, 0.04, 0.06),
+    ),
+    Heterogeneity.HIGH: (
+        # A card issuer with small tickets, almost all card-present; fraud is
+        # rare (0.5 %) and only ever skimming at compromised terminals.
+        (0.005, (1.0, 0.0, 0.0, 0.0), (0.80, 0.15, 0.05), 25.0, 0.01, 0.02),
+        # An online-first retail bank: transfers dominate, customers change
+        # phones often; fraud (5 %) is account takeover only.
+        (0.050, (0.0, 0.0, 1.0, 0.0), (0.15, 0.20, 0.65), 80.0, 0.02, 0.10),
+        # An insurer with large tickets paid online and customers abroad; fraud
+        # (10 %) is stolen card credentials and inflated one-off amounts.
+        (0.100, (0.0, 0.6, 0.0, 0.4), (0.05, 0.70, 0.25), 250.0, 0.08, 0.05),
+    ),
+}
+
+
+def _archetype(index: int, name: str, level: Heterogeneity = Heterogeneity.STANDARD) -> InstitutionProfile:
+    """Built-in archetype ``index`` (0-2) of ``level``: a card issuer, a retail bank, an insurer."""
+    rate, mix, channels, amount, foreign, device = _ARCHETYPES[level][index]
+    return InstitutionProfile(name, rate, _mix(*mix), _channels(*channels), amount, foreign, device)
 
 
 def _name_rng(tag: str, name: str) -> np.random.Generator:
@@ -309,27 +322,6 @@ def _derived_profile(name: str) -> InstitutionProfile:
         median_amount=round(float(rng.uniform(30.0, 150.0)), 2),
         foreign_rate=round(float(rng.uniform(0.01, 0.05)), 4),
         new_device_rate=round(float(rng.uniform(0.02, 0.07)), 4),
-    )
-
-
-def _heterogeneous_archetype(index: int, name: str) -> InstitutionProfile:
-    """The three archetypes of :attr:`Heterogeneity.HIGH`: disjoint typologies, 0.5 % to 10 % fraud."""
-    if index == 0:
-        # A card issuer with small tickets, almost all card-present; fraud is
-        # rare (0.5 %) and only ever skimming at compromised terminals.
-        return InstitutionProfile(
-            name, 0.005, _mix(1.0, 0.0, 0.0, 0.0), _channels(0.80, 0.15, 0.05), 25.0, 0.01, 0.02
-        )
-    if index == 1:
-        # An online-first retail bank: transfers dominate, customers change
-        # phones often; fraud (5 %) is account takeover only.
-        return InstitutionProfile(
-            name, 0.050, _mix(0.0, 0.0, 1.0, 0.0), _channels(0.15, 0.20, 0.65), 80.0, 0.02, 0.10
-        )
-    # An insurer with large tickets paid online and customers abroad; fraud
-    # (10 %) is stolen card credentials and inflated one-off amounts.
-    return InstitutionProfile(
-        name, 0.100, _mix(0.0, 0.6, 0.0, 0.4), _channels(0.05, 0.70, 0.25), 250.0, 0.08, 0.05
     )
 
 
@@ -398,7 +390,7 @@ def default_profiles(
         raise ConfigError(f"institution names must be distinct, got {names}")
     if level is Heterogeneity.HIGH:
         return [
-            _heterogeneous_archetype(i, n) if i < 3 else _heterogeneous_derived(n) for i, n in enumerate(names)
+            _archetype(i, n, level) if i < 3 else _heterogeneous_derived(n) for i, n in enumerate(names)
         ]
     return [_archetype(i, n) if i < 3 else _derived_profile(n) for i, n in enumerate(names)]
 

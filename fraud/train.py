@@ -229,20 +229,28 @@ def train_local(model: nn.Module, X: npt.ArrayLike, y: npt.ArrayLike, config: Tr
     return TrainResult(loss=epoch_loss, num_examples=n)
 
 
-def predict_scores(model: nn.Module, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """Return fraud probabilities (sigmoid of the logits) as float64, shape ``[n]``.
-
-    Runs in eval mode without gradients; the model's mode is restored.
-    """
+def _forward(model: nn.Module, X: npt.ArrayLike, sigmoid: bool) -> npt.NDArray[np.float64]:
+    """The model's outputs on ``X`` (probabilities if ``sigmoid``) in eval mode, without gradients."""
     x_t = _check_x(model, X)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            scores = torch.sigmoid(model(x_t)).to(torch.float64).numpy().copy()
+            out = model(x_t)
+            if sigmoid:
+                out = torch.sigmoid(out)
+            values: npt.NDArray[np.float64] = out.to(torch.float64).numpy().copy()
     finally:
         model.train(was_training)
-    return scores
+    return values
+
+
+def predict_scores(model: nn.Module, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Return fraud probabilities (sigmoid of the logits) as float64, shape ``[n]``.
+
+    Runs in eval mode without gradients; the model's mode is restored.
+    """
+    return _forward(model, X, sigmoid=True)
 
 
 def evaluate_loss(
@@ -272,15 +280,7 @@ def evaluate_loss(
 
 def predict_logits(model: nn.Module, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """Return the model's raw fraud logits as float64, shape ``[n]`` (eval mode, no gradients)."""
-    x_t = _check_x(model, X)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            logits = model(x_t).to(torch.float64).numpy().copy()
-    finally:
-        model.train(was_training)
-    return logits
+    return _forward(model, X, sigmoid=False)
 
 
 @dataclass(frozen=True)
