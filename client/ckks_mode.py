@@ -38,7 +38,7 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fedfraud.errors import CryptoError, ProtocolError
-from fedfraud.wire import update_digest
+from fedfraud.wire import CKKS_INITIAL_MODEL, update_digest
 from secagg import ckks
 from secagg import hardened as hc
 from secagg.masks import Words, add_mod, decode_sum, unflatten, unpack
@@ -46,8 +46,8 @@ from secagg.protocol import Field
 
 from .node import InstitutionNode
 
-#: The model id of round 1: the run's public initial model, sent by the server.
-INITIAL_MODEL = "initial"
+#: The model id of the first training round: the run's public initial model.
+INITIAL_MODEL = CKKS_INITIAL_MODEL
 PARAMS = ckks.DEFAULT_PARAMETERS
 
 
@@ -200,6 +200,11 @@ def save_model(node: InstitutionNode, run: int, server_round: int, model_id: str
             handle.write(content)
         os.replace(tmp, path)
     return model_hash
+
+
+def holds_model(node: InstitutionNode, run: int) -> bool:
+    """Whether this institution decrypted a global model in this run."""
+    return _model_paths(node, run)[1].exists()
 
 
 def load_model(node: InstitutionNode, run: int, model_id: str) -> Arrays:

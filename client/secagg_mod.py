@@ -381,16 +381,24 @@ def _ckks_training(party: _Party, state: dict[str, Any]) -> bool:
 def _own_model(party: _Party, msg: Message, state: dict[str, Any]) -> None:
     """ckks mode: train or evaluate the model this institution decrypted, not the server's.
 
-    The server never holds the model; it names it by its id. Only the first
-    training round starts from the run's public initial model it sends.
+    The server never holds the model; it names it by its id. Training starts
+    from the run's public initial model it sends only until this institution
+    holds a decrypted model of the run (round 1, or a later round when every
+    earlier one failed); never is the initial model evaluated, nor a run
+    rolled back to it.
     """
     fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
     model_id = str(fitins.config.get("ckks-model-id", ""))
     if model_id == ckks_mode.INITIAL_MODEL:
-        if state["round"] != 1 or state["task"] != Task.TRAIN.value:
+        if state["task"] != Task.TRAIN.value:
             raise ProtocolError(
-                "ckks.model: the initial model is for the first training round only "
+                "ckks.model: the initial model is for training only "
                 f"(this is round {state['round']}, task {state['task']})"
+            )
+        if ckks_mode.holds_model(party.node, state["run"]):
+            raise ProtocolError(
+                "ckks.model: this institution already holds a model of this run; "
+                f"the server asked it to train the initial model again (round {state['round']})"
             )
         return
     arrays = ckks_mode.load_model(party.node, state["run"], model_id)

@@ -78,3 +78,11 @@ def update_digest(weights: list[npt.NDArray[np.floating]]) -> str:
         digest.update(f"{data.dtype.str}{data.shape}".encode("ascii"))
         digest.update(data.tobytes())
     return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------
+# ckks mode: the server names the model the institutions hold by an id.
+# ---------------------------------------------------------------------------
+#: The model id of a run's first training round: the public initial model,
+#: which the server sends (every later model exists only at the institutions).
+CKKS_INITIAL_MODEL = "initial"

@@ -12,12 +12,14 @@ about any one institution's results.
 from __future__ import annotations
 
 from collections.abc import Callable
+from logging import INFO
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from flwr.app import Context
 from flwr.common import FitIns, FitRes, Parameters, Scalar, parameters_to_ndarrays
+from flwr.common.logger import log
 from flwr.server import LegacyContext
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
@@ -119,16 +121,24 @@ class SecureEvaluation:
         settings: RunSettings,
         on_evaluated: Callable[[int, EvaluationSums | None], None],
         extra: Callable[[], dict[str, Scalar]],
+        blocked: Callable[[], str] = lambda: "",
     ) -> None:
         self.settings = settings
         self.on_evaluated = on_evaluated
         self.extra = extra
+        #: Why there is nothing to evaluate this round ("" when there is).
+        self.blocked = blocked
 
     def __call__(self, grid: Grid, context: Context) -> None:
         """Run one secure evaluation of the current global model."""
         if not isinstance(context, LegacyContext):
             raise TypeError(f"expected Flower's LegacyContext, found {type(context).__name__}")
         server_round = current_round(context)
+        reason = self.blocked()
+        if reason:
+            log(INFO, "round %s: evaluation skipped: %s", server_round, reason)
+            self.on_evaluated(server_round, None)
+            return
         done = secure_round(grid, context, self.settings, "evaluate", self.extra())
         result = None
         if done.total is not None:

@@ -177,7 +177,9 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
 
 
 def _workflow(settings: RunSettings, strategy: FraudFedAvg, schema: Any) -> DefaultWorkflow:
-    evaluation = SecureEvaluation(settings, strategy.close_round, strategy.task_config)
+    evaluation = SecureEvaluation(
+        settings, strategy.close_round, strategy.task_config, strategy.nothing_to_evaluate
+    )
     fit = _fit_workflow(settings)
 
     def on_spec(text: str) -> None:

@@ -40,7 +40,7 @@ from flwr.supercore import log
 from audit.canonical import strict_loads
 from fedfraud.errors import FedFraudError
 from fedfraud.settings import Aggregation, RunSettings
-from fedfraud.wire import Refusal, update_digest
+from fedfraud.wire import CKKS_INITIAL_MODEL, Refusal, update_digest
 from fraud.compare import ThresholdRule
 from fraud.metrics import metrics_from_histograms
 from policy import RunPlan
@@ -116,7 +116,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         #: ckks mode: the id and hash of the model the institutions hold (the
         #: server holds only the public initial model in ``latest``).
         self.ckks = settings.aggregation is Aggregation.CKKS
-        self.ckks_model_id = "initial"
+        self.ckks_model_id = CKKS_INITIAL_MODEL
         self.ckks_model_hash = ""
         self.rounds: dict[int, RoundLog] = {}
         self.client_manager: ClientManager | None = None
@@ -153,6 +153,17 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         if self.ckks:
             config["ckks-model-id"] = self.ckks_model_id
         return config
+
+    def nothing_to_evaluate(self) -> str:
+        """Why this round has no model to evaluate ("" when it has one).
+
+        In ckks mode the institutions evaluate the model they decrypted; until
+        a training round has produced one there is none (they refuse to
+        evaluate the public initial model), so the server does not ask.
+        """
+        if self.ckks and self.ckks_model_id == CKKS_INITIAL_MODEL:
+            return "ckks: no training round has produced a model the institutions hold"
+        return ""
 
     def model_hash(self) -> str:
         """Hash of the current global model (in ckks mode, as the institutions decrypted it)."""
