@@ -20,7 +20,6 @@ signature when anything looks wrong (``--fast``); the default checks every signa
 
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -35,7 +34,8 @@ from fedfraud.errors import InputError
 from .canonical import CanonicalEncodingError, strict_loads
 from .errors import AuditInputError, AuditUsageError, KeyFileError
 from .keys import load_public_key, public_key_bytes, public_key_from_b64
-from .summary import LogSummary, summarize_log
+from .report import build_compliance_report, render_html, render_markdown
+from .summary import summarize_log
 from .verify import EXIT_UNREADABLE_INPUT, VerificationReport, Verdict, read_regular_file, verify_log
 
 __all__ = ["app", "load_trusted_keys", "load_policy_file"]
@@ -121,7 +121,10 @@ def load_policy_file(path: Path) -> tuple[str, bytes, dict[str, Any]]:
             "min_cohort_size": protection.min_cohort_size,
             "max_rounds": protection.max_rounds,
         },
-        "outputs": {"allowed_metrics": [str(m) for m in loaded.outputs.allowed_metrics]},
+        "outputs": {
+            "allowed_metrics": [str(m) for m in loaded.outputs.allowed_metrics],
+            "model_recipients": [str(r) for r in loaded.outputs.model_recipients],
+        },
         "audit": loaded.audit.model_dump(mode="json"),
         "policy_hash": loaded.policy_hash,
     }
@@ -241,99 +244,24 @@ def show_command(log: Annotated[Path, typer.Argument(help="The server's JSONL au
     console.print(f"{len(summary.records)} records, {summary.checkpoints} checkpoints, {summary.witnesses} witnesses; run {state}.")
 
 
-def _report_markdown(summary: LogSummary, report: VerificationReport, policies: dict[str, dict[str, Any]] | None) -> str:
-    g = summary.genesis or {}
-    plan = g.get("run_plan", {}) if isinstance(g.get("run_plan"), dict) else {}
-    agg = g.get("aggregation", {}) if isinstance(g.get("aggregation"), dict) else {}
-    insts = [i.get("id") for i in g.get("institutions", []) if isinstance(i, dict)]
-    purposes = plan.get("purposes") or plan.get("purpose") or g.get("run_config", {}).get("purpose", "not stated in the log")
-    retention = sorted({str(p.get("audit", {}).get("retention_days")) for p in (policies or {}).values() if p.get("audit", {}).get("retention_days")})
-    recipients = sorted({r for p in (policies or {}).values() for r in p.get("outputs", {}).get("model_recipients", [])})
-    failed = report.failures
-    lines = [
-        f"# Compliance report: run {g.get('run_id', '?')} (federation {g.get('federation_id', '?')})",
-        "",
-        f"**Verification verdict: {report.verdict.value}** (exit {report.exit_code}). {report.verdict.description}",
-        "",
-        f"Log: `{summary.path}`; {len(summary.records)} records from {summary.first_ts} to {summary.last_ts}; "
-        f"witnessed by institutions up to record {report.witnessed_size}.",
-        "",
-        "## GDPR Art. 30: record of processing activities",
-        "",
-        f"- **Purposes of the processing:** {purposes if isinstance(purposes, str) else ', '.join(map(str, purposes))}",
-        f"- **Categories of participants (controllers):** {', '.join(map(str, insts)) or 'none listed'}; "
-        "categories of data subjects: customers whose transactions each institution holds locally "
-        "(no personal data leaves an institution or enters this log).",
-        "- **Categories of personal data in this log:** none; only institution ids, hashes, protocol "
-        "parameters and the aggregate metrics the policies allow.",
-        f"- **Recipients:** {', '.join(recipients) if recipients else 'members of the federation (the aggregated model)'}",
-        f"- **Retention:** {', '.join(d + ' days' for d in retention) if retention else 'per institution policy (not supplied)'}",
-        f"- **Security measures (Art. 32):** aggregation `{agg.get('mode')}` with parameters "
-        f"`{json.dumps(agg.get('params', {}), sort_keys=True)}`; Ed25519-signed, SHA-256 hash-chained "
-        "records; RFC 9162 Merkle checkpoints countersigned by each institution; institution-signed receipts.",
-        "",
-        "## EU AI Act Art. 12: record-keeping (logging of events)",
-        "",
-        f"- Period of use: {summary.first_ts} to {summary.last_ts}; run "
-        + ("closed: " + str((summary.run_closed or {}).get("reason")) if summary.run_closed else "not closed"),
-        f"- Code version: {g.get('code_version', '?')}; run configuration hash `{g.get('run_config_hash', '?')}`",
-        "",
-        "| round | opened | closed | cohort | refusals | dropouts | survivors (receipts) | model hash | metrics |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in summary.rounds:
-        lines.append(
-            f"| {r.round} | {r.opened_at} | {r.closed_at} | {', '.join(r.cohort)} | {'; '.join(r.refusals) or '-'} | "
-            f"{'; '.join(r.dropouts) or '-'} | {', '.join(r.survivors)} ({len(r.receipts)}) | `{r.model_hash[:16]}` | "
-            f"{', '.join(f'{k}={v}' for k, v in sorted(r.metrics.items())) or '-'} |"
-        )
-    lines += ["", "## Verification checks", ""]
-    for c in report.checks:
-        lines.append(f"- {'PASS' if c.ok else 'FAIL'} {c.step} {c.name}: {c.message}"
-                     + (f" (line {c.line}, record {c.seq})" if not c.ok and c.line is not None else ""))
-    if failed:
-        lines += ["", f"{len(failed)} check(s) failed."]
-    return "\n".join(lines) + "\n"
+_REPORT_HELP = (
+    "Verify LOG and write a compliance report a compliance officer or model-risk reviewer can hand on: "
+    "the verdict in words, the run's identity (federation, run, signer and institution key fingerprints), "
+    "which records the institutions witnessed and which they did not, the GDPR Art. 30 and EU AI Act "
+    "Art. 12 entries, every round with its released metrics (4 significant digits) and every check with "
+    "its result. Text taken from the log or the policies is escaped (control and bidirectional characters "
+    "shown as \\uXXXX). The report exits with the verdict's code. "
+)
 
 
-def _markdown_to_html(text: str) -> str:
-    body = []
-    in_table = False
-    for line in text.splitlines():
-        if line.startswith("|"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            if set("".join(cells)) <= {"-"}:
-                continue
-            if not in_table:
-                body.append("<table>")
-                in_table = True
-            body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-            continue
-        if in_table:
-            body.append("</table>")
-            in_table = False
-        if line.startswith("## "):
-            body.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("# "):
-            body.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.startswith("- "):
-            body.append(f"<p>&bull; {html.escape(line[2:])}</p>")
-        elif line:
-            body.append(f"<p>{html.escape(line)}</p>")
-    if in_table:
-        body.append("</table>")
-    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>fedfraud audit report</title></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
-
-
-@app.command("report", help="Write a compliance report (GDPR Art. 30, EU AI Act Art. 12) including verification. " + _EXIT_HELP)
+@app.command("report", help=_REPORT_HELP + _EXIT_HELP)
 def report_command(
     log: Annotated[Path, typer.Argument(help="The server's JSONL audit log.")],
     server_key: Annotated[Path, typer.Option("--server-key", help="Trusted server public key (PEM or base64).")],
     keys: Annotated[Optional[Path], typer.Option("--keys", help="JSON file {institution_id: base64 public key}.")] = None,
     policy: Annotated[Optional[list[Path]], typer.Option("--policy", help="Institution policy TOML (repeatable).")] = None,
     institution_log: Annotated[Optional[list[Path]], typer.Option("--institution-log", help="An institution's witness log (repeatable).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="md or html.")] = "md",
+    fmt: Annotated[str, typer.Option("--format", help="md: Markdown (GFM tables); html: one self-contained, printable page with no scripts or outside resources.")] = "md",
     out: Annotated[Optional[Path], typer.Option("--out", help="Write here instead of stdout.")] = None,
     full: Annotated[bool, typer.Option("--full/--fast", help=_FULL_HELP)] = True,
 ) -> None:
@@ -347,9 +275,8 @@ def report_command(
         raise _exit_for_input_error(exc) from None
     except AuditUsageError as exc:
         raise _exit_for_usage_error(exc) from None
-    text = _report_markdown(summary, report, policies)
-    if fmt == "html":
-        text = _markdown_to_html(text)
+    facts = build_compliance_report(summary, report, policies)
+    text = render_html(facts) if fmt == "html" else render_markdown(facts)
     if out is None:
         typer.echo(text, nl=False)
     else:
