@@ -35,6 +35,7 @@ from .canonical import CanonicalEncodingError, strict_loads
 from .errors import AuditInputError, AuditUsageError, KeyFileError
 from .keys import load_public_key, public_key_bytes, public_key_from_b64
 from .report import build_compliance_report, render_html, render_markdown
+from .report_render import format_number, visible
 from .summary import summarize_log
 from .verify import EXIT_UNREADABLE_INPUT, VerificationReport, Verdict, read_regular_file, verify_log
 
@@ -152,6 +153,16 @@ def _load_inputs(
     return server, trusted, policies
 
 
+def _safe(value: object) -> str:
+    """Text from a log, a policy or an error for a rich markup string.
+
+    Such text can hold rich markup (``[/x]`` would even abort printing),
+    terminal escape sequences and bidirectional overrides: all are shown as
+    the characters they are made of.
+    """
+    return escape(visible(str(value)))
+
+
 def _print_report(console: Console, report: VerificationReport) -> None:
     for check in report.checks:
         mark = "[green]ok  [/green]" if check.ok else "[red]FAIL[/red]"
@@ -163,11 +174,12 @@ def _print_report(console: Console, report: VerificationReport) -> None:
         if check.offset is not None and not check.ok:
             where.append(f"byte {check.offset}")
         loc = f" ({', '.join(where)})" if where and not check.ok else ""
-        console.print(f"{mark} {check.step:<6} {check.name}: {check.message}{loc}", highlight=False, markup=True)
+        console.print(f"{mark} {_safe(check.step):<6} {_safe(check.name)}: {_safe(check.message)}{loc}",
+                      highlight=False, markup=True)
         if not check.ok and (check.expected or check.found):
-            console.print(f"       expected: {check.expected}\n       found:    {check.found}", highlight=False)
+            console.print(f"       expected: {_safe(check.expected)}\n       found:    {_safe(check.found)}", highlight=False)
     for item in report.evidence:
-        console.print("[bold]Evidence of equivocation[/bold]:", json.dumps(item, indent=2), highlight=False)
+        console.print("[bold]Evidence of equivocation[/bold]:", escape(json.dumps(item, indent=2)), highlight=False)
     color = "green" if report.verdict is Verdict.VALID else "red"
     console.print(
         f"[bold {color}]Verdict: {report.verdict.value}[/bold {color}] (exit {report.exit_code}) - "
@@ -181,12 +193,12 @@ def _console(stderr: bool = False) -> Console:
 
 
 def _exit_for_usage_error(exc: AuditUsageError) -> typer.Exit:
-    _console(stderr=True).print(f"[red]usage error:[/red] {escape(str(exc))}", highlight=False)
+    _console(stderr=True).print(f"[red]usage error:[/red] {_safe(exc)}", highlight=False)
     return typer.Exit(AuditUsageError.exit_code)
 
 
 def _exit_for_input_error(exc: InputError) -> typer.Exit:
-    _console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+    _console(stderr=True).print(f"[red]error:[/red] {_safe(exc)}", highlight=False)
     return typer.Exit(EXIT_UNREADABLE_INPUT)
 
 
@@ -223,20 +235,22 @@ def show_command(log: Annotated[Path, typer.Argument(help="The server's JSONL au
     console = _console()
     if summary.genesis:
         g = summary.genesis
+        agg = g.get("aggregation")
         console.print(
-            f"run [bold]{g.get('run_id')}[/bold] of federation {g.get('federation_id')}, "
-            f"aggregation {g.get('aggregation', {}).get('mode')}, code {g.get('code_version')}",
+            f"run [bold]{_safe(g.get('run_id'))}[/bold] of federation {_safe(g.get('federation_id'))}, "
+            f"aggregation {_safe(agg.get('mode') if isinstance(agg, dict) else None)}, "
+            f"code {_safe(g.get('code_version'))}",
             highlight=False,
         )
-    table = Table(title=f"{log} (unverified view)")
+    table = Table(title=f"{_safe(log)} (unverified view)")
     for column in ("round", "cohort", "refusals", "dropouts", "survivors", "model hash", "metrics"):
         table.add_column(column)
     for r in summary.rounds:
-        table.add_row(
-            str(r.round), ", ".join(r.cohort), "; ".join(r.refusals) or "-", "; ".join(r.dropouts) or "-",
+        table.add_row(*(_safe(cell) for cell in (
+            r.round, ", ".join(r.cohort), "; ".join(r.refusals) or "-", "; ".join(r.dropouts) or "-",
             ", ".join(r.survivors), (r.model_hash[:16] + "…") if r.model_hash else "-",
-            ", ".join(f"{k}={v}" for k, v in sorted(r.metrics.items())) or "-",
-        )
+            ", ".join(f"{k}={format_number(v)}" for k, v in sorted(r.metrics.items())) or "-",
+        )))
     console.print(table)
     if summary.undecodable_lines:
         console.print(f"[red]{len(summary.undecodable_lines)} line(s) do not decode: {summary.undecodable_lines}[/red]")
