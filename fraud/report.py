@@ -1,4 +1,4 @@
-"""A readable comparison report: ``report.md`` plus PNG plots, written atomically.
+"""A readable comparison report: ``report.md`` plus PNG plots and one ``report.html``, written atomically.
 
 :func:`write_report` writes into ``out_dir``:
 
@@ -10,6 +10,10 @@
 ``roc_curves.png``              ROC curves, combined test set
 ``federated_auc_pr.png``        AUC-PR of the federated model per round (if rounds given)
 ``false_negatives.png``         missed frauds by institution, per model
+``report.html``                 the same report as one self-contained page to hand
+                                on: ``report.md`` rendered by markdown-it-py (raw
+                                HTML in the text escaped), the plots embedded as
+                                base64 PNG ``data:`` URIs, a print-friendly style
 ==============================  =====================================================
 
 Everything is first written into a fresh temporary folder next to
@@ -20,6 +24,8 @@ Everything is first written into a fresh temporary folder next to
 
 from __future__ import annotations
 
+import base64
+import html
 import math
 import os
 import shutil
@@ -42,6 +48,7 @@ from fraud.synth import SyntheticReport  # noqa: E402
 
 REPORT_FORMAT = "fedfraud-comparison-report/1"
 REPORT_NAME = "report.md"
+REPORT_HTML_NAME = "report.html"
 PLOTS = ("pr_curves.png", "roc_curves.png", "federated_auc_pr.png", "false_negatives.png")
 
 
@@ -214,13 +221,87 @@ def _markdown(
     return "\n".join(lines)
 
 
+_HTML_STYLE = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, Helvetica, Arial, sans-serif;
+       color: #1a1a1a; background: #fff; max-width: 72rem; margin: 2rem auto; padding: 0 1rem; }
+h1 { font-size: 1.5rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-bottom: 1px solid #ccc; }
+h3 { font-size: 1.05rem; }
+table { border-collapse: collapse; margin: .5rem 0 1rem; }
+th, td { border: 1px solid #bbb; padding: .25rem .5rem; text-align: left; vertical-align: top; }
+thead th { background: #eef0f2; }
+td { font-variant-numeric: tabular-nums; }
+code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: .92em; }
+img { max-width: 100%; height: auto; display: block; margin: .5rem 0 1rem; }
+@media print {
+  body { margin: 0; max-width: none; font-size: 9.5pt; }
+  thead th { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+  tr, img { break-inside: avoid; }
+  thead { display: table-header-group; }
+  h2, h3 { break-after: avoid; }
+}
+""".strip()
+
+# Scripts, frames and every outside resource are refused; images only as data: URIs.
+_HTML_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+
+
+def _html(markdown_text: str, plots: Path) -> str:
+    """``report.md`` as one self-contained page, its plots (files in ``plots``) embedded as data URIs.
+
+    The Markdown goes through markdown-it-py's CommonMark parser with raw HTML
+    disabled (any ``<tag>`` in an institution name shows as text) and GFM
+    tables enabled. An image that is not one of the report's own plots is
+    dropped rather than linked, so the page never loads anything from outside.
+    """
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False, "xhtmlOut": False}).enable("table")
+    tokens = md.parse(markdown_text)
+    for token in tokens:
+        for child in token.children or []:
+            if child.type != "image":
+                continue
+            src = str(child.attrGet("src") or "")
+            if src in PLOTS and (plots / src).is_file():
+                data = base64.b64encode((plots / src).read_bytes()).decode("ascii")
+                child.attrSet("src", f"data:image/png;base64,{data}")
+            else:
+                child.attrSet("src", "")
+    body = md.renderer.render(tokens, md.options, {})
+    title = next((line[2:] for line in markdown_text.splitlines() if line.startswith("# ")), "fedfraud comparison report")
+    return "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_HTML_CSP}">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>\n{_HTML_STYLE}\n</style>",
+        "</head>",
+        "<body>",
+        "<main>",
+        body.rstrip("\n"),
+        "</main>",
+        "</body>",
+        "</html>",
+    ]) + "\n"
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def write_report(
     out_dir: str | Path,
     comparison: ComparisonResult,
     federated_rounds: Sequence[Mapping[str, Any]] | None,
     synthetic_reports: Mapping[str, SyntheticReport] | None,
 ) -> Path:
-    """Write ``report.md`` and its plots into ``out_dir``; return the path of ``report.md``.
+    """Write ``report.md``, its plots and ``report.html`` into ``out_dir``; return the path of ``report.md``.
 
     Parameters
     ----------
@@ -255,13 +336,11 @@ def write_report(
         if points:
             _plot_rounds(points, staging / "federated_auc_pr.png", comparison)
         text = _markdown(comparison, points, reports)
-        with (staging / REPORT_NAME).open("w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_synced(staging / REPORT_HTML_NAME, _html(text, staging))
+        _write_synced(staging / REPORT_NAME, text)
         if not points:
             (out / "federated_auc_pr.png").unlink(missing_ok=True)  # a stale plot would mislead
-        for name in (*PLOTS, REPORT_NAME):
+        for name in (*PLOTS, REPORT_HTML_NAME, REPORT_NAME):
             if (staging / name).exists():
                 os.replace(staging / name, out / name)
     finally:

@@ -1,0 +1,116 @@
+"""The comparison report's self-contained ``report.html``, read through the standard library's HTML parser."""
+
+from __future__ import annotations
+
+import base64
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fraud.compare import ComparisonResult, add_model, run_comparison
+from fraud.features import N_FEATURES, to_arrays
+from fraud.generator import split_train_test
+from fraud.model import build_model
+from fraud.report import write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ROUNDS = [{"server_round": 1, "metrics": {"auc_pr": 0.30}}, {"server_round": 2, "metrics": {"auc_pr": 0.41}}]
+
+
+@pytest.fixture(scope="module")
+def comparison(federation_frames: dict[str, pd.DataFrame]) -> ComparisonResult:
+    trains, tests, vals = {}, {}, []
+    for name, frame in federation_frames.items():
+        train, rest = split_train_test(frame.iloc[:3_000], 0.4, 1)
+        val, test = split_train_test(rest, 0.5, 2)
+        trains[name], tests[name] = to_arrays(train), to_arrays(test)
+        vals.append(val)
+    result = run_comparison(
+        trains, tests, to_arrays(pd.concat(vals)), rounds=1, local_epochs=1, batch_size=256, lr=3e-3, seed=0
+    )
+    return add_model(result, "<script>alert(1)</script>", build_model(N_FEATURES, 1))
+
+
+class _Page(HTMLParser):
+    """Elements with their attributes, the body's text and every table's header cells."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.decls: list[str] = []
+        self.elements: list[tuple[str, dict[str, str]]] = []
+        self.open: list[str] = []
+        self.body_text = ""
+        self.headers: list[list[str]] = []
+        self._cell: str | None = None
+
+    def handle_decl(self, decl: str) -> None:
+        self.decls.append(decl)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, {k: v or "" for k, v in attrs}))
+        if tag in ("meta", "img", "br", "hr", "link"):
+            return
+        self.open.append(tag)
+        if tag == "thead":
+            self.headers.append([])
+        elif tag == "th" and "thead" in self.open:
+            self._cell = ""
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, {k: v or "" for k, v in attrs}))
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.open and self.open[-1] == tag, f"</{tag}> closes {self.open[-1:]}"
+        self.open.pop()
+        if tag == "th" and self._cell is not None:
+            self.headers[-1].append(self._cell.strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if "body" in self.open:
+            self.body_text += data
+        if self._cell is not None:
+            self._cell += data
+
+
+def _parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    page.close()
+    assert page.open == []
+    return page
+
+
+def test_html_report_is_one_self_contained_page_with_embedded_plots(
+    comparison: ComparisonResult, tmp_path: Path
+) -> None:
+    md = write_report(tmp_path / "out", comparison, ROUNDS, None)
+
+    page = _parse(md.parent / "report.html")
+
+    assert [d.lower() for d in page.decls] == ["doctype html"]
+    assert ("meta", {"charset": "utf-8"}) in page.elements
+    assert any(tag == "title" for tag, _ in page.elements) and any(tag == "style" for tag, _ in page.elements)
+    images = [attrs for tag, attrs in page.elements if tag == "img"]
+    assert len(images) == 4
+    for attrs in images:
+        assert attrs["src"].startswith("data:image/png;base64,")
+        assert base64.b64decode(attrs["src"].split(",", 1)[1])[:8] == PNG_MAGIC
+        assert attrs["alt"]
+    assert not [a for _, a in page.elements if a.get("href") or (a.get("src") and not a["src"].startswith("data:"))]
+
+
+def test_html_report_shows_tables_not_markdown_and_escapes_names(
+    comparison: ComparisonResult, tmp_path: Path
+) -> None:
+    md = write_report(tmp_path, comparison, None, None)
+
+    page = _parse(md.parent / "report.html")
+
+    assert ["model", "AUC-PR", "AUC-ROC", "precision", "recall", "F1", "TP", "FP", "FN", "threshold"] in page.headers
+    assert "|---" not in page.body_text and "`" not in page.body_text and "](" not in page.body_text
+    assert "<script>alert(1)</script>" in page.body_text
+    assert not [tag for tag, _ in page.elements if tag == "script"]
+    assert len([tag for tag, _ in page.elements if tag == "img"]) == 3
