@@ -156,7 +156,7 @@ def demo(
         bool,
         typer.Option(
             help="After the run, train local-only, pooled and GBT models the same way "
-            "and write <run-dir>/report/report.md with plots."
+            "and write <run-dir>/report/report.md with plots, and report.html (one self-contained file to send on)."
         ),
     ] = True,
     byo_csv: Annotated[

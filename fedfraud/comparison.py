@@ -7,8 +7,8 @@ exists only in simulation) and a pooled scikit-learn
 ``HistGradientBoostingClassifier`` ("what a central team would use"). All of
 them and the **federated** model from the run are evaluated the same way: the
 threshold chosen on the synthetic validation set, then held fixed for the
-combined test set (A+B+...) and each institution's. ``report.md`` and its
-plots go into ``<run-dir>/report/``.
+combined test set (A+B+...) and each institution's. ``report.md``, its
+plots and ``report.html`` (the same, self-contained) go into ``<run-dir>/report/``.
 """
 
 from __future__ import annotations
