@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import ssl
@@ -680,12 +681,30 @@ def local_command(
             deployment.submit(run_dir, config, on_poll=RoundProgress(run_dir, settings.num_rounds))
         console.print(final_table(run_dir))
         require_measurements(run_dir)
-        console.print(f"Flower logs: {run_dir / 'flower.log'}")
+        console.print(f"Flower logs: {run_dir / 'flower.log'}", markup=False)
+        console.print("verify it: " + verify_command(layout, federation.names, run_dir, run_name), markup=False)
     finally:
         logs = run_dir / "logs"
         if (work / "logs").is_dir():
             shutil.copytree(work / "logs", logs, dirs_exist_ok=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def verify_command(layout: Layout, names: Sequence[str], run_dir: Path, run_name: str) -> str:
+    """The compliance officer's ``fedfraud audit verify`` command for a run, ready to paste.
+
+    Each institution's own policy and own log (an institution that witnessed
+    no checkpoint has no log; the verifier would report it missing).
+    """
+    parts = ["fedfraud", "audit", "verify", str(run_dir / "audit.jsonl"),
+             "--server-key", str(layout.server_audit_pub)]
+    for name in names:
+        site = layout.institution(name)
+        parts += ["--policy", str(site.policy)]
+        own_log = site.audit_dir / f"{run_name}.jsonl"
+        if own_log.exists():
+            parts += ["--institution-log", str(own_log)]
+    return shlex.join(parts)
 
 
 def _ensure(path: Path) -> Path:

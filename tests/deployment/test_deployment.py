@@ -9,6 +9,7 @@ when a test fails.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import stat
 import subprocess
@@ -38,6 +39,7 @@ from fedfraud.deployment import (
     RunFailed,
     deployment_run_config,
     supernode_command,
+    verify_command,
 )
 from fedfraud.simulation import free_port
 from fedfraud.errors import ConfigError
@@ -511,19 +513,15 @@ def _witness_records(deployment: Deployment, institution: str, run_name: str) ->
 def _verify_with_cli(
     deployment: Deployment, run_dir: Path, run_name: str
 ) -> subprocess.CompletedProcess[str]:
-    """``fedfraud audit verify`` as the compliance officer runs it (docs/production.md 3).
+    """The ``fedfraud audit verify`` command a local federation prints, run as printed.
 
-    Each institution's own policy and own local log, from its site folder.
+    Each institution's own policy and own local log, from its site folder
+    (docs/production.md 3).
     """
-    layout = deployment.layout
-    command = [
-        sys.executable, "-m", "fedfraud", "audit", "verify", str(run_dir / "audit.jsonl"),
-        "--server-key", str(layout.server_audit_pub),
-    ]
-    for institution in INSTITUTIONS:
-        site = layout.institution(institution)
-        command += ["--policy", str(site.policy)]
-        command += ["--institution-log", str(site.audit_dir / f"{run_name}.jsonl")]
+    printed = verify_command(deployment.layout, INSTITUTIONS, run_dir, run_name)
+    program, *args = shlex.split(printed)
+    assert program == "fedfraud"
+    command = [sys.executable, "-m", "fedfraud", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
