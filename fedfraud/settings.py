@@ -119,6 +119,9 @@ class RunSettings:
     aggregation: Aggregation
     data_format: DataFormat
     secagg: SecAggSettings
+    #: Whether this run may start while another holds the server folder
+    #: (default: refused; see :mod:`server.busy`).
+    concurrent_runs: bool = False
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, object]) -> RunSettings:
@@ -161,6 +164,7 @@ class RunSettings:
             aggregation=aggregation,
             data_format=_data_format(config),
             secagg=SecAggSettings.from_run_config(config),
+            concurrent_runs=_bool(config, "concurrent-runs"),
         )
         if settings.min_cohort > len(institutions):
             raise ConfigError(
@@ -202,6 +206,13 @@ def _str(config: Mapping[str, object], key: str) -> str:
     value = config.get(key)
     if not isinstance(value, str):
         raise ConfigError(f"run config {key!r} must be a string, found {value!r}")
+    return value
+
+
+def _bool(config: Mapping[str, object], key: str) -> bool:
+    value = config.get(key, False)
+    if not isinstance(value, bool):
+        raise ConfigError(f"run config {key!r} must be true or false, found {value!r}")
     return value
 
 
