@@ -133,6 +133,13 @@ def demo(
     ] = "bank-a,bank-b,insurer-c",
     rows: Annotated[int, typer.Option(help="Transactions generated per institution.", min=500)] = 20000,
     seed: Annotated[int, typer.Option(help="Seed for data generation and training.")] = 42,
+    heterogeneity: Annotated[
+        str,
+        typer.Option(
+            help="Built-in data: standard (fraud rates 0.8-2.8 %, overlapping typologies) or high "
+            "(rates 0.5-10 %, disjoint typologies, shifted features; try with --set fedprox-mu=0.1)."
+        ),
+    ] = "standard",
     data_dir: Annotated[
         Path, typer.Option(help="Where institution data is generated (reused if it matches).")
     ] = Path("data/demo"),
@@ -204,7 +211,7 @@ def demo(
         require_measurements,
         run_simulation,
     )
-    from fraud.generator import ensure_federation_data
+    from fraud.generator import Heterogeneity, ensure_federation_data
 
     from fedfraud.sites import DemoSites, prepare_demo_sites, release_validation_data
 
@@ -213,6 +220,11 @@ def demo(
     checked_rows: dict[str, int] = {}
     if byo_csv is not None and site:
         raise ConfigError("give either --byo-csv (one file split by a column) or --site NAME=PATH, not both")
+    if heterogeneity not in {h.value for h in Heterogeneity}:
+        known = ", ".join(h.value for h in Heterogeneity)
+        raise ConfigError(f"--heterogeneity must be one of {known}, got {heterogeneity!r}")
+    if heterogeneity != Heterogeneity.STANDARD and (byo_csv is not None or site):
+        raise ConfigError("--heterogeneity shapes the built-in data; it does not apply to --byo-csv or --site")
     if byo_csv is not None or site:
         from fedfraud.sites import place_own_sites, split_byo_demo
         from fraud.byo import load_schema
@@ -304,7 +316,7 @@ def demo(
     console.print(f"[bold]fedfraud[/bold] demo: {len(names)} institutions, {rounds} rounds, {mode}")
     if byo_schema is None:
         with console.status("preparing institution data..."):
-            manifest = ensure_federation_data(data_root, names, rows, seed)
+            manifest = ensure_federation_data(data_root, names, rows, seed, heterogeneity=heterogeneity)
         for name in names:
             info = manifest["institutions"][name]
             console.print(

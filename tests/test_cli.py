@@ -37,6 +37,19 @@ def test_unknown_run_config_key_is_named(tmp_path: Path) -> None:
     assert "local-epoch" in result.stderr
 
 
+def test_unknown_heterogeneity_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    result = fedfraud("demo", "--heterogeneity", "extreme", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--heterogeneity must be one of standard, high, got 'extreme'" in result.stderr
+    assert not any(tmp_path.iterdir())  # nothing half written
+
+
+def test_demo_help_offers_the_heterogeneous_institutions(tmp_path: Path) -> None:
+    result = fedfraud("demo", "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "--heterogeneity" in result.stdout and "fedprox-mu=0.1" in result.stdout
+
+
 def test_byo_without_schema_is_a_clear_error(tmp_path: Path) -> None:
     csv = tmp_path / "claims.csv"
     csv.write_text("a,b\n1,2\n")
