@@ -171,7 +171,7 @@ class RunSettings:
                 f"run config 'min-cohort' is {settings.min_cohort} but only "
                 f"{len(institutions)} institutions take part"
             )
-        settings.secagg.validate_for(len(institutions))
+        settings.secagg.validate_for(len(institutions), dropouts_tolerated=settings.min_cohort < len(institutions))
         return settings
 
 

@@ -103,9 +103,9 @@ class SecAggSettings:
         problems: list[str] = []
         if self.num_shares < 3:
             problems.append(f"num-shares must be at least 3, found {self.num_shares}")
-        if not 2 <= self.reconstruction_threshold < max(self.num_shares, 3):
+        if not 2 <= self.reconstruction_threshold <= max(self.num_shares, 3):
             problems.append(
-                "reconstruction-threshold must be at least 2 and below num-shares, "
+                "reconstruction-threshold must be at least 2 and at most num-shares, "
                 f"found {self.reconstruction_threshold} with num-shares {self.num_shares}"
             )
         if not self.clipping_range > 0:
@@ -130,14 +130,17 @@ class SecAggSettings:
         if problems:
             raise ConfigError("invalid SecAgg+ settings: " + "; ".join(problems))
 
-    def validate_for(self, cohort_size: int) -> None:
+    def validate_for(self, cohort_size: int, dropouts_tolerated: bool = True) -> None:
         """Check the settings against the number of institutions in a round.
 
         Raises
         ------
         ConfigError
             If the masked sum could overflow, the shares exceed the cohort, or
-            the threshold leaves no room for a single dropout.
+            the threshold leaves no room for a single dropout. A run whose
+            cohort floor is every institution (``dropouts_tolerated`` false:
+            one dropout ends the round anyway) may set the threshold to the
+            whole cohort, as a policy that tolerates no dropout demands.
         """
         problems: list[str] = []
         # Each institution contributes values in [0, quantization_range]; the
@@ -157,12 +160,18 @@ class SecAggSettings:
             problems.append(
                 f"num-shares {self.num_shares} exceeds the {cohort_size} institutions"
             )
-        if self.reconstruction_threshold > cohort_size - 1:
+        neighbourhood = min(cohort_size, self.num_shares // 2 * 2 + 1)
+        if self.reconstruction_threshold > neighbourhood:
+            problems.append(
+                f"reconstruction-threshold {self.reconstruction_threshold} exceeds the "
+                f"neighbourhood of {neighbourhood} institutions that hold the shares"
+            )
+        elif dropouts_tolerated and self.reconstruction_threshold == neighbourhood:
             problems.append(
                 f"reconstruction-threshold {self.reconstruction_threshold} leaves no "
-                f"room for one dropped institution out of {cohort_size}"
+                f"room for one dropped institution out of {neighbourhood} (it may equal "
+                f"that only with min-cohort {cohort_size}, which tolerates no dropout)"
             )
-        neighbourhood = min(cohort_size, self.num_shares // 2 * 2 + 1)
         if self.reconstruction_threshold < minimum_threshold(neighbourhood):
             problems.append(
                 f"reconstruction-threshold {self.reconstruction_threshold} is below the bound "

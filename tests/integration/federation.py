@@ -47,14 +47,16 @@ def run_federation(
     site_edits: Mapping[str, Callable[[dict[str, Any]], None]] | None = None,
     validation_rows: int = 0,
     project: Path | None = None,
+    policy_dir: Path | None = None,
     **overrides: Any,
 ) -> tuple[Path, RunSettings]:
     """Run a real simulated federation and return its run directory and settings.
 
-    ``project`` is the Flower app folder to run (default: the product's own).
+    ``project`` is the Flower app folder to run (default: the product's own);
+    ``policy_dir`` the folder of policy templates (default: its ``policies/``).
     """
     run_dir = tmp_path / "run"
-    sites = prepare_demo_sites(tmp_path / "parties", INSTITUTIONS, project_dir() / "policies")
+    sites = prepare_demo_sites(tmp_path / "parties", INSTITUTIONS, policy_dir or project_dir() / "policies")
     for institution, edit in (site_edits or {}).items():
         edit_site_policy(sites.site(institution) / "policy.toml", edit)
     if validation_rows:

@@ -9,12 +9,14 @@ server's run directory (no model) and the compliance officer's verifier.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from client.fraud_client import load_split
+from fedfraud.simulation import project_dir
 from fraud.features import FEATURE_COLUMNS
 from fraud.metrics import SCORE_GRID_BINS, metrics_from_histograms, score_histograms
 from fraud.model import build_model, set_weights
@@ -155,3 +157,29 @@ def test_ckks_run_reaches_plain_fedavgs_auc_roc(
     plain = metrics_from_histograms(pos, neg, ckks_round["threshold"])
     assert int(pos.sum() + neg.sum()) == ckks_round["metrics"]["num_examples"]
     assert abs(ckks_round["metrics"]["auc_roc"] - plain.auc_roc) <= 0.001
+
+
+def test_strict_ckks_only_insurer_takes_part_in_a_ckks_run(tmp_path: Path) -> None:
+    # insurer-c's compliance office signs policies/strict/insurer-c-ckks-only.toml:
+    # ckks only, every sum over all three institutions, no synthetic release.
+    # A ckks run set to its terms goes through with all three; the verifier,
+    # given the institutions' own policies, finds it VALID.
+    policies = tmp_path / "policies"
+    shutil.copytree(project_dir() / "policies", policies, ignore=shutil.ignore_patterns("strict"))
+    shutil.copyfile(project_dir() / "policies" / "strict" / "insurer-c-ckks-only.toml", policies / "insurer-c.toml")
+    data = make_data(tmp_path / "data")
+    run_dir, _ = run_federation(
+        tmp_path, data, rounds=1, policy_dir=policies, aggregation="ckks",
+        **{"min-cohort": 3, "reconstruction-threshold": 3, "max-weight": 5000.0},
+    )
+    (record,) = read_rounds(run_dir)
+    assert record["accepted"] is True and record["refusals"] == []
+    assert record["cohort"] == list(INSTITUTIONS) and record["evaluated_by"] == list(INSTITUTIONS)
+    assert "summed training counts" in record["threshold_source"]  # nothing was released
+    parties = run_dir.parent / "parties"
+    own = (parties / "sites" / "insurer-c" / "policy.toml").read_text(encoding="utf-8")
+    assert 'required_aggregation = "ckks"' in own and "min_cohort_size = 3" in own
+    assert list((parties / "sites" / "insurer-c" / "state").glob("ckks-model-*.npz"))
+    verdict = verify_with_cli(run_dir, parties)
+    assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+    assert "VALID" in verdict.stdout

@@ -30,7 +30,7 @@ def test_defaults_build_and_tolerate_one_dropout_of_three() -> None:
     ("key", "value", "fragment"),
     [
         ("num-shares", 2, "num-shares"),
-        ("reconstruction-threshold", 3, "reconstruction-threshold"),
+        ("reconstruction-threshold", 4, "reconstruction-threshold"),
         ("clipping-range", 0.0, "clipping-range"),
         ("modulus-range", 3 * 2**20, "modulus-range"),
         ("timeout", 0.0, "timeout"),
@@ -49,6 +49,14 @@ def test_overflow_and_cohort_checks() -> None:
         settings.validate_for(4)
     with pytest.raises(ConfigError, match="no room for one dropped"):
         SecAggSettings.from_run_config(BASE).validate_for(2)
+    full = SecAggSettings.from_run_config({**BASE, "reconstruction-threshold": 3})
+    with pytest.raises(ConfigError, match="no room for one dropped institution out of 3"):
+        full.validate_for(3)
+    # A run that tolerates no dropout (min-cohort = every institution) may
+    # need every share, as a policy demanding threshold = cohort asks.
+    full.validate_for(3, dropouts_tolerated=False)
+    with pytest.raises(ConfigError, match="exceeds the neighbourhood of 3"):
+        SecAggSettings.from_run_config({**BASE, "num-shares": 5, "reconstruction-threshold": 5}).validate_for(3, False)
 
 
 def test_clipping_guard_refuses_and_names_layer_without_values() -> None:
