@@ -245,21 +245,12 @@ def split_train_test(
 
     Stratified by ``label`` and seeded by ``rng``; rows keep their original
     text (the schema reads them later, as it reads any institution's files).
+    The file is streamed (:func:`fraud.byo.split_train_test_rows`), so a
+    bank-sized export is split without being held in memory.
     """
-    import numpy as np
-    import pandas as pd
+    from fraud.byo import split_train_test_rows
 
-    frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    if label not in frame.columns:
-        raise InputError(f"{source or csv_path}: label column {label!r} not found")
-    test = np.zeros(len(frame), dtype=bool)
-    for value in sorted(frame[label].unique()):
-        rows = np.flatnonzero(frame[label].to_numpy() == value)
-        chosen = rng.choice(rows, size=round(test_fraction * len(rows)), replace=False)
-        test[chosen] = True
-    out.mkdir(parents=True, exist_ok=True)
-    frame[~test].to_csv(out / "train.csv", index=False)
-    frame[test].to_csv(out / "test.csv", index=False)
+    split_train_test_rows(csv_path, label, out, rng, test_fraction, source=source)
 
 
 def place_own_sites(

@@ -387,3 +387,33 @@ def test_schema_accepts_an_integer_or_boolean_positive_label(
     frame = load_institution_csv(csv_path, schema)
 
     assert frame["fraud"].tolist() == positives
+
+
+def test_a_bad_row_late_in_the_file_leaves_no_split_file_behind(tmp_path: Path) -> None:
+    # The split is streamed (a bank-sized export is never held in memory), so
+    # it meets a bad row only after writing earlier rows: none may remain.
+    lines = INSURANCE_CSV.read_text(encoding="utf-8").splitlines()
+    bad = tmp_path / "claims.csv"
+    bad.write_text("\n".join([*lines[:900], "1,2,3", *lines[900:]]) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+
+    with pytest.raises(InputError, match=r"claims.csv: CSV parse error at line 901: expected \d+ fields"):
+        split_by_column(bad, "policy_state", out)
+
+    assert list(out.iterdir()) == []
+
+
+def test_streamed_train_test_split_is_stratified_and_reproducible(tmp_path: Path) -> None:
+    from fedfraud.sites import split_train_test
+
+    paths = split_by_column(INSURANCE_CSV, "policy_state", tmp_path / "raw")
+    for run in ("a", "b"):
+        split_train_test(paths["oh"], "fraud_reported", tmp_path / run, np.random.default_rng(7))
+    train = pd.read_csv(tmp_path / "a" / "train.csv", dtype=str, keep_default_na=False)
+    test = pd.read_csv(tmp_path / "a" / "test.csv", dtype=str, keep_default_na=False)
+    whole = pd.read_csv(paths["oh"], dtype=str, keep_default_na=False)
+    assert len(train) + len(test) == len(whole) == 352
+    for value, count in whole["fraud_reported"].value_counts().items():
+        assert (test["fraud_reported"] == value).sum() == round(0.3 * count)
+    assert (tmp_path / "a" / "test.csv").read_bytes() == (tmp_path / "b" / "test.csv").read_bytes()
+    assert not list((tmp_path / "a").glob(".*.tmp"))
