@@ -96,7 +96,7 @@ class LocalData:
     def n_features(self, spec_text: object = None) -> int:
         """Width of the model's input for this run."""
         if self.format is DataFormat.BUILTIN:
-            from fraud.features import FEATURE_COLUMNS
+            from fraud.constants import FEATURE_COLUMNS
 
             return len(FEATURE_COLUMNS)
         return int(self.spec(spec_text).n_features)
@@ -104,7 +104,7 @@ class LocalData:
     def policy_features(self) -> tuple[str, ...]:
         """The columns this institution's data feeds the model, as policies name them."""
         if self.format is DataFormat.BUILTIN:
-            from fraud.features import FEATURE_COLUMNS
+            from fraud.constants import FEATURE_COLUMNS
 
             return tuple(FEATURE_COLUMNS)
         return model_columns(self.schema)

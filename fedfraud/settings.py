@@ -192,9 +192,9 @@ def _fraction(config: Mapping[str, object], key: str) -> float:
 
 
 def _prox_mu(config: Mapping[str, object], key: str) -> float:
-    # The bound lives with the training code; imported here, not at module
-    # level, so that reading the settings module does not load torch.
-    from fraud.train import MAX_PROX_MU
+    # The bound lives in a module without torch: every ClientApp process reads
+    # the settings, and most stages never train.
+    from fraud.constants import MAX_PROX_MU
 
     value = config.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_PROX_MU:

@@ -35,6 +35,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from fedfraud.errors import InputError
+from fraud.constants import FEATURE_COLUMNS
 
 LABEL_COLUMN = "is_fraud"
 TYPOLOGY_COLUMN = "typology"
@@ -63,28 +64,6 @@ RAW_COLUMNS: tuple[str, ...] = (
 )
 """Columns :func:`to_arrays` reads (besides the label)."""
 
-FEATURE_COLUMNS: tuple[str, ...] = (
-    "log_amount",
-    "hour_sin",
-    "hour_cos",
-    "is_weekend",
-    "channel_card_present",
-    "channel_card_not_present",
-    "channel_online_banking",
-    "merchant_risk",
-    "terminal_fraud_rate_28d",
-    "customer_tx_count_1d",
-    "customer_tx_count_7d",
-    "customer_tx_count_30d",
-    "customer_mean_amount_1d",
-    "customer_mean_amount_7d",
-    "customer_mean_amount_30d",
-    "amount_to_mean_30d",
-    "seconds_since_last_tx",
-    "new_device",
-    "foreign_country",
-)
-"""Model inputs, in the column order of ``X``."""
 
 N_FEATURES = len(FEATURE_COLUMNS)
 

@@ -13,12 +13,10 @@ import torch
 from torch import nn
 
 from fedfraud.errors import ConfigError, InputError
+from fraud.constants import MAX_PROX_MU
 
 MAX_POS_WEIGHT = 50.0
 """Cap on the positive-class weight, so a handful of frauds cannot dominate."""
-
-MAX_PROX_MU = 100.0
-"""Largest FedProx coefficient accepted; beyond it local training barely moves."""
 
 
 @dataclass(frozen=True)
