@@ -2,7 +2,7 @@
 
 Every class derives from the product hierarchy in :mod:`fedfraud.errors`, so
 the command line maps each one to a documented exit code.  The verifier's
-verdict-specific errors carry their own exit codes (see :mod:`audit.verdict`).
+verdict-specific errors carry their own exit codes (see :class:`audit.verify.Verdict`).
 """
 
 from __future__ import annotations
