@@ -276,3 +276,48 @@ def honest_aggregate(victims: Sequence[Party], transcript: Transcript) -> npt.ND
         key = hc.self_mask_key(combine_shares(shares, 2), b, digest, transcript.adverts[node].institution)
         total = add_mod(total, mask_stream(key, total.size, 2**32), 2**32, -1)
     return decode_integer_sum(total, len(nodes))
+
+
+def play_ckks_until_collected(
+    victims: Sequence[Party],
+    server_round: int = 1,
+    task: str = "train",
+    model_id: str = "initial",
+) -> dict[str, Any]:
+    """An honest ckks round up to the collect stage, naming the model ``model_id``.
+
+    A training round deals the CKKS key (one institution seals it to each
+    other); an evaluation sums counts only. Returns each victim's collect
+    reply fields, or the exception it raised, by institution.
+    """
+    setup = setup_fields(task, len(victims))
+    adverts = [advert_of(p, send(p, Stage.SETUP, setup, server_round)) for p in victims]
+    boxes: dict[int, list[tuple[int, bytes]]] = {p.node_id: [] for p in victims}
+    dealt: dict[str, Any] = {}
+    for party in victims:
+        reply = send(party, Stage.SHARE_KEYS, listing(adverts), server_round)
+        for dst, box in zip(reply[Field.DESTINATIONS], reply[Field.BOXES], strict=True):
+            boxes[dst].append((party.node_id, box))
+        if Field.CKKS_CONTEXT in reply:
+            dealt = {"node": party.node_id, **reply}
+    envelopes = (
+        dict(zip(dealt[Field.CKKS_RECIPIENTS], dealt[Field.CKKS_ENVELOPES], strict=True)) if dealt else {}
+    )
+    outcomes: dict[str, Any] = {}
+    for party in victims:
+        fields: dict[str, Any] = {
+            Field.SOURCES: [s for s, _ in boxes[party.node_id]],
+            Field.BOXES: [b for _, b in boxes[party.node_id]],
+        }
+        if dealt:
+            fields[Field.CKKS_CONTEXT] = dealt[Field.CKKS_CONTEXT]
+            fields[Field.CKKS_DEALER] = dealt["node"]
+        if party.node_id in envelopes:
+            fields[Field.CKKS_ENVELOPE] = envelopes[party.node_id]
+        config = {"server-round": server_round, "task": task, "ckks-model-id": model_id}
+        fitins = FitIns(ndarrays_to_parameters(global_model()), config)  # type: ignore[arg-type]
+        try:
+            outcomes[party.name] = send(party, Stage.COLLECT, fields, server_round, fitins=fitins)
+        except Exception as exc:  # noqa: BLE001 - a refusal is an outcome the caller checks
+            outcomes[party.name] = exc
+    return outcomes

@@ -14,21 +14,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-from flwr.common import FitIns, ndarrays_to_parameters
 
 from secagg import ckks
 from secagg.masks import encode_contribution
-from secagg.protocol import STATE_RECORD, Field, Stage
+from secagg.protocol import STATE_RECORD, Field
 
-from .hardened_driver import (
-    advert_of,
-    global_model,
-    listing,
-    make_federation,
-    parties,
-    send,
-    setup_fields,
-)
+from .hardened_driver import global_model, make_federation, parties, play_ckks_until_collected
 
 QUANTIZATION = 2**24
 MODULUS = 2**32
@@ -39,32 +30,12 @@ def _ckks_round(tmp_path: Path) -> tuple[dict[str, list[bytes]], bytes, int]:
     config = make_federation(tmp_path)
     config["aggregation"] = "ckks"
     victims = parties(config)
-    adverts = [advert_of(p, send(p, Stage.SETUP, setup_fields("train", len(victims)))) for p in victims]
-    boxes: dict[int, list[tuple[int, bytes]]] = {p.node_id: [] for p in victims}
-    dealt: dict[str, object] = {}
-    for party in victims:
-        reply = send(party, Stage.SHARE_KEYS, listing(adverts))
-        for dst, box in zip(reply[Field.DESTINATIONS], reply[Field.BOXES], strict=True):
-            boxes[dst].append((party.node_id, box))
-        if Field.CKKS_CONTEXT in reply:
-            dealt = {"node": party.node_id, **reply}
-    envelopes = dict(zip(dealt[Field.CKKS_RECIPIENTS], dealt[Field.CKKS_ENVELOPES], strict=True))  # type: ignore[call-overload]
     blobs: dict[str, list[bytes]] = {}
     size = 0
-    for party in victims:
-        fields = {
-            Field.SOURCES: [s for s, _ in boxes[party.node_id]],
-            Field.BOXES: [b for _, b in boxes[party.node_id]],
-            Field.CKKS_CONTEXT: dealt[Field.CKKS_CONTEXT],
-            Field.CKKS_DEALER: dealt["node"],
-        }
-        if party.node_id in envelopes:
-            fields[Field.CKKS_ENVELOPE] = envelopes[party.node_id]
-        fitins = FitIns(ndarrays_to_parameters(global_model()), {"server-round": 1, "task": "train",
-                                                                 "ckks-model-id": "initial"})
-        reply = send(party, Stage.COLLECT, fields, fitins=fitins)
+    for name, reply in play_ckks_until_collected(victims).items():
+        assert isinstance(reply, dict), f"{name} refused: {reply}"
         assert Field.MASKED not in reply  # nothing leaves in the clear
-        blobs[party.name] = [bytes(b) for b in reply[Field.CKKS_BLOBS]]
+        blobs[name] = [bytes(b) for b in reply[Field.CKKS_BLOBS]]
         size = int(reply[Field.SIZE])
     # The colluding institution (insurer-c) hands the server the round key it holds.
     colluder = next(p for p in victims if p.name == "insurer-c")

@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from flwr.common import FitIns, ndarrays_to_parameters
 from flwr.app import ConfigRecord, Context, RecordDict
 from flwr.server import LegacyContext
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
@@ -24,60 +23,15 @@ from client.gate import RoundRefused
 from client.node import resolve_node
 from fedfraud.settings import RunSettings
 from fedfraud.wire import CKKS_INITIAL_MODEL
-from secagg.protocol import Field, Stage
+from secagg.protocol import Field
 from server.evaluation import EvaluationSums, SecureEvaluation
 
-from .hardened_driver import (
-    Party,
-    advert_of,
-    global_model,
-    listing,
-    make_federation,
-    parties,
-    send,
-    setup_fields,
-)
+from .hardened_driver import Party, global_model, make_federation, parties, play_ckks_until_collected
 
 
 def _collect_initial(victims: list[Party], server_round: int, task: str) -> dict[str, object]:
-    """One honest ckks round up to the collect stage, naming the initial model.
-
-    Returns each victim's reply fields, or the error it raised, by institution.
-    """
-    setup = setup_fields(task, len(victims))
-    adverts = [advert_of(p, send(p, Stage.SETUP, setup, server_round)) for p in victims]
-    boxes: dict[int, list[tuple[int, bytes]]] = {p.node_id: [] for p in victims}
-    dealt: dict[str, object] = {}
-    for party in victims:
-        reply = send(party, Stage.SHARE_KEYS, listing(adverts), server_round)
-        for dst, box in zip(reply[Field.DESTINATIONS], reply[Field.BOXES], strict=True):
-            boxes[dst].append((party.node_id, box))
-        if Field.CKKS_CONTEXT in reply:
-            dealt = {"node": party.node_id, **reply}
-    # A training round deals the CKKS key; an evaluation sums counts only.
-    envelopes = (
-        dict(zip(dealt[Field.CKKS_RECIPIENTS], dealt[Field.CKKS_ENVELOPES], strict=True))  # type: ignore[call-overload]
-        if dealt
-        else {}
-    )
-    outcomes: dict[str, object] = {}
-    for party in victims:
-        fields = {
-            Field.SOURCES: [s for s, _ in boxes[party.node_id]],
-            Field.BOXES: [b for _, b in boxes[party.node_id]],
-        }
-        if dealt:
-            fields[Field.CKKS_CONTEXT] = dealt[Field.CKKS_CONTEXT]
-            fields[Field.CKKS_DEALER] = dealt["node"]
-        if party.node_id in envelopes:
-            fields[Field.CKKS_ENVELOPE] = envelopes[party.node_id]
-        config = {"server-round": server_round, "task": task, "ckks-model-id": CKKS_INITIAL_MODEL}
-        fitins = FitIns(ndarrays_to_parameters(global_model()), config)  # type: ignore[arg-type]
-        try:
-            outcomes[party.name] = send(party, Stage.COLLECT, fields, server_round, fitins=fitins)
-        except (RoundRefused, RuntimeError) as exc:
-            outcomes[party.name] = exc
-    return outcomes
+    """One honest ckks round up to the collect stage, naming the initial model."""
+    return play_ckks_until_collected(victims, server_round, task, CKKS_INITIAL_MODEL)
 
 
 @pytest.fixture()
