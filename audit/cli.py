@@ -166,14 +166,8 @@ def _safe(value: object) -> str:
 def _print_report(console: Console, report: VerificationReport) -> None:
     for check in report.checks:
         mark = "[green]ok  [/green]" if check.ok else "[red]FAIL[/red]"
-        where = []
-        if check.line is not None:
-            where.append(f"line {check.line}")
-        if check.seq is not None:
-            where.append(f"record {check.seq}")
-        if check.offset is not None and not check.ok:
-            where.append(f"byte {check.offset}")
-        loc = f" ({', '.join(where)})" if where and not check.ok else ""
+        where = check.location()
+        loc = f" ({where})" if where and not check.ok else ""
         console.print(f"{mark} {_safe(check.step):<6} {_safe(check.name)}: {_safe(check.message)}{loc}",
                       highlight=False, markup=True)
         if not check.ok and (check.expected or check.found):

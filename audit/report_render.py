@@ -259,14 +259,8 @@ def _coverage(cov: "Coverage") -> list[Spans]:
 
 
 def _where(c: Check) -> Spans:
-    parts = []
-    if c.line is not None:
-        parts.append(f"line {c.line}")
-    if c.seq is not None:
-        parts.append(f"record {c.seq}")
-    if c.offset is not None and not c.ok:
-        parts.append(f"byte {c.offset}")
-    spans: Spans = [Text(", ".join(parts))] if parts else []
+    location = c.location()
+    spans: Spans = [Text(location)] if location else []
     if not c.ok and c.expected is not None:
         spans.append(Text(("; " if spans else "") + f"expected: {c.expected}"))
     if not c.ok and c.found is not None:

@@ -285,6 +285,17 @@ class Check:
         data["verdict"] = self.verdict.value
         return data
 
+    def location(self) -> str:
+        """Where in the log the check points: ``line L, record S`` (and the byte of a failure)."""
+        parts = []
+        if self.line is not None:
+            parts.append(f"line {self.line}")
+        if self.seq is not None:
+            parts.append(f"record {self.seq}")
+        if self.offset is not None and not self.ok:
+            parts.append(f"byte {self.offset}")
+        return ", ".join(parts)
+
 
 @dataclass
 class RoundSummary:
