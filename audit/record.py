@@ -95,6 +95,10 @@ class RecordKind(str, Enum):
     WITNESS_REFUSED = "witness_refused"
     PARTICIPANTS = "participants"
     CIPHERTEXTS = "ciphertexts"
+    #: ``model = "gbdt"``: the bin agreement, each histogram sum, each tree.
+    GBDT_BINS = "gbdt_bins"
+    GBDT_SUM = "gbdt_sum"
+    GBDT_TREE = "gbdt_tree"
 
 
 _KINDS = {kind.value: kind for kind in RecordKind}

@@ -289,6 +289,61 @@ class RunAuditor:
             },
         )
 
+    def gbdt_bins(self, server_round: int, bins: Sequence[int], contributors: Sequence[str]) -> Record:
+        """Record the bin agreement of a gbdt run: bins per column and who was summed."""
+        self._require_open_round(server_round)
+        members = _ids("contributors", contributors)
+        if any(m not in self._inst_keys for m in members):
+            raise AuditError(f"bin counts of institutions not in the genesis: {members}")
+        return self._writer.append(
+            RecordKind.GBDT_BINS,
+            {"round": server_round, "bins": [int(b) for b in bins], "contributors": members},
+        )
+
+    def gbdt_sum(
+        self,
+        server_round: int,
+        task: str,
+        shape: Sequence[int],
+        sum_sha256: str,
+        receipts: Sequence[dict[str, Any]],
+    ) -> Record:
+        """Record one histogram sum: task, shape, SHA-256 of the totals, the contributors' receipts.
+
+        Each receipt must verify under its institution's genesis key and name
+        this log and round; its digest covers that institution's own vector.
+
+        Raises
+        ------
+        ReceiptError
+            If a receipt does not verify, or two come from one institution.
+        """
+        self._require_open_round(server_round)
+        seen: list[str] = []
+        for receipt in receipts:
+            inst = receipt.get("institution") if isinstance(receipt, dict) else None
+            if not isinstance(inst, str) or inst not in self._inst_keys or inst in seen:
+                raise ReceiptError(f"histogram receipt from {inst!r}: unknown or repeated")
+            verify_receipt(receipt, self._inst_keys[inst], log_id=self.log_id,
+                           server_round=server_round, institution_id=inst)
+            seen.append(inst)
+        return self._writer.append(
+            RecordKind.GBDT_SUM,
+            {"round": server_round, "task": str(task), "shape": [int(d) for d in shape],
+             "sum_sha256": _check_hex("sum_sha256", sum_sha256), "receipts": list(receipts)},
+        )
+
+    def gbdt_tree(
+        self, server_round: int, index: int, tree_hash: str, nodes: int, smallest: int, floor: int
+    ) -> Record:
+        """Record a grown tree: its index in the ensemble, hash, size and smallest node's rows."""
+        self._require_open_round(server_round)
+        return self._writer.append(
+            RecordKind.GBDT_TREE,
+            {"round": server_round, "index": int(index), "tree_hash": _check_hex("tree_hash", tree_hash),
+             "nodes": int(nodes), "smallest_node_rows": int(smallest), "min_child_rows": int(floor)},
+        )
+
     def dropout(self, server_round: int, institution_ids: Sequence[str], stage: str) -> Record:
         """Record institutions that dropped out at a protocol stage of the open round."""
         self._require_open_round(server_round)

@@ -614,6 +614,7 @@ def _policy_limits(policy: Mapping[str, Any]) -> dict[str, Any]:
         "aggregation_modes": [str(m).lower() for m in modes] if isinstance(modes, list) else None,
         "allowed_metrics": [str(m) for m in metrics] if isinstance(metrics, list) else None,
         "policy_hash": policy.get("policy_hash"),
+        "min_child_rows": pick(policy.get("histograms") or {}, "min_child_rows"),
     }
 
 
@@ -1035,6 +1036,36 @@ def verify_log(
                     fail("round order", Verdict.TAMPERED, f"ciphertexts for round {body.get('round')}, which is not open", ln, record)
                 elif any(i not in current.cohort for i in body.get("ciphertexts", {})):
                     fail("cohort", Verdict.TAMPERED, "ciphertexts of institutions outside the cohort", ln, record)
+            # 3.10 gbdt: the bin agreement, each histogram sum (with a verified receipt of
+            #      every contributor of the round's cohort) and each tree (no node below
+            #      the small-cell floor) belong to the open round.
+            elif kind in (RecordKind.GBDT_BINS, RecordKind.GBDT_SUM, RecordKind.GBDT_TREE):
+                if current is None or body.get("round") != current.round:
+                    fail("round order", Verdict.TAMPERED, f"{kind.value} for round {body.get('round')}, which is not open", ln, record)
+                    continue
+                if kind is RecordKind.GBDT_SUM:
+                    senders: list[str] = []
+                    for receipt in body["receipts"]:
+                        inst = receipt.get("institution") if isinstance(receipt, dict) else None
+                        if inst not in genesis_keys or inst not in current.cohort or inst in senders:
+                            fail("receipt", Verdict.TAMPERED, f"histogram receipt of {inst!r} is outside the cohort or duplicated", ln, record)
+                            break
+                        try:
+                            verify_receipt(receipt, genesis_keys[inst], log_id=record.log_id,
+                                           server_round=current.round, institution_id=inst)
+                        except AuditError as exc:
+                            fail("receipt", Verdict.TAMPERED, f"histogram receipt of {inst!r} in round {current.round}: {exc}", ln, record)
+                            break
+                        senders.append(inst)
+                    if len(senders) < 2:
+                        fail("cohort", Verdict.POLICY_VIOLATED, f"a histogram sum ({body.get('task')}) of fewer than two institutions", ln, record)
+                elif kind is RecordKind.GBDT_TREE:
+                    smallest, floor = int(body["smallest_node_rows"]), int(body["min_child_rows"])
+                    if smallest < floor:
+                        fail("small cells", Verdict.POLICY_VIOLATED,
+                             f"tree {body.get('index')} has a node of {smallest} rows, below the run's minimum of {floor}", ln, record)
+                    policy_events.append(("tree", "", {"seq": record.seq, "line": ln.number, "offset": ln.offset,
+                                                       "round": current.round, "smallest": smallest}))
             # 3.8 Every node that took part in a secure round proved a roster identity.
             elif kind is RecordKind.PARTICIPANTS:
                 _check_participants(body, genesis_keys, lambda name, verdict, message: fail(
@@ -1198,6 +1229,14 @@ def verify_log(
                     checks.fail("6", "aggregation mode", Verdict.POLICY_VIOLATED,
                                 f"aggregation mode {info['mode']!r} is not allowed by {inst_id}'s policy",
                                 expected=", ".join(modes), found=info["mode"], **where)
+        elif event == "tree":
+            for inst_id, lim in limits.items():
+                floor = lim["min_child_rows"]
+                if isinstance(floor, int) and info["smallest"] < floor:
+                    checks.fail("6", "small cells", Verdict.POLICY_VIOLATED,
+                                f"round {info['round']} grew a tree with a node of {info['smallest']} rows, "
+                                f"below {inst_id}'s histograms.min_child_rows of {floor}",
+                                expected=f">= {floor}", found=str(info["smallest"]), **where)
         elif event == "round":
             survivors = info["survivors"]
             for inst_id in survivors:

@@ -28,8 +28,8 @@ from audit.canonical import canonical_dumps, strict_loads
 from audit.receipt import make_receipt
 from audit.witness import InstitutionWitness
 from fedfraud.errors import ProtocolError
-from fedfraud.settings import Aggregation, RunSettings
-from fedfraud.wire import update_digest
+from fedfraud.settings import Aggregation, ModelKind, RunSettings
+from fedfraud.wire import Refusal, update_digest
 from secagg.secure_sum import LOSS_SCALE, to_counts, to_fixed_point
 from fraud.features import load_arrays
 from fraud.metrics import SCORE_GRID_BINS, score_histograms
@@ -38,7 +38,7 @@ from fraud.train import TrainConfig, evaluate_loss, predict_scores, train_local
 from secagg.params import check_update_in_range, check_weight
 
 from .data import LocalData
-from .gate import Institution, RoundView, check_round, load_institution
+from .gate import Institution, RoundRefused, RoundView, check_round, load_institution
 from .node import InstitutionNode
 from .secagg_adapter import ObservedSecAgg, observed_secagg
 
@@ -86,6 +86,10 @@ class FraudClient(NumPyClient):
             return self._evaluate_securely(parameters, config)
         if task == "stats":
             return self._share_statistics(config)
+        if task == "bins":
+            return self._share_bins(config)
+        if isinstance(task, str) and task.startswith("histogram-"):
+            return self._share_histograms(parameters, config)
         if task != "train":
             raise ProtocolError(f"unknown task {task!r}")
         # 1. The round must run inside SecAgg+, with parameters this
@@ -133,16 +137,89 @@ class FraudClient(NumPyClient):
             metrics["receipt"] = canonical_dumps(receipt).decode("utf-8")
         return weights, result.num_examples, metrics
 
-    def _gate_secure_task(self, config: Config) -> ObservedSecAgg:
-        """The gate for a SecAgg+ task that is not training (evaluation, statistics)."""
+    def _gate_secure_task(self, config: Config, histograms: bool = False) -> ObservedSecAgg:
+        """The gate for a SecAgg+ task that is not training (evaluation, statistics, histograms)."""
         secagg = observed_secagg(self.context)
         return check_round(
             RoundView(
-                self.node.institution_id, _round(config), secagg, secagg.cohort, training=False
+                self.node.institution_id, _round(config), secagg, secagg.cohort, training=False,
+                histograms=histograms,
             ),
             self.settings,
             self.institution,
         )
+
+    def _receipt(self, config: Config, vector: npt.NDArray[Any]) -> Config:
+        """The result's metrics: this institution and, if the log is named, a signed receipt."""
+        metrics: Config = {"institution": self.node.institution_id}
+        log_id = config.get("log-id")
+        if isinstance(log_id, str) and log_id:
+            receipt = make_receipt(
+                self.institution.signing_key,
+                self.node.institution_id,
+                strict_loads(log_id),
+                _round(config),
+                update_digest([vector]),
+                self.institution.policy.policy_hash,
+            )
+            metrics["receipt"] = canonical_dumps(receipt).decode("utf-8")
+        return metrics
+
+    def _share_bins(self, config: Config) -> tuple[Arrays, int, Config]:
+        """The bin agreement: grid counts of every column, rows and frauds (summed exactly)."""
+        from fraud.gbdt import fine_counts
+
+        self._gate_secure_task(config, histograms=True)
+        features, labels = self.data.arrays("train", config.get("feature-spec"))
+        vector = np.concatenate(
+            [
+                to_counts(fine_counts(features).ravel(), "bin grid counts"),
+                to_counts([labels.shape[0], int(labels.sum())], "training rows and frauds"),
+            ]
+        )
+        return [vector], 1, {"institution": self.node.institution_id}
+
+    def _share_histograms(self, parameters: Arrays, config: Config) -> tuple[Arrays, int, Config]:
+        """One level of the tree being grown: per open node, feature and bin, the
+        row count and the sums of gradients and hessians of this site's training
+        rows, into the exact secure sum only.
+
+        Refused (before the data is read) if this institution's policy does not
+        allow histograms, or a node to be summed holds fewer rows across the
+        federation than its small-cell rule (as the server states them: the
+        audit log records them, and the verifier checks them).
+        """
+        from fraud.gbdt import Ensemble, bin_rows, gradients, level_histograms
+
+        self._gate_secure_task(config, histograms=True)
+        ensemble = Ensemble.from_array(parameters[0]) if len(parameters) == 1 else None
+        if ensemble is None or ensemble.growing is None:
+            raise ProtocolError("a histogram task must carry the ensemble and the tree being grown")
+        tree = ensemble.growing
+        terms = self.institution.policy.histograms
+        floor = terms.min_child_rows if terms is not None else 1
+        small = [n for n in tree.open if tree.rows[n] < floor]
+        if small:
+            raise RoundRefused(
+                Refusal(
+                    institution=self.node.institution_id,
+                    server_round=_round(config),
+                    rules=(
+                        f"histograms.min_child_rows: the server asks for sums of node(s) "
+                        f"{small[:5]} holding fewer than {floor} rows across the federation",
+                    ),
+                    policy_hash=self.institution.policy.policy_hash,
+                )
+            )
+        features, labels = self.data.arrays("train", config.get("feature-spec"))
+        if features.shape[1] != len(ensemble.edges):
+            raise ProtocolError(
+                f"the ensemble's bins cover {len(ensemble.edges)} columns, this site's data {features.shape[1]}"
+            )
+        binned = bin_rows(features, ensemble.edges)
+        grad, hess = gradients(ensemble.margin_binned(binned), labels)
+        vector = level_histograms(binned, grad, hess, tree, ensemble.params.max_bins).vector()
+        return [vector], 1, self._receipt(config, vector)
 
     def _evaluate_securely(self, parameters: Arrays, config: Config) -> tuple[Arrays, int, Config]:
         """Score the global model on the test split; send counts into SecAgg+ only.
@@ -155,16 +232,22 @@ class FraudClient(NumPyClient):
         """
         self._gate_secure_task(config)
         spec = config.get("feature-spec")
-        model = build_model(self.data.n_features(spec), seed=self.settings.seed)
-        set_weights(model, parameters)
         test_x, test_y = self.data.arrays("test", spec)
         train_x, train_y = self.data.arrays("train", spec)
         count = int(test_y.shape[0])
-        loss_total = evaluate_loss(model, test_x, test_y) * count
-        pos, neg = score_histograms(predict_scores(model, test_x), test_y, SCORE_GRID_BINS)
-        train_pos, train_neg = score_histograms(
-            predict_scores(model, train_x), train_y, SCORE_GRID_BINS
-        )
+        if self.settings.model is ModelKind.GBDT:
+            from fraud.gbdt import Ensemble, log_loss_total
+
+            ensemble = Ensemble.from_array(parameters[0])
+            test_scores, train_scores = ensemble.predict(test_x), ensemble.predict(train_x)
+            loss_total = log_loss_total(test_scores, test_y)
+        else:
+            model = build_model(self.data.n_features(spec), seed=self.settings.seed)
+            set_weights(model, parameters)
+            loss_total = evaluate_loss(model, test_x, test_y) * count
+            test_scores, train_scores = predict_scores(model, test_x), predict_scores(model, train_x)
+        pos, neg = score_histograms(test_scores, test_y, SCORE_GRID_BINS)
+        train_pos, train_neg = score_histograms(train_scores, train_y, SCORE_GRID_BINS)
         vector = np.concatenate(
             [
                 to_counts(np.concatenate([pos, neg, train_pos, train_neg]), "evaluation counts"),

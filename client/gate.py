@@ -97,6 +97,8 @@ class RoundView:
     secagg: ObservedSecAgg | None
     cohort: tuple[str, ...]
     training: bool = True
+    #: The round sums gradient histograms (``model = "gbdt"``).
+    histograms: bool = False
 
 
 def check_round(
@@ -183,6 +185,7 @@ def check_round(
             cohort_size=len(partners) + 1,
             local_epochs=settings.local_epochs,
             features=institution.features,
+            releases_histograms=view.histograms,
         )
         try:
             policy_check_round(institution.policy, instructions, moment)

@@ -63,6 +63,7 @@ from secagg.protocol import (
     get_list,
     get_stage,
     get_str,
+    parse_task,
     same_length,
 )
 from secagg.shamir import split_secret
@@ -219,19 +220,20 @@ def _round_keys(state: dict[str, Any]) -> hc.RoundKeys:
 
 Handled = tuple[dict[str, Any], RecordDict]
 
+#: Ledger key of the cohort bound to the base ensemble of a tree's levels.
+GBDT_TREE_KEY = "gbdt-tree"
+
 
 def _setup(
     party: _Party, msg: Message, ctxt: Context, fields: dict[str, Any], _: dict[str, Any], __: Any
 ) -> Handled:
     settings = party.settings
-    task = Task(get_str(fields, Field.TASK)) if fields.get(Field.TASK) in set(Task) else None
-    if task is None:
-        raise ProtocolError(f"unknown task {str(fields.get(Field.TASK))[:40]!r}")
+    task, task_name = parse_task(fields.get(Field.TASK))
     state: dict[str, Any] = {
         "stage": Stage.SETUP.value,
         "run": msg.metadata.run_id,
         "round": _round_of(msg),
-        "task": task.value,
+        "task": task_name,
         "num_shares": get_int(fields, Field.NUM_SHARES, 2, 1000),
         "threshold": get_int(fields, Field.THRESHOLD, 1, 1000),
         "clipping_range": get_float(fields, Field.CLIPPING_RANGE),
@@ -245,13 +247,14 @@ def _setup(
     #      policy: both decided by the gate, in one place.
     check_round(
         RoundView(party.node.institution_id, state["round"], state_parameters(state),
-                  tuple(settings.institutions), training=task is Task.TRAIN),
+                  tuple(settings.institutions), training=task is Task.TRAIN,
+                  histograms=task in (Task.BINS, Task.HISTOGRAM)),
         settings,
         party.institution,
     )
     # 3. One time only: each (run, round, task), and the policy's max_rounds.
     RoundLedger(party.node.ledger_path).claim_round(
-        state["run"], state["round"], task.value, party.institution.policy.protection.max_rounds
+        state["run"], state["round"], task_name, party.institution.policy.protection.max_rounds
     )
     # 4. Fresh keys, advertised under this institution's own signature.
     keys = hc.RoundKeys.generate()
@@ -338,7 +341,8 @@ def _share_keys(
     state["stage"] = Stage.SHARE_KEYS.value
     check_round(
         RoundView(me, state["round"], state_parameters(state), tuple(cohort),
-                  training=state["task"] == Task.TRAIN),
+                  training=state["task"] == Task.TRAIN,
+                  histograms=parse_task(state["task"])[0] in (Task.BINS, Task.HISTOGRAM)),
         party.settings,
         party.institution,
     )
@@ -455,10 +459,21 @@ def _collect(
     task = str(fitins.config.get("task", Task.TRAIN.value))
     if task != state["task"] or fitins.config.get("server-round") != state["round"]:
         raise ProtocolError("secagg.binding: the instructions name another task or round")
-    model_hash = update_digest(parameters_to_ndarrays(fitins.parameters))
+    sent = parameters_to_ndarrays(fitins.parameters)
+    model_hash = update_digest(sent)
     cohort = sorted(adverts)
-    RoundLedger(party.node.ledger_path).check_model(task, model_hash, cohort, record=False)
-    state.update(stage=Stage.COLLECT.value, held=held, model_hash=model_hash)
+    ledger = RoundLedger(party.node.ledger_path)
+    ledger.check_model(task, model_hash, cohort, record=False)
+    base_hash = ""
+    if parse_task(task)[0] is Task.HISTOGRAM:
+        # Every level of a tree is summed over one cohort (see fraud.gbdt.base_digest).
+        from fraud.gbdt import base_digest
+
+        if len(sent) != 1:
+            raise ProtocolError("secagg.binding: a histogram task carries one ensemble")
+        base_hash = base_digest(sent[0])
+        ledger.check_model(GBDT_TREE_KEY, base_hash, cohort, record=False)
+    state.update(stage=Stage.COLLECT.value, held=held, model_hash=model_hash, base_hash=base_hash)
     _save_state(ctxt, state)
     # 3. The client computes its contribution (its gate runs again inside).
     try:
@@ -548,9 +563,10 @@ def _consistency(
             f"this institution needs at least {floor}"
         )
     # 3. The differencing rule, recorded now: once signed, shares may follow.
-    RoundLedger(party.node.ledger_path).check_model(
-        state["task"], state["model_hash"], survivors, record=True
-    )
+    ledger = RoundLedger(party.node.ledger_path)
+    ledger.check_model(state["task"], state["model_hash"], survivors, record=True)
+    if state.get("base_hash"):
+        ledger.check_model(GBDT_TREE_KEY, state["base_hash"], survivors, record=True)
     binding = _binding(party, state)
     signature = hc.sign_consistency(
         party.signing_key, binding, bytes.fromhex(state["digest"]), survivors

@@ -366,7 +366,9 @@ def demo(
         f"done in {summary['seconds']:.1f}s: {summary['rounds_completed']}/"
         f"{summary['rounds_requested']} rounds aggregated; model at "
         + (
-            f"{run_dir / 'model.pt'}"
+            f"{run_dir / 'model.json'} (boosted trees; {run_dir / 'score_gbdt.py'} scores them with numpy alone)"
+            if settings.model.value == "gbdt"
+            else f"{run_dir / 'model.pt'}"
             if settings.aggregation.value != "ckks"
             else f"each institution's site folder only ({sites.site(names[0]) / 'state'}/ckks-model-*.npz)"
         )

@@ -56,6 +56,26 @@ def _validation(server_dir: Path) -> XY:
     return validation.features, validation.labels
 
 
+def _add_gbdt(
+    result: ComparisonResult, run_dir: Path, config: dict[str, Any], train: dict[str, XY], model: Path | None
+) -> ComparisonResult:
+    """A gbdt run: the federated ensemble, and the same algorithm on the pooled rows.
+
+    The pooled reference uses the run's hyper-parameters and tree count on the
+    concatenated training splits (the bins from the same grid counts), so the
+    two differ only by the secure sum's fixed-point rounding.
+    """
+    from fraud.gbdt import Ensemble, train_pooled
+
+    path = model or run_dir / "model.json"
+    if not path.is_file():
+        raise InputError(f"{path}: the run saved no boosted-tree model (no round grew a tree)")
+    federated = Ensemble.from_json(path.read_bytes())
+    result = add_model(result, "federated gbdt (secagg+)", federated.predict)
+    pooled = train_pooled(list(train.values()), len(federated.trees), federated.params, federated.features)
+    return add_model(result, "pooled gbdt (same algorithm)", pooled.predict)
+
+
 def write_comparison(run_dir: Path, model: Path | None = None) -> Path:
     """Run the comparison for a finished simulated run; return ``report.md``'s path.
 
@@ -136,12 +156,15 @@ def build_comparison(
         from dataclasses import replace
 
         result = replace(result, settings={**result.settings, "validation": validation_source})
-    layer_names = list(build_model(n_features, seed=0).state_dict().keys())
-    with np.load(model or run_dir / "model.npz") as archive:
-        keys = layer_names if model is None else [f"arr_{i}" for i in range(len(layer_names))]
-        weights = [np.asarray(archive[name]) for name in keys]
     mode = str(config.get("aggregation", "secagg+"))
-    result = add_model(result, f"federated ({mode})", weights)
+    if str(config.get("model", "mlp")) == "gbdt":
+        result = _add_gbdt(result, run_dir, config, train, model)
+    else:
+        layer_names = list(build_model(n_features, seed=0).state_dict().keys())
+        with np.load(model or run_dir / "model.npz") as archive:
+            keys = layer_names if model is None else [f"arr_{i}" for i in range(len(layer_names))]
+            weights = [np.asarray(archive[name]) for name in keys]
+        result = add_model(result, f"federated ({mode})", weights)
     from server.rundir import read_rounds
 
     return result, read_rounds(run_dir), _synthetic_reports(validation_dir)

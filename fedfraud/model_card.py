@@ -99,8 +99,11 @@ def build_model_card(
         "model": {
             "architecture": model.architecture,
             "n_features": model.n_features,
-            "hidden": list(model.hidden),
-            "layer_names": list(model.layer_names),
+            **(
+                {"trees": model.trees, "hyper_parameters": dict(settings.gbdt), "scorer": model.scorer}
+                if model.architecture == "fedfraud-gbdt/1"
+                else {"hidden": list(model.hidden), "layer_names": list(model.layer_names)}
+            ),
             "hash": model.hash,
             "digest": model.digest,
             "file": model.file,
@@ -191,11 +194,23 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         "",
         "## Model",
         "",
-        f"* Architecture: `{model['architecture']}`, {model['n_features']} inputs, hidden layers "
-        f"{model['hidden']}, one fraud logit (score = sigmoid).",
-        f"* Final model hash (`{model['digest']}`): `{model['hash']}`",
-        f"* Held by: {model['held_by']}",
-        f"* Layers: {', '.join(f'`{n}`' for n in model['layer_names'])}",
+        *(
+            [
+                f"* Architecture: `{model['architecture']}`, {model['n_features']} inputs, "
+                f"{model['trees']} boosted trees grown from securely summed histograms "
+                "(score = sigmoid of the summed leaf values).",
+                f"* Final model hash (`{model['digest']}`): `{model['hash']}`",
+                f"* Held by: {model['held_by']}",
+            ]
+            if "trees" in model
+            else [
+                f"* Architecture: `{model['architecture']}`, {model['n_features']} inputs, hidden layers "
+                f"{model['hidden']}, one fraud logit (score = sigmoid).",
+                f"* Final model hash (`{model['digest']}`): `{model['hash']}`",
+                f"* Held by: {model['held_by']}",
+                f"* Layers: {', '.join(f'`{n}`' for n in model['layer_names'])}",
+            ]
+        ),
         "",
         "## Data",
         "",

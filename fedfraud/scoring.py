@@ -88,6 +88,19 @@ class ModelRecord(_Strict):
     held_by: StrictStr = Field(description="who holds the model, for people")
 
 
+class GbdtModelRecord(_Strict):
+    """The final boosted-tree ensemble (``model = "gbdt"``): ``model.json`` and its hash."""
+
+    architecture: Literal["fedfraud-gbdt/1"]
+    n_features: Annotated[StrictInt, Field(ge=1)]
+    trees: Annotated[StrictInt, Field(ge=0)]
+    digest: Literal["sha256 of the file"]
+    hash: Hex64
+    file: StrictStr
+    scorer: StrictStr = Field(description="a numpy-only scorer of the file, in the run directory")
+    held_by: StrictStr
+
+
 class ThresholdRecord(_Strict):
     """The operating threshold: a row is flagged when its score is at least ``value``."""
 
@@ -116,7 +129,7 @@ class ScoringFile(_Strict):
     label_column: StrictStr
     id_column: StrictStr | None
     threshold: ThresholdRecord
-    model: ModelRecord
+    model: ModelRecord | GbdtModelRecord = Field(discriminator="architecture")
 
 
 @dataclass(frozen=True)
@@ -227,6 +240,10 @@ def _check_model(scoring: ScoringFile) -> None:
     from fraud.model import build_model
 
     record = scoring.model
+    if isinstance(record, GbdtModelRecord):
+        if record.n_features != len(scoring.features):
+            raise InputError(f"model.n_features is {record.n_features}, the run has {len(scoring.features)} features")
+        return
     if record.n_features != len(scoring.features):
         raise InputError(f"model.n_features is {record.n_features}, the run has {len(scoring.features)} features")
     template = build_model(record.n_features, seed=0, hidden=record.hidden).state_dict()
@@ -287,6 +304,8 @@ def load_model_arrays(run: ScoringRun, model_path: Path | None = None) -> list[n
     from fedfraud.wire import update_digest
 
     record = run.file.model
+    if isinstance(record, GbdtModelRecord):
+        raise InputError(f"{run.run_dir}: a gbdt run's model is {record.file}, not layer arrays")
     given = model_path is not None
     if model_path is None:
         if record.file is None:
@@ -325,6 +344,31 @@ def load_model_arrays(run: ScoringRun, model_path: Path | None = None) -> list[n
             f"is {record.hash[:16]}...); {hint}"
         )
     return arrays
+
+
+def load_gbdt(run: ScoringRun, model_path: Path | None = None) -> Any:
+    """The run's boosted-tree ensemble (:class:`fraud.gbdt.Ensemble`), checked against its hash."""
+    import hashlib
+
+    from fraud.gbdt import Ensemble
+
+    record = run.file.model
+    assert isinstance(record, GbdtModelRecord)
+    path = model_path or run.run_dir / record.file
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the model: {exc.strerror}") from exc
+    found = hashlib.sha256(data).hexdigest()
+    if found != record.hash:
+        raise InputError(
+            f"{path}: not this run's final model (sha256 {found[:16]}..., the run's final model "
+            f"is {record.hash[:16]}...); the run directory's model was altered or replaced"
+        )
+    ensemble = Ensemble.from_json(data)
+    if list(ensemble.features) != list(run.file.features):
+        raise InputError(f"{path}: the model's features are not the run's")
+    return ensemble
 
 
 # ---------------------------------------------------------------------------
@@ -517,10 +561,19 @@ def score_csv(
 
     # 1. The run, its model, the rows: every check before anything is written.
     run = load_scoring(run_dir)
-    arrays = load_model_arrays(run, model_path)
     record = run.file.model
-    model = build_model(record.n_features, seed=0, hidden=record.hidden)
-    set_weights(model, arrays)
+    if isinstance(record, GbdtModelRecord):
+        ensemble = load_gbdt(run, model_path)
+
+        def predict(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+            return ensemble.predict(x)
+    else:
+        arrays = load_model_arrays(run, model_path)
+        model = build_model(record.n_features, seed=0, hidden=record.hidden)
+        set_weights(model, arrays)
+
+        def predict(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+            return predict_scores(model, x)
     if not csv_path.is_file():
         raise InputError(f"{csv_path}: no such file")
     out_dir = out_path.parent if str(out_path.parent) else Path(".")
@@ -552,7 +605,7 @@ def score_csv(
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow([id_name, "score", "flagged"])
             for chunk in rows.chunks(chunk_rows):
-                chunk_scores = predict_scores(model, chunk.x)
+                chunk_scores = predict(chunk.x)
                 flagged = chunk_scores >= threshold
                 writer.writerows(
                     (ident, repr(float(s)), int(f))

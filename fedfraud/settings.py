@@ -12,10 +12,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 from fedfraud.datasets import DataFormat
 from fedfraud.errors import ConfigError
 from secagg.params import SecAggSettings
+
+
+class ModelKind(str, Enum):
+    """What a run trains."""
+
+    MLP = "mlp"
+    GBDT = "gbdt"
 
 
 class Aggregation(str, Enum):
@@ -122,6 +130,23 @@ class RunSettings:
     #: Whether this run may start while another holds the server folder
     #: (default: refused; see :mod:`server.busy`).
     concurrent_runs: bool = False
+    #: What is trained: the MLP by federated averaging, or boosted trees
+    #: from securely summed histograms (:mod:`fraud.gbdt`).
+    model: ModelKind = ModelKind.MLP
+    #: ``model = "gbdt"``: trees per round and the ensemble's hyper-parameters
+    #: (the ``gbdt-*`` keys, as :class:`fraud.gbdt.GbdtParams` fields).
+    gbdt_trees_per_round: int = 10
+    gbdt: tuple[tuple[str, float], ...] = ()
+
+    def gbdt_params(self) -> Any:
+        """The run's :class:`fraud.gbdt.GbdtParams` (checked when the settings were read)."""
+        from fraud.gbdt import GbdtParams
+
+        values = dict(self.gbdt)
+        for key in ("max_depth", "min_child_rows", "max_bins"):
+            if key in values:
+                values[key] = int(values[key])
+        return GbdtParams(**values)  # type: ignore[arg-type]
 
     @classmethod
     def from_run_config(cls, config: Mapping[str, object]) -> RunSettings:
@@ -165,7 +190,25 @@ class RunSettings:
             data_format=_data_format(config),
             secagg=SecAggSettings.from_run_config(config),
             concurrent_runs=_bool(config, "concurrent-runs"),
+            model=_model(config),
+            gbdt_trees_per_round=_int(config, "gbdt-trees-per-round", minimum=1)
+            if "gbdt-trees-per-round" in config else 10,
+            gbdt=_gbdt(config),
         )
+        if settings.model is ModelKind.GBDT:
+            from secagg.protocol import MAX_TREES_PER_ROUND
+
+            settings.gbdt_params()  # raises ConfigError naming the key
+            if settings.gbdt_trees_per_round > MAX_TREES_PER_ROUND:
+                raise ConfigError(
+                    f"run config 'gbdt-trees-per-round' must be at most {MAX_TREES_PER_ROUND}, "
+                    f"found {settings.gbdt_trees_per_round}"
+                )
+            if aggregation is not Aggregation.SECAGG_PLUS:
+                raise ConfigError(
+                    f"run config 'model' = 'gbdt' needs aggregation 'secagg+' (the server chooses "
+                    f"splits from the summed histograms), found {aggregation.value!r}"
+                )
         if settings.min_cohort > len(institutions):
             raise ConfigError(
                 f"run config 'min-cohort' is {settings.min_cohort} but only "
@@ -173,6 +216,40 @@ class RunSettings:
             )
         settings.secagg.validate_for(len(institutions), dropouts_tolerated=settings.min_cohort < len(institutions))
         return settings
+
+
+def _model(config: Mapping[str, object]) -> ModelKind:
+    text = config.get("model", ModelKind.MLP.value)
+    try:
+        return ModelKind(text)
+    except ValueError:
+        known = ", ".join(m.value for m in ModelKind)
+        raise ConfigError(f"run config 'model' must be one of {known}, found {text!r}") from None
+
+
+#: Run-config keys of the boosted trees and their GbdtParams fields.
+GBDT_KEYS = {
+    "gbdt-max-depth": "max_depth",
+    "gbdt-learning-rate": "learning_rate",
+    "gbdt-l2": "l2",
+    "gbdt-min-hessian": "min_hessian",
+    "gbdt-min-child-rows": "min_child_rows",
+    "gbdt-max-bins": "max_bins",
+}
+
+
+def _gbdt(config: Mapping[str, object]) -> tuple[tuple[str, float], ...]:
+    values: list[tuple[str, float]] = []
+    for key, name in GBDT_KEYS.items():
+        if key not in config:
+            continue
+        value = config[key]
+        whole = name in ("max_depth", "min_child_rows", "max_bins")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not isinstance(value, int)):
+            kind = "an integer" if whole else "a number"
+            raise ConfigError(f"run config {key!r} must be {kind}, found {value!r}")
+        values.append((name, float(value)))
+    return tuple(values)
 
 
 def _data_format(config: Mapping[str, object]) -> DataFormat:

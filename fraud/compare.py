@@ -31,7 +31,7 @@ Every model is judged the same way (:func:`evaluate_model_scores`):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -355,7 +355,9 @@ def model_from_weights(weights: Sequence[npt.ArrayLike], n_features: int) -> Fra
 
 
 def add_model(
-    result: ComparisonResult, name: str, model: nn.Module | Sequence[npt.ArrayLike]
+    result: ComparisonResult,
+    name: str,
+    model: nn.Module | Sequence[npt.ArrayLike] | Callable[[npt.NDArray[np.float32]], npt.ArrayLike],
 ) -> ComparisonResult:
     """Score an externally trained model (e.g. the federated one) exactly like the others.
 
@@ -366,8 +368,9 @@ def add_model(
     name
         A new model name (e.g. ``"federated"``).
     model
-        A torch module returning logits, or a FraudMLP's weights in
-        ``state_dict`` order (as Flower hands them over).
+        A torch module returning logits, a FraudMLP's weights in
+        ``state_dict`` order (as Flower hands them over), or a function
+        from feature rows to scores (a boosted-tree ensemble's ``predict``).
 
     Returns
     -------
@@ -381,6 +384,10 @@ def add_model(
     """
     if not isinstance(name, str) or not name or name in result.models:
         raise ConfigError(f"model name must be new and non-empty, got {name!r} (taken: {list(result.models)})")
+    if callable(model) and not isinstance(model, nn.Module):
+        # Any scorer of feature rows (e.g. a boosted-tree ensemble's predict).
+        evaluation = _evaluate_scorer(name, model, result._data, result.threshold_rule)
+        return replace(result, models={**result.models, name: evaluation})
     module = model if isinstance(model, nn.Module) else model_from_weights(model, result._data.n_features)
     with torch.no_grad():
         evaluation = _evaluate_scorer(name, lambda A: predict_scores(module, A), result._data, result.threshold_rule)

@@ -87,6 +87,9 @@ class RoundInstructions:
     cohort_size: int
     local_epochs: int
     features: tuple[str, ...]
+    #: Whether the round releases summed gradient histograms (``model =
+    #: "gbdt"``: the bin agreement or one level of a tree).
+    releases_histograms: bool = False
 
     def __post_init__(self) -> None:
         problems = field_type_problems(
@@ -244,6 +247,23 @@ def _rule_features(policy: Policy, ins: RoundInstructions, _: datetime) -> Itera
             )
 
 
+def _rule_histograms(policy: Policy, ins: RoundInstructions, _: datetime) -> Iterator[str]:
+    """Summed gradient histograms leave only if the policy's ``[histograms]`` allows it."""
+    if not ins.releases_histograms:
+        return
+    terms = policy.histograms
+    if terms is None or not terms.allowed:
+        yield (
+            "histograms.allowed: the round sums gradient histograms (model 'gbdt'), which "
+            "this policy does not allow"
+        )
+    elif ins.cohort_size < terms.min_cohort_size:
+        yield (
+            f"histograms.min_cohort_size: the round sums histograms of {ins.cohort_size} "
+            f"institutions, fewer than {terms.min_cohort_size}"
+        )
+
+
 #: Every round rule, in the order their violations are reported.
 ROUND_RULES: Final[tuple[RoundRule, ...]] = (
     _rule_in_force,
@@ -256,6 +276,7 @@ ROUND_RULES: Final[tuple[RoundRule, ...]] = (
     _rule_cohort,
     _rule_epochs,
     _rule_features,
+    _rule_histograms,
 )
 
 

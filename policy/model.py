@@ -505,6 +505,33 @@ class AuditTerms(BaseModel):
     retention_days: Annotated[int, Field(ge=180, le=3660)]
 
 
+class HistogramRelease(BaseModel):
+    """Whether summed gradient histograms may leave (``model = "gbdt"``).
+
+    Boosted trees are grown from per-node, per-feature, per-bin sums of row
+    counts, gradients and hessians, summed over the cohort by the secure sum;
+    the server sees those totals and the trees it builds from them. A policy
+    without this section refuses every such release.
+
+    Attributes
+    ----------
+    allowed : bool
+        Whether this institution contributes histograms at all.
+    min_cohort_size : int
+        Fewest institutions in any histogram sum (at least 2).
+    min_child_rows : int
+        Small-cell rule: no split may leave a child with fewer rows across
+        the federation; the institution refuses to sum for a node that the
+        server says holds fewer.
+    """
+
+    model_config = _MODEL_CONFIG
+
+    allowed: bool
+    min_cohort_size: Annotated[int, Field(ge=2, le=1000)]
+    min_child_rows: Annotated[int, Field(ge=1, le=10_000_000)]
+
+
 class Policy(BaseModel):
     """One institution's validated, immutable policy.
 
@@ -527,6 +554,9 @@ class Policy(BaseModel):
     protection: Protection
     outputs: Outputs
     audit: AuditTerms
+    #: Optional: absent means no summed histogram may leave (and the policy's
+    #: hash is what it was before the section existed).
+    histograms: HistogramRelease | None = None
 
     @field_validator("schema_version", mode="after")
     @classmethod
@@ -603,6 +633,8 @@ class Policy(BaseModel):
             field is a set), datetimes as RFC 3339 UTC strings.
         """
         document: dict[str, Any] = _to_json_types(self.model_dump(mode="python"))
+        if document.get("histograms") is None:
+            document.pop("histograms", None)
         return document
 
     def canonical_json(self) -> bytes:

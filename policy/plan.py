@@ -78,11 +78,14 @@ class RunRequest:
     cohort_size: int
     local_epochs: int
     features: tuple[str, ...]
+    #: ``mlp`` or ``gbdt`` (boosted trees: summed histograms leave, see
+    #: :meth:`RunPlan.histogram_conflicts`).
+    model: str = "mlp"
 
     def __post_init__(self) -> None:
         problems = field_type_problems(
             self,
-            strings=("purpose", "aggregation"),
+            strings=("purpose", "aggregation", "model"),
             integers=("num_rounds", "secagg_threshold", "cohort_size", "local_epochs"),
             string_tuples=("institutions", "features"),
         )
@@ -254,6 +257,31 @@ class RunPlan:
         if found:
             raise self._refusal("the run conflicts with the federation's policies", found)
 
+    @property
+    def histogram_min_child_rows(self) -> int:
+        """The strictest small-cell rule of the histogram releases (1 if none)."""
+        return max(
+            (p.histograms.min_child_rows for p in self.policies if p.histograms is not None),
+            default=1,
+        )
+
+    def histogram_conflicts(self, cohort_size: int) -> list[str]:
+        """Why summed gradient histograms may not leave (empty if every policy allows it)."""
+        found: list[str] = []
+        for policy in self.policies:
+            terms = policy.histograms
+            if terms is None or not terms.allowed:
+                found.append(
+                    f"{policy.institution_id}: histograms.allowed is not true (its policy "
+                    "allows no summed gradient histograms, so model 'gbdt' is refused)"
+                )
+            elif cohort_size < terms.min_cohort_size:
+                found.append(
+                    f"{policy.institution_id}: histograms.min_cohort_size is "
+                    f"{terms.min_cohort_size} but the run sums only {cohort_size} institutions"
+                )
+        return found
+
     def release_metrics(self, metrics: Mapping[str, float | int]) -> MetricsRelease:
         """The pooled metrics every policy allows, under the strictest small-cell rule.
 
@@ -351,6 +379,12 @@ class RunPlan:
                 for p in self.policies
                 if request.num_rounds > p.protection.max_rounds
             )
+
+        # 2a. The model kind, and with boosted trees the histogram release.
+        if request.model not in ("mlp", "gbdt"):
+            found.append(f"run: model {request.model!r} is not one of mlp, gbdt")
+        elif request.model == "gbdt":
+            found.extend(self.histogram_conflicts(request.cohort_size))
 
         # 3. Aggregation mode: one every policy accepts, and one this version performs.
         available = {m.value for m in AVAILABLE_AGGREGATION_MODES}

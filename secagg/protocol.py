@@ -61,6 +61,39 @@ class Task(StrEnum):
     TRAIN = "train"
     EVALUATE = "evaluate"
     STATS = "stats"
+    #: ``model = "gbdt"``: the bin agreement (grid counts of every column).
+    BINS = "bins"
+    #: ``model = "gbdt"``: one depth level of one tree, sent as
+    #: ``histogram-<tree>-<level>`` (:func:`histogram_task`), so each level of
+    #: a round is its own one-time (run, round, task).
+    HISTOGRAM = "histogram"
+
+
+#: Trees one round may grow, and levels of one tree (bounds of a histogram task).
+MAX_TREES_PER_ROUND, MAX_TREE_LEVELS = 100, 8
+
+
+def histogram_task(tree: int, level: int) -> str:
+    """The task name of one level of one tree of a round."""
+    if not (0 <= tree < MAX_TREES_PER_ROUND and 0 <= level < MAX_TREE_LEVELS):
+        raise ProtocolError(f"no histogram task for tree {tree}, level {level}")
+    return f"{Task.HISTOGRAM.value}-{tree}-{level}"
+
+
+def parse_task(text: object) -> tuple[Task, str]:
+    """(kind, full name) of a task name; raise ProtocolError for anything else."""
+    if isinstance(text, str):
+        if text in set(Task) and text != Task.HISTOGRAM.value:
+            return Task(text), text
+        parts = text.split("-")
+        if (
+            len(parts) == 3
+            and parts[0] == Task.HISTOGRAM.value
+            and all(p.isdigit() and len(p) <= 3 for p in parts[1:])
+            and histogram_task(int(parts[1]), int(parts[2])) == text
+        ):
+            return Task.HISTOGRAM, text
+    raise ProtocolError(f"unknown task {str(text)[:40]!r}")
 
 
 class Field(StrEnum):

@@ -27,16 +27,17 @@ from fedfraud.model_card import (
 from fedfraud.scoring import (
     SCORING_FILE,
     SCORING_FORMAT,
+    GbdtModelRecord,
     SchemaCopy,
     ScoringFile,
     ThresholdRecord,
     model_record,
 )
-from fedfraud.settings import Aggregation, RunSettings
+from fedfraud.settings import Aggregation, ModelKind, RunSettings
 from policy import Policy
 
 from .auditing import AUDIT_FILE
-from .rundir import WEIGHTS_FILE, RunDirectory
+from .rundir import GBDT_FILE, GBDT_SCORER_FILE, WEIGHTS_FILE, RunDirectory
 
 
 def scoring_file(
@@ -46,6 +47,7 @@ def scoring_file(
     feature_spec: str,
     rounds: Sequence[Mapping[str, Any]],
     flower_run_id: int,
+    gbdt_trees: int = 0,
 ) -> ScoringFile | None:
     """The run's scoring file, or ``None`` if no round chose a threshold (or no spec was agreed).
 
@@ -67,7 +69,9 @@ def scoring_file(
     if not chosen or (byo and not feature_spec):
         return None
     last = chosen[-1]
-    if settings.aggregation is Aggregation.CKKS:
+    if settings.model is ModelKind.GBDT:
+        file, held_by = GBDT_FILE, f"the run directory ({GBDT_FILE}; {GBDT_SCORER_FILE} scores it with numpy alone)"
+    elif settings.aggregation is Aggregation.CKKS:
         cohort: list[str] = next((list(r["cohort"]) for r in reversed(rounds) if r.get("accepted")), [])
         file, held_by = None, (
             "each institution that took part in the last aggregated round "
@@ -107,7 +111,15 @@ def scoring_file(
         threshold=ThresholdRecord(
             value=float(last["threshold"]), round=int(last["server_round"]), source=str(last["threshold_source"])
         ),
-        model=model_record(model, final_hash, file, held_by),
+        model=(
+            GbdtModelRecord(
+                architecture="fedfraud-gbdt/1", n_features=len(features), trees=gbdt_trees,
+                digest="sha256 of the file", hash=final_hash, file=GBDT_FILE,
+                scorer=GBDT_SCORER_FILE, held_by=held_by,
+            )
+            if settings.model is ModelKind.GBDT
+            else model_record(model, final_hash, file, held_by)
+        ),
     )
 
 

@@ -60,15 +60,25 @@ class EvaluationSums:
 class _SumStrategy(FedAvg):  # type: ignore[misc]
     """Sends the global model with an "evaluate" task; keeps the secure sum."""
 
-    def __init__(self, settings: RunSettings, task: str, extra: dict[str, Scalar]) -> None:
+    def __init__(
+        self,
+        settings: RunSettings,
+        task: str,
+        extra: dict[str, Scalar],
+        parameters: Parameters | None = None,
+    ) -> None:
         floor = settings.min_cohort
         super().__init__(min_fit_clients=floor, min_available_clients=floor, accept_failures=True)
         self.settings = settings
         self.task = task
         self.extra = extra
+        #: What the institutions are sent (default: the global model).
+        self.parameters = parameters
         #: The exact sum of the contributors' integer vectors.
         self.total: npt.NDArray[np.int64] | None = None
         self.institutions: list[str] = []
+        #: The contributors' signed receipts, where the task returns one.
+        self.receipts: list[str] = []
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -81,7 +91,8 @@ class _SumStrategy(FedAvg):  # type: ignore[misc]
             num_clients=available, min_num_clients=self.settings.min_cohort
         )
         config: dict[str, Scalar] = {"task": self.task, "server-round": server_round, **self.extra}
-        return [(client, FitIns(parameters, dict(config))) for client in clients]
+        sent = self.parameters if self.parameters is not None else parameters
+        return [(client, FitIns(sent, dict(config))) for client in clients]
 
     def aggregate_fit(
         self,
@@ -94,14 +105,23 @@ class _SumStrategy(FedAvg):  # type: ignore[misc]
                 [a.ravel() for a in parameters_to_ndarrays(results[0][1].parameters)]
             ).astype(np.int64)
             self.institutions = sorted(str(res.metrics.get("institution", "?")) for _, res in results)
+            self.receipts = [str(res.metrics["receipt"]) for _, res in results if "receipt" in res.metrics]
         return None, {}
 
 
 def secure_round(
-    grid: Grid, context: LegacyContext, settings: RunSettings, task: str, extra: dict[str, Scalar]
+    grid: Grid,
+    context: LegacyContext,
+    settings: RunSettings,
+    task: str,
+    extra: dict[str, Scalar],
+    parameters: Parameters | None = None,
 ) -> _SumStrategy:
-    """Run one exact SecAgg+ sum for ``task``; the returned strategy holds the sum."""
-    strategy = _SumStrategy(settings, task, extra)
+    """Run one exact SecAgg+ sum for ``task``; the returned strategy holds the sum.
+
+    The institutions are sent ``parameters`` (default: the global model).
+    """
+    strategy = _SumStrategy(settings, task, extra, parameters)
     view = LegacyContext(
         context=context,
         config=context.config,

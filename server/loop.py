@@ -26,14 +26,16 @@ from flwr.server import LegacyContext, ServerConfig
 from flwr.server.workflow import DefaultWorkflow
 from flwr.serverapp import Grid
 from flwr.supercore import log
+import numpy as np
 
 from audit.keys import load_private_key, public_key_from_b64
 from fedfraud import __version__
 from fedfraud.errors import ConfigError
 from fedfraud.datasets import DataFormat, server_schema
-from fedfraud.settings import Aggregation, RunSettings
+from fedfraud.settings import Aggregation, ModelKind, RunSettings
 from fedfraud.wire import update_digest
 from fraud.features import FEATURE_COLUMNS
+from fraud.byo import feature_names
 from fraud.model import build_model, get_weights, initial_model_seed, max_abs_weight
 
 from .artifacts import audit_facts, scoring_file, write_run_artifacts
@@ -76,16 +78,16 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
     # 2. The initial global model, deterministic for the run's seed.
     schema = None
     if settings.data_format is DataFormat.BYO:
-        from fraud.byo import feature_names
-
         schema = server_schema(settings.server_dir, settings.institutions)
         n_features = len(feature_names(schema))  # type: ignore[arg-type]
     else:
         n_features = len(FEATURE_COLUMNS)
+    gbdt = settings.model is ModelKind.GBDT
     model = build_model(n_features, seed=initial_model_seed(settings.seed, settings.institutions))
     layer_names = list(model.state_dict().keys())
-    initial = get_weights(model)
-    peak = max_abs_weight(initial)
+    # Boosted trees start from no tree at all (the bins come from the first round).
+    initial = [np.zeros(0, dtype=np.uint8)] if gbdt else get_weights(model)
+    peak = 0.0 if gbdt else max_abs_weight(initial)
     if peak * CLIPPING_HEADROOM > settings.secagg.clipping_range:
         raise ConfigError(
             f"clipping-range {settings.secagg.clipping_range:g} leaves less than "
@@ -124,7 +126,8 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
         else None,
     )
     strategy.grid = tapped
-    workflow = _workflow(settings, strategy, schema)
+    features = list(feature_names(schema)) if schema is not None else list(FEATURE_COLUMNS)
+    workflow = _workflow(settings, strategy, schema, plan, features)
     legacy = LegacyContext(
         context=context,
         config=ServerConfig(num_rounds=settings.num_rounds, round_timeout=settings.secagg.timeout),
@@ -140,6 +143,10 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
         # The model exists only at the institutions (the server run directory
         # holds none); the log names it by the hash they reported.
         final_hash = strategy.model_hash()
+    elif gbdt:
+        final_hash = strategy.model_hash()
+        if strategy.latest[0].size:
+            run_dir.write_gbdt(strategy.latest[0])
     else:
         run_dir.write_model(strategy.latest, layer_names)
         final_hash = update_digest(strategy.latest)
@@ -154,7 +161,10 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
     write_run_artifacts(
         run_dir,
         settings,
-        scoring_file(settings, model, final_hash, strategy.feature_spec, rounds, context.run_id),
+        scoring_file(
+            settings, model, final_hash, strategy.feature_spec, rounds, context.run_id,
+            gbdt_trees=_trees(strategy.latest) if gbdt else 0,
+        ),
         rounds,
         policies,
         plan.plan_hash,
@@ -176,10 +186,26 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
     return summary
 
 
-def _workflow(settings: RunSettings, strategy: FraudFedAvg, schema: Any) -> DefaultWorkflow:
+def _workflow(
+    settings: RunSettings, strategy: FraudFedAvg, schema: Any, plan: Any, features: list[str]
+) -> DefaultWorkflow:
     evaluation = SecureEvaluation(
         settings, strategy.close_round, strategy.task_config, strategy.nothing_to_evaluate
     )
+    if settings.model is ModelKind.GBDT:
+        from .gbdt import GbdtFit
+
+        gbdt = GbdtFit(settings, plan, strategy, features)
+        if schema is None:
+            return DefaultWorkflow(fit_workflow=gbdt, evaluate_workflow=evaluation)
+
+        def on_gbdt_spec(text: str) -> None:
+            strategy.feature_spec = text
+
+        return DefaultWorkflow(
+            fit_workflow=PreprocessThenFit(settings, schema, gbdt, on_gbdt_spec),
+            evaluate_workflow=evaluation,
+        )
     fit = _fit_workflow(settings)
 
     def on_spec(text: str) -> None:
@@ -202,6 +228,12 @@ def _fit_workflow(settings: RunSettings) -> Any:
     return secagg_workflow(
         settings.secagg, settings.federation_id, ckks_mode=settings.aggregation is Aggregation.CKKS
     )
+
+
+def _trees(latest: list[Any]) -> int:
+    from fraud.gbdt import Ensemble
+
+    return len(Ensemble.from_array(latest[0]).trees) if latest[0].size else 0
 
 
 def _round_record(round_log: RoundLog) -> dict[str, Any]:

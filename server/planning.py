@@ -65,6 +65,7 @@ def run_request(settings: RunSettings) -> RunRequest:
         cohort_size=len(settings.institutions),
         local_epochs=settings.local_epochs,
         features=run_features(settings),
+        model=settings.model.value,
     )
 
 

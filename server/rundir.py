@@ -28,6 +28,9 @@ SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.pt"
 WEIGHTS_FILE = "model.npz"
+#: ``model = "gbdt"``: the ensemble as JSON, and a numpy-only scorer for it.
+GBDT_FILE = "model.json"
+GBDT_SCORER_FILE = "score_gbdt.py"
 
 
 class RunDirectory:
@@ -84,6 +87,21 @@ class RunDirectory:
         arrays: dict[str, Any] = {name: np.asarray(array) for name, array in zip(names, weights)}
         np.savez(tmp_npz, **arrays)
         os.replace(tmp_npz, self.path / WEIGHTS_FILE)
+
+    def write_gbdt(self, model_bytes: npt.NDArray[np.uint8]) -> None:
+        """Save the final ensemble as ``model.json`` and its standalone scorer beside it."""
+        for name, data in ((GBDT_FILE, model_bytes.tobytes()),
+                           (GBDT_SCORER_FILE, gbdt_scorer_source().encode("utf-8"))):
+            tmp = self.path / (name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, self.path / name)
+
+
+def gbdt_scorer_source() -> str:
+    """The standalone scorer a bank can use without fedfraud (numpy only)."""
+    from fraud import gbdt_scorer
+
+    return Path(gbdt_scorer.__file__).read_text(encoding="utf-8")
 
 
 def read_rounds(run_dir: Path) -> list[dict[str, Any]]:

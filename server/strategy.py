@@ -17,6 +17,7 @@ returns that aggregate unchanged. What the strategy adds:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from flwr.supercore import log
 
 from audit.canonical import strict_loads
 from fedfraud.errors import FedFraudError
-from fedfraud.settings import Aggregation, RunSettings
+from fedfraud.settings import Aggregation, ModelKind, RunSettings
 from fedfraud.wire import CKKS_INITIAL_MODEL, Refusal, update_digest
 from fraud.compare import ThresholdRule
 from fraud.metrics import metrics_from_histograms
@@ -135,17 +136,61 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
     ) -> list[tuple[ClientProxy, FitIns]]:
         """Select every institution, open the round in the audit log."""
         self.client_manager = client_manager
-        self._round(server_round).fit_started = time.monotonic()
         pairs: list[tuple[ClientProxy, FitIns]] = super().configure_fit(
             server_round, parameters, client_manager
         )
-        config = {"server-round": server_round, "log-id": self.audit.log_id_text, **self.task_config()}
+        config = self.open_round(server_round)
         for _, ins in pairs:
             ins.config.update(config)
+        return pairs
+
+    def open_round(self, server_round: int) -> dict[str, Scalar]:
+        """Open the round in the audit log; return the config every task of it carries."""
+        self._round(server_round).fit_started = time.monotonic()
+        config: dict[str, Scalar] = {
+            "server-round": server_round, "log-id": self.audit.log_id_text, **self.task_config()
+        }
         self.audit.round_opened(
             server_round, config, self.settings.institutions, self.settings.secagg.as_record()
         )
-        return pairs
+        return config
+
+    def accept_trees(
+        self, server_round: int, receipts: list[str], cohort: list[str], model: Parameters | None
+    ) -> bool:
+        """``model = "gbdt"``: close the round's sums like :meth:`aggregate_fit` closes an update.
+
+        ``receipts`` are the institutions' signed receipts of the round's last
+        histogram sum; ``model`` the ensemble with the round's trees (None if
+        no tree was grown). Returns whether the round is accepted.
+        """
+        log_ = self._round(server_round)
+        log_.fit_done = bool(cohort)
+        log_.fit_seconds = round(time.monotonic() - log_.fit_started, 4)
+        survivors: list[str] = []
+        for text in receipts:
+            try:
+                receipt = strict_loads(text)
+                self.audit.auditor.receipt(receipt)
+            except FedFraudError as exc:
+                log(WARNING, "round %s: a histogram sum without a valid receipt: %s", server_round, exc)
+                continue
+            survivors.append(str(receipt["institution"]))
+        log_.cohort = sorted(survivors)
+        if model is None:
+            log_.refusal = log_.refusal or "no tree was grown this round"
+            return False
+        try:
+            self.plan.check_cohort(len(survivors))
+        except FedFraudError as exc:
+            log_.refusal = str(exc)
+            return False
+        if sorted(survivors) != sorted(cohort):
+            log_.refusal = "histogram sums without a valid receipt"
+            return False
+        self.latest = parameters_to_ndarrays(model)
+        log_.accepted = True
+        return True
 
     def task_config(self) -> dict[str, Scalar]:
         """What every task of the run needs besides the round (the feature spec)."""
@@ -163,10 +208,15 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         """
         if self.ckks and self.ckks_model_id == CKKS_INITIAL_MODEL:
             return "ckks: no training round has produced a model the institutions hold"
+        if self.settings.model is ModelKind.GBDT and self.latest[0].size == 0:
+            return "gbdt: no tree has been grown yet"
         return ""
 
     def model_hash(self) -> str:
         """Hash of the current global model (in ckks mode, as the institutions decrypted it)."""
+        if self.settings.model is ModelKind.GBDT:
+            # The hash of model.json, as the run directory saves it (sha256sum checks it).
+            return hashlib.sha256(self.latest[0].tobytes()).hexdigest()
         return self.ckks_model_hash or update_digest(self.latest)
 
     def aggregate_fit(

@@ -55,10 +55,15 @@ class ValidationSet:
     def choose(
         self, weights: list[npt.NDArray[np.float32]], rule: ThresholdRule
     ) -> tuple[float, float]:
-        """(threshold, validation AUC-PR) for a global model."""
-        model = build_model(int(self.features.shape[1]), seed=0)
-        set_weights(model, weights)
-        scores = predict_scores(model, self.features)
+        """(threshold, validation AUC-PR) for a global model (MLP weights, or a gbdt ensemble)."""
+        if len(weights) == 1 and weights[0].dtype == np.uint8:
+            from fraud.gbdt import Ensemble
+
+            scores = Ensemble.from_array(weights[0]).predict(self.features)
+        else:
+            model = build_model(int(self.features.shape[1]), seed=0)
+            set_weights(model, weights)
+            scores = predict_scores(model, self.features)
         pos, neg = score_histograms(scores, self.labels, SCORE_GRID_BINS)
         w_pos, w_neg = _weighted_histograms(scores, self.labels, self.row_weights)
         threshold = float(rule.choose(w_pos, w_neg))
