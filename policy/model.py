@@ -632,9 +632,10 @@ class Policy(BaseModel):
             Enums as their values, tuples as lists (already sorted where the
             field is a set), datetimes as RFC 3339 UTC strings.
         """
-        document: dict[str, Any] = _to_json_types(self.model_dump(mode="python"))
-        if document.get("histograms") is None:
-            document.pop("histograms", None)
+        dumped = self.model_dump(mode="python")
+        if dumped.get("histograms") is None:
+            dumped.pop("histograms", None)
+        document: dict[str, Any] = _to_json_types(dumped)
         return document
 
     def canonical_json(self) -> bytes:
