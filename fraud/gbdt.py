@@ -59,12 +59,12 @@ Floats = npt.NDArray[np.float64]
 class GbdtParams:
     """Hyper-parameters of a boosted ensemble (the run config's ``gbdt-*`` keys)."""
 
-    max_depth: int = 4
-    learning_rate: float = 0.3
+    max_depth: int = 5
+    learning_rate: float = 0.1
     l2: float = 1.0
     min_hessian: float = 1e-3
     min_child_rows: int = 20
-    max_bins: int = 64
+    max_bins: int = 128
 
     def __post_init__(self) -> None:
         if not 1 <= self.max_depth <= MAX_DEPTH:
