@@ -455,6 +455,34 @@ def test_rogue_supernode_registered_through_the_control_api_is_left_out_and_flag
     assert "without proving an identity on the roster" in verdict.stdout
 
 
+@pytest.mark.timeout(RUN_TIMEOUT + 180)
+def test_boosted_trees_through_the_deployment_engine(deployment: Deployment, tmp_path: Path) -> None:
+    # A gbdt run over TLS with node authentication: the bin agreement and one
+    # level of one tree, each an exact SecAgg+ sum through the SuperNodes.
+    deployment.start_all()
+    run_dir = tmp_path / "gbdt-run"
+    deployment.submit(
+        run_dir,
+        _run_config(deployment, run_dir, 1, model="gbdt", **{"gbdt-trees-per-round": 1, "gbdt-max-depth": 1}),
+        timeout=RUN_TIMEOUT,
+    )
+    (only,) = read_rounds(run_dir)
+    assert only["accepted"] is True and only["cohort"] == sorted(INSTITUTIONS)
+    assert only["metrics"]["auc_pr"] > 0.05
+    # The tree equals the pooled reference on the institutions' own rows.
+    from client.fraud_client import load_split
+    from fraud.gbdt import Ensemble, train_pooled
+
+    federated = Ensemble.from_json((run_dir / "model.json").read_bytes())
+    kinds = [r["kind"] for r in records_of(run_dir)]
+    assert kinds.count("gbdt_bins") == 1 and kinds.count("gbdt_sum") == 1 and kinds.count("gbdt_tree") == 1
+    parts = [load_split(inst.data_dir / "train.csv", "training data") for inst in deployment.federation.institutions]
+    pooled = train_pooled(parts, 1, federated.params, federated.features)
+    assert federated.to_json() == pooled.to_json()
+    verdict = _verify_with_cli(deployment, run_dir, "gbdt-run")
+    assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+
+
 def _wait_exit(process: ManagedProcess, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while process.alive():
