@@ -136,6 +136,9 @@ class RunSettings:
     #: ``model = "gbdt"``: trees per round and the ensemble's hyper-parameters
     #: (the ``gbdt-*`` keys, as :class:`fraud.gbdt.GbdtParams` fields).
     gbdt_trees_per_round: int = 10
+    #: Stop boosting after this many trees without a better validation loss
+    #: (0: never; needs the synthetic releases).
+    gbdt_early_stopping: int = 10
     gbdt: tuple[tuple[str, float], ...] = ()
 
     def gbdt_params(self) -> Any:
@@ -194,6 +197,8 @@ class RunSettings:
             gbdt_trees_per_round=_int(config, "gbdt-trees-per-round", minimum=1)
             if "gbdt-trees-per-round" in config else 10,
             gbdt=_gbdt(config),
+            gbdt_early_stopping=_int(config, "gbdt-early-stopping", minimum=0)
+            if "gbdt-early-stopping" in config else 10,
         )
         if settings.model is ModelKind.GBDT:
             from secagg.protocol import MAX_TREES_PER_ROUND

@@ -420,6 +420,36 @@ class Ensemble:
         return cls.from_json(raw.tobytes())
 
 
+@dataclass
+class EarlyStopping:
+    """Stop once the validation loss has not improved for ``patience`` trees (0: never)."""
+
+    patience: int
+    best_loss: float = math.inf
+    best_trees: int = 0
+
+    def update(self, loss: float, trees: int) -> str:
+        """Record the loss after ``trees`` trees; return why to stop ("" to go on)."""
+        if not self.patience:
+            return ""
+        if loss < self.best_loss - 1e-7:
+            self.best_loss, self.best_trees = loss, trees
+            return ""
+        if trees - self.best_trees >= self.patience:
+            return (
+                f"early stopping: the validation loss has not improved for {self.patience} trees "
+                f"(best {self.best_loss:.5f} after {self.best_trees} trees)"
+            )
+        return ""
+
+
+def weighted_log_loss(scores: npt.ArrayLike, labels: npt.ArrayLike, weights: npt.ArrayLike) -> float:
+    """Mean logistic loss of scores, rows weighted."""
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-7, 1 - 1e-7)
+    y = np.asarray(labels, dtype=np.float64)
+    return float(np.average(-(y * np.log(p) + (1 - y) * np.log1p(-p)), weights=np.asarray(weights)))
+
+
 def base_digest(array: npt.ArrayLike) -> str:
     """Hash of the ensemble a tree is grown on (the travelling form, without the growing tree).
 

@@ -39,6 +39,7 @@ from fedfraud.errors import FedFraudError, InputError
 from fedfraud.settings import RunSettings
 from fraud.gbdt import (
     FINE_BINS,
+    EarlyStopping,
     Ensemble,
     GbdtParams,
     LevelSums,
@@ -46,6 +47,7 @@ from fraud.gbdt import (
     base_score,
     edges_from_counts,
     grow_level,
+    weighted_log_loss,
 )
 from policy import RunPlan
 from secagg.protocol import Task, histogram_task
@@ -82,6 +84,10 @@ class GbdtFit:
         self.params = run_params(settings, plan)
         self.ensemble: Ensemble | None = None
         self.total_rows = 0
+        #: Early stopping on the synthetic validation set.
+        self.early = EarlyStopping(settings.gbdt_early_stopping)
+        #: Why no more trees are grown ("" while boosting goes on).
+        self.stopped = ""
 
     def __call__(self, grid: Grid, context: Context) -> None:
         """Grow this round's trees; hand the ensemble to the strategy and the evaluation."""
@@ -98,20 +104,41 @@ class GbdtFit:
             if self.ensemble is None:
                 self._agree_bins(grid, context, config)
             for index in range(self.settings.gbdt_trees_per_round):
+                if self.stopped:
+                    break
                 done = self._grow_tree(grid, context, config, index)
                 if done is None:
                     break
                 receipts, cohort = done
                 grown += 1
+                self._check_early_stopping(server_round)
         except FedFraudError as exc:
             log(WARNING, "round %s: boosting halted: %s", server_round, exc)
         model = None
         if grown and self.ensemble is not None:
             model = ndarrays_to_parameters([self.ensemble.to_array()])
-        if strategy.accept_trees(server_round, receipts, cohort, model) and model is not None:
+        why = self.stopped or "no tree was grown this round"
+        if strategy.accept_trees(server_round, receipts, cohort, model, why) and model is not None:
             context.state.array_records[_main_params()] = compat.parameters_to_arrayrecord(model, True)
         log(INFO, "round %s: %s tree(s) grown, %s in the ensemble", server_round, grown,
             len(self.ensemble.trees) if self.ensemble is not None else 0)
+
+    def _check_early_stopping(self, server_round: int) -> None:
+        """Stop boosting once the validation loss has not improved for ``patience`` trees.
+
+        The loss is the log-loss of the synthetic releases (the server's own
+        validation set, weighted back to the real fraud rates); without
+        releases, or with ``gbdt-early-stopping = 0``, every tree is grown.
+        """
+        validation = self.strategy.validation_set()
+        if validation is None or self.ensemble is None:
+            return
+        loss = weighted_log_loss(
+            self.ensemble.predict(validation.features), validation.labels, validation.row_weights
+        )
+        self.stopped = self.early.update(loss, len(self.ensemble.trees))
+        if self.stopped:
+            log(INFO, "round %s: %s", server_round, self.stopped)
 
     # -- the secure sums -----------------------------------------------------------
     def _sum(

@@ -156,7 +156,12 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         return config
 
     def accept_trees(
-        self, server_round: int, receipts: list[str], cohort: list[str], model: Parameters | None
+        self,
+        server_round: int,
+        receipts: list[str],
+        cohort: list[str],
+        model: Parameters | None,
+        why_none: str = "no tree was grown this round",
     ) -> bool:
         """``model = "gbdt"``: close the round's sums like :meth:`aggregate_fit` closes an update.
 
@@ -178,7 +183,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
             survivors.append(str(receipt["institution"]))
         log_.cohort = sorted(survivors)
         if model is None:
-            log_.refusal = log_.refusal or "no tree was grown this round"
+            log_.refusal = log_.refusal or why_none
             return False
         try:
             self.plan.check_cohort(len(survivors))
@@ -304,13 +309,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
             # SecAgg+ halted before aggregation: nobody's update was used.
             log_.refusal = "secure aggregation halted (too few institutions)"
         self._record_absent(log_)
-        validation = self.validation
-        if isinstance(validation, ByoValidation):
-            # Bring-your-own releases: usable once the scaling is agreed.
-            if self.feature_spec:
-                validation = self.validation = validation.encoded(self.feature_spec)
-            else:
-                validation = None
+        validation = self.validation_set()
         if validation is not None and not self.ckks:
             log_.threshold, log_.validation_auc_pr = validation.choose(self.latest, self.threshold_rule)
             log_.threshold_source = (
@@ -353,6 +352,15 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         )
         log_.witnessed_by = self.witness(server_round)
         self.on_round_end(log_)
+
+    def validation_set(self) -> ValidationSet | None:
+        """The synthetic releases as model inputs (bring-your-own: once the scaling is agreed)."""
+        validation = self.validation
+        if isinstance(validation, ByoValidation):
+            if not self.feature_spec:
+                return None
+            validation = self.validation = validation.encoded(self.feature_spec)
+        return validation
 
     def witness(self, server_round: int) -> list[str]:
         """Have the institutions witness the log as it stands."""

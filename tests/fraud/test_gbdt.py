@@ -170,3 +170,12 @@ def test_saved_model_round_trips_and_hostile_files_are_refused() -> None:
 def test_hyper_parameters_are_checked(changes: dict[str, float], key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         GbdtParams(**changes)  # type: ignore[arg-type]
+
+
+def test_early_stopping_waits_for_patience_trees() -> None:
+    from fraud.gbdt import EarlyStopping
+
+    rule = EarlyStopping(2)
+    assert [rule.update(loss, n) for n, loss in enumerate([0.5, 0.4, 0.41, 0.39, 0.395, 0.40], 1)][:5] == [""] * 5
+    assert "not improved for 2 trees (best 0.39000 after 4 trees)" in rule.update(0.40, 6)
+    assert EarlyStopping(0).update(9.9, 100) == ""
