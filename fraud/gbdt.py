@@ -273,7 +273,11 @@ def level_histograms(
     grads = np.bincount(index, weights=reps(grad[keep], f), minlength=size)
     hess_sums = np.bincount(index, weights=reps(hess[keep], f), minlength=size)
     shape = (k, f, n_bins)
-    return LevelSums(counts.reshape(shape).astype(np.float64), grads.reshape(shape), hess_sums.reshape(shape))
+    return LevelSums(
+        counts.reshape(shape).astype(np.float64),
+        grads.reshape(shape).astype(np.float64),
+        hess_sums.reshape(shape).astype(np.float64),
+    )
 
 
 def _leaf_value(g: float, h: float, params: GbdtParams) -> float:

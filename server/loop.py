@@ -126,7 +126,7 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
         else None,
     )
     strategy.grid = tapped
-    features = list(feature_names(schema)) if schema is not None else list(FEATURE_COLUMNS)
+    features = list(feature_names(schema)) if schema is not None else list(FEATURE_COLUMNS)  # type: ignore[arg-type]
     workflow = _workflow(settings, strategy, schema, plan, features)
     legacy = LegacyContext(
         context=context,
@@ -146,7 +146,7 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
     elif gbdt:
         final_hash = strategy.model_hash()
         if strategy.latest[0].size:
-            run_dir.write_gbdt(strategy.latest[0])
+            run_dir.write_gbdt(np.asarray(strategy.latest[0], dtype=np.uint8))
     else:
         run_dir.write_model(strategy.latest, layer_names)
         final_hash = update_digest(strategy.latest)
