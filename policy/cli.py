@@ -200,6 +200,7 @@ def _default_request(
     cohort: int | None,
     epochs: int | None,
     features: str | None,
+    model: str = "mlp",
 ) -> RunRequest:
     """Fill every option not given with the plan's own strictest acceptable value."""
     if aggregation is not None:
@@ -224,6 +225,7 @@ def _default_request(
         cohort_size=len(plan.institutions) if cohort is None else cohort,
         local_epochs=plan.max_local_epochs if epochs is None else epochs,
         features=chosen,
+        model=model,
     )
 
 
@@ -264,6 +266,7 @@ def _request_document(request: RunRequest) -> dict[str, Any]:
         "cohort_size": request.cohort_size,
         "local_epochs": request.local_epochs,
         "features": list(request.features),
+        "model": request.model,
     }
 
 
@@ -300,6 +303,13 @@ def plan_command(
         str | None,
         typer.Option("--at", help="When the run starts, ISO 8601 with offset (default: now)."),
     ] = None,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="mlp, or gbdt (boosted trees: every policy's [histograms] must allow summed histograms).",
+        ),
+    ] = "mlp",
     as_json: JsonOption = False,
 ) -> None:
     """Combine the policy FILEs into the strictest plan and check a run against it.
@@ -332,6 +342,7 @@ def plan_command(
         cohort=cohort,
         epochs=epochs,
         features=features,
+        model=model,
     )
     refusal: PlanConflict | None = None
     try:

@@ -201,6 +201,23 @@ def test_plan_of_the_strict_insurer_picks_ckks_and_is_accepted(
     assert "run accepted by every policy" in result.output
 
 
+def test_plan_of_boosted_trees_needs_every_policys_histogram_consent(
+    runner: CliRunner, examples: dict[str, Path]
+) -> None:
+    demo = [str(examples[n]) for n in ("bank-a", "bank-b", "insurer-c")]
+    accepted = runner.invoke(app, ["plan", *demo, "--model", "gbdt", "--cohort", "2", "--at", IN_FORCE])
+    assert accepted.exit_code == 0, accepted.output
+    # The strict insurer has no [histograms] section; with a cohort of 1 the
+    # banks' own histogram cohort floor (2) is broken too.
+    files = [str(examples[n]) for n in ("bank-a", "bank-b", "insurer-c-strict")]
+    result = runner.invoke(app, ["plan", "--json", *files, "--model", "gbdt", "--cohort", "1", "--at", IN_FORCE])
+    assert result.exit_code == 4
+    document = json.loads(result.stdout)
+    assert document["run"]["model"] == "gbdt"
+    assert any(c.startswith("insurer-c: histograms.allowed is not true") for c in document["conflicts"])
+    assert any(c.startswith("bank-a: histograms.min_cohort_size is 2") for c in document["conflicts"])
+
+
 def test_plan_features_option(runner: CliRunner, examples: dict[str, Path]) -> None:
     files = [str(examples[n]) for n in ("bank-a", "bank-b")]
 
