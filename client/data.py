@@ -72,6 +72,13 @@ class LocalData:
             _FRAMES.popitem(last=False)
         return frame
 
+    def cache_key(self, split: str) -> str:
+        """Identity of the split's file as read (path, size, mtime, schema), for caches."""
+        path = require_file(self._path(split), f"{split} data")
+        stat = path.stat()
+        schema_key = self.schema.fingerprint() if self.schema is not None else ""
+        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{schema_key}"
+
     def arrays(self, split: str, spec_text: object = None) -> XY:
         """The split as model inputs and labels."""
         frame = self._frame(split)

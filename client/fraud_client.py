@@ -47,6 +47,20 @@ Config = dict[str, bool | bytes | float | int | str]
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+#: ``model = "gbdt"``: binned rows and margins kept between the levels of a
+#: run in this process (each level adds only the trees that are new).
+_MARGINS: Any = None
+
+
+def _margin_cache() -> Any:
+    global _MARGINS
+    if _MARGINS is None:
+        from fraud.gbdt import MarginCache
+
+        _MARGINS = MarginCache()
+    return _MARGINS
+
+
 def load_split(path: Path, what: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
     """Read one of the built-in generator's CSV splits into model arrays."""
     return load_arrays(path, what)
@@ -189,7 +203,7 @@ class FraudClient(NumPyClient):
         federation than its small-cell rule (as the server states them: the
         audit log records them, and the verifier checks them).
         """
-        from fraud.gbdt import Ensemble, bin_rows, gradients, level_histograms
+        from fraud.gbdt import Ensemble, gradients, level_histograms
 
         self._gate_secure_task(config, histograms=True)
         ensemble = Ensemble.from_array(parameters[0]) if len(parameters) == 1 else None
@@ -216,8 +230,8 @@ class FraudClient(NumPyClient):
             raise ProtocolError(
                 f"the ensemble's bins cover {len(ensemble.edges)} columns, this site's data {features.shape[1]}"
             )
-        binned = bin_rows(features, ensemble.edges)
-        grad, hess = gradients(ensemble.margin_binned(binned), labels)
+        binned, margin = _margin_cache().margins(self.data.cache_key("train"), features, ensemble)
+        grad, hess = gradients(margin, labels)
         vector = level_histograms(binned, grad, hess, tree, ensemble.params.max_bins).vector()
         return [vector], 1, self._receipt(config, vector)
 

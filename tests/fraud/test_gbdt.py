@@ -179,3 +179,20 @@ def test_early_stopping_waits_for_patience_trees() -> None:
     assert [rule.update(loss, n) for n, loss in enumerate([0.5, 0.4, 0.41, 0.39, 0.395, 0.40], 1)][:5] == [""] * 5
     assert "not improved for 2 trees (best 0.39000 after 4 trees)" in rule.update(0.40, 6)
     assert EarlyStopping(0).update(9.9, 100) == ""
+
+
+def test_margin_cache_adds_only_new_trees_and_starts_over_on_another_ensemble() -> None:
+    from fraud.gbdt import MarginCache
+
+    parts = _parts(7)
+    full = train_pooled(parts, 5, PARAMS)
+    x = parts[0][0]
+    cache = MarginCache()
+    for k in range(6):
+        prefix = Ensemble(full.features, full.edges, full.base_score, PARAMS, full.trees[:k])
+        _, margin = cache.margins("bank-a", x, prefix)
+        assert np.array_equal(margin, prefix.margin_binned(bin_rows(x, full.edges)))
+    # Another ensemble under the same key (not an extension): recomputed.
+    other = train_pooled(_parts(8), 2, PARAMS)
+    _, margin = cache.margins("bank-a", x, other)
+    assert np.array_equal(margin, other.margin_binned(bin_rows(x, other.edges)))
