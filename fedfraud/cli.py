@@ -208,6 +208,7 @@ def demo(
         SimulationRequest,
         default_run_config,
         project_dir,
+        require_every_round,
         require_measurements,
         run_simulation,
     )
@@ -414,6 +415,8 @@ def demo(
             if log.exists()
         )
     )
+    # Last: a run that left a round unaggregated or unmeasured is not a success.
+    require_every_round(run_dir)
 
 
 @app.command("compare")

@@ -61,6 +61,7 @@ from fedfraud.simulation import (
     flower_env,
     free_port,
     project_dir,
+    require_every_round,
     require_measurements,
     write_run_config,
 )
@@ -683,6 +684,7 @@ def local_command(
         require_measurements(run_dir)
         console.print(f"Flower logs: {run_dir / 'flower.log'}", markup=False)
         console.print("verify it: " + verify_command(layout, federation.names, run_dir, run_name), markup=False)
+        require_every_round(run_dir)
     finally:
         logs = run_dir / "logs"
         if (work / "logs").is_dir():

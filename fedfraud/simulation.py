@@ -65,6 +65,52 @@ def require_measurements(run_dir: Path) -> None:
         )
 
 
+def round_problems(run_dir: Path) -> list[str]:
+    """Why the run did not finish every round with its metrics (empty if it did).
+
+    A round counts as finished when its update (or trees) was aggregated and
+    its evaluation released metrics; a boosted-tree round that grew nothing
+    because early stopping ended the boosting counts as finished too.
+    """
+    from fedfraud.wire import EARLY_STOPPING
+    from server.rundir import read_rounds
+
+    problems: list[str] = []
+    rounds = read_rounds(run_dir)
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists():
+        import json
+
+        wanted = int(json.loads(summary_path.read_text(encoding="utf-8")).get("rounds_requested", 0))
+        if len(rounds) < wanted:
+            problems.append(f"only {len(rounds)} of {wanted} rounds were recorded")
+    for record in rounds:
+        number = record.get("server_round")
+        refusal = str(record.get("refusal") or "")
+        if not record.get("accepted") and not refusal.startswith(EARLY_STOPPING):
+            problems.append(f"round {number}: not aggregated ({refusal or 'no reason recorded'})")
+        elif not record.get("metrics"):
+            problems.append(f"round {number}: no metrics released (no institution's evaluation was summed)")
+    return problems
+
+
+def require_every_round(run_dir: Path) -> None:
+    """Refuse to call a run done unless every round finished with its metrics.
+
+    Raises
+    ------
+    RunFailed
+        Naming each round that was not aggregated or not evaluated, and the log.
+    """
+    problems = round_problems(run_dir)
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise RunFailed(
+            f"the run did not finish every round with its metrics: {shown}; see "
+            f"{run_dir / 'rounds.jsonl'} and {run_dir / 'flower.log'}"
+        )
+
+
 @dataclass(frozen=True)
 class SimulationRequest:
     """One simulated federation run."""

@@ -86,3 +86,8 @@ def update_digest(weights: list[npt.NDArray[np.floating]]) -> str:
 #: The model id of a run's first training round: the public initial model,
 #: which the server sends (every later model exists only at the institutions).
 CKKS_INITIAL_MODEL = "initial"
+
+
+#: Start of a round's refusal when boosted-tree training stopped on purpose
+#: (early stopping on the validation releases): the round is finished, not failed.
+EARLY_STOPPING = "early stopping:"

@@ -440,7 +440,7 @@ class EarlyStopping:
             self.best_loss, self.best_trees = loss, trees
             return ""
         if trees - self.best_trees >= self.patience:
-            return (
+            return (  # fedfraud.wire.EARLY_STOPPING starts it
                 f"early stopping: the validation loss has not improved for {self.patience} trees "
                 f"(best {self.best_loss:.5f} after {self.best_trees} trees)"
             )

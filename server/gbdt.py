@@ -37,6 +37,7 @@ from flwr.supercore import log
 from audit.canonical import strict_loads
 from fedfraud.errors import FedFraudError, InputError
 from fedfraud.settings import RunSettings
+from fedfraud.wire import EARLY_STOPPING
 from fraud.gbdt import (
     FINE_BINS,
     EarlyStopping,
@@ -137,6 +138,7 @@ class GbdtFit:
             self.ensemble.predict(validation.features), validation.labels, validation.row_weights
         )
         self.stopped = self.early.update(loss, len(self.ensemble.trees))
+        assert not self.stopped or self.stopped.startswith(EARLY_STOPPING)
         if self.stopped:
             log(INFO, "round %s: %s", server_round, self.stopped)
 
