@@ -40,8 +40,8 @@ if not sys.stdout.isatty():
 
 # soft_wrap: a printed command or path is never broken across lines (it must
 # survive copy-paste, also in a pipe or a narrow terminal).
-console = Console(highlight=False, soft_wrap=True, emoji=False)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+console = Console(highlight=False, soft_wrap=True, emoji=False, markup=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False, markup=False)
 
 METRIC_COLUMNS = (
     ("precision", "Prec.", "{:.3f}"),
@@ -314,7 +314,7 @@ def demo(
         "secagg+": "SecAgg+",
         "ckks": "SecAgg+ masks under TenSEAL CKKS (the server never sees the model)",
     }.get(settings.aggregation.value, "[red]UNSAFE plain FedAvg[/red]")
-    console.print(f"[bold]fedfraud[/bold] demo: {len(names)} institutions, {rounds} rounds, {mode}")
+    console.print(f"[bold]fedfraud[/bold] demo: {len(names)} institutions, {rounds} rounds, {escape(mode)}", markup=True)
     if byo_schema is None:
         with console.status("preparing institution data..."):
             manifest = ensure_federation_data(data_root, names, rows, seed, heterogeneity=heterogeneity)
@@ -559,7 +559,7 @@ def main() -> None:
         code = app(standalone_mode=False)
     except FedFraudError as exc:
         # The message is text, not markup: brackets in it are shown as they are.
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+        err_console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
         raise SystemExit(exc.exit_code) from None
     except typer.Abort:
         err_console.print("aborted")

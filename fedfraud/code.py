@@ -30,7 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(soft_wrap=True, emoji=False)
+console = Console(soft_wrap=True, emoji=False, markup=False, highlight=False)
 
 
 def _git(project: Path, *args: str) -> bytes | None:
@@ -195,7 +195,7 @@ def supernode_command(
     if flower_clientapp_on_path(env) != str(site / "bin" / "flwr-clientapp"):
         raise ConfigError("could not put the checking flwr-clientapp first on the PATH")
     if not load_approvals(site):
-        console.print(f"[yellow]warning:[/yellow] {site} approves no bundle yet; every run will be refused")
+        console.print(f"warning: {site} approves no bundle yet; every run will be refused")
     command = [flower_tool("flower-supernode"), *args]
     os.execvpe(command[0], command, env)  # noqa: S606 - the institution's own Flower
     raise subprocess.SubprocessError("unreachable")  # pragma: no cover

@@ -17,7 +17,7 @@ from fedfraud.errors import InputError
 
 app = typer.Typer(help="Check data files against a schema before any round.", no_args_is_help=True,
                   add_completion=False)
-console = Console(highlight=False, soft_wrap=True, emoji=False)
+console = Console(highlight=False, soft_wrap=True, emoji=False, markup=False)
 
 
 def files_of(entry: str) -> tuple[str, list[Path]]:

@@ -611,7 +611,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False, soft_wrap=True, emoji=False)
+console = Console(highlight=False, soft_wrap=True, emoji=False, markup=False)
 
 
 @app.callback()
@@ -670,7 +670,7 @@ def local_command(
         ensure_federation_data(_data_root(federation), federation.names, rows, seed)
     work = Path(tempfile.mkdtemp(prefix="deploy-", dir=_ensure(project_dir() / ".flwr")))
     console.print(
-        f"[bold]fedfraud[/bold] production federation {federation.id!r}: "
+        f"fedfraud production federation {federation.id!r}: "
         f"{len(federation.names)} SuperNodes, {rounds} rounds, TLS + SuperNode auth, SecAgg+"
     )
     try:

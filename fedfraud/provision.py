@@ -55,6 +55,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from rich.console import Console
+from rich.markup import escape
 
 from fedfraud.errors import ConfigError, FedFraudError, InputError
 
@@ -76,7 +77,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False, soft_wrap=True, emoji=False)
+console = Console(highlight=False, soft_wrap=True, emoji=False, markup=False)
 
 
 # ---------------------------------------------------------------------------
@@ -1014,7 +1015,10 @@ def institution_command(
     """
     federation = load_federation(federation_file)
     written = provision_institution(federation, institution_id, out, force=force)
-    console.print(f"[bold]fedfraud provision institution[/bold]: {institution_id} in {federation.id!r}")
+    console.print(
+        f"[bold]fedfraud provision institution[/bold]: {escape(institution_id)} in {escape(repr(federation.id))}",
+        markup=True,
+    )
     _print_written(written)
     console.print("Private keys are mode 0600 and stay here. Send the operator registration.json only.")
 
@@ -1047,11 +1051,11 @@ def run_app(typer_app: typer.Typer) -> None:
     """Run a typer app, turning product errors into clean exits with their codes."""
     import click
 
-    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False, markup=False)
     try:
         typer_app(standalone_mode=False)
     except FedFraudError as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True)
+        err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
         raise SystemExit(exc.exit_code) from None
     except click.exceptions.Abort:
         err.print("aborted")

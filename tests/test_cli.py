@@ -139,3 +139,13 @@ def test_generate_high_heterogeneity_spans_the_fraud_rates(tmp_path: Path) -> No
     assert refused.returncode == 2
     assert "heterogeneity must be one of standard, high" in refused.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_printed_paths_and_commands_are_never_altered_by_the_console(tmp_path: Path) -> None:
+    # A folder whose name looks like console markup is printed as it is.
+    from fedfraud.cli import console
+
+    odd = tmp_path / "runs [bold]x[/bold] :AB:"
+    with console.capture() as captured:
+        console.print(f"run directory: {odd}")
+    assert captured.get().strip() == f"run directory: {odd}"
