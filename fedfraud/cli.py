@@ -91,9 +91,9 @@ class RoundProgress:
         for record in rounds[self.seen :]:
             metrics = record.get("metrics", {})
             cohort = record.get("cohort", [])
-            status = "" if record.get("accepted") else f"  [red]not aggregated: {record.get('refusal')}[/red]"
+            status = "" if record.get("accepted") else f"  not aggregated: {record.get('refusal')}"
             dropped = record.get("dropouts") or []
-            drop_text = f"  [yellow]dropped: {', '.join(dropped)}[/yellow]" if dropped else ""
+            drop_text = f"  dropped: {', '.join(dropped)}" if dropped else ""
             console.print(
                 f"round {record['server_round']:>3}/{self.total}  "
                 f"cohort {len(cohort)}  loss {_fmt(metrics.get('loss'), '{:.4f}')}  "
@@ -313,7 +313,9 @@ def demo(
     mode = {
         "secagg+": "SecAgg+",
         "ckks": "SecAgg+ masks under TenSEAL CKKS (the server never sees the model)",
-    }.get(settings.aggregation.value, "[red]UNSAFE plain FedAvg[/red]")
+    }.get(settings.aggregation.value, "UNSAFE plain FedAvg")
+    if settings.model.value == "gbdt":
+        mode += ", boosted trees from securely summed histograms"
     console.print(f"[bold]fedfraud[/bold] demo: {len(names)} institutions, {rounds} rounds, {escape(mode)}", markup=True)
     if byo_schema is None:
         with console.status("preparing institution data..."):

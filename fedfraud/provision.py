@@ -990,7 +990,7 @@ def init_command(
     federation = load_federation(federation_file)
     written = provision(federation, out, force=force, only=only, registrations=registrations)
     console.print(
-        f"[bold]fedfraud provision[/bold]: federation {federation.id!r}, "
+        f"fedfraud provision: federation {federation.id!r}, "
         f"{len(federation.institutions)} institutions, SuperLink "
         f"{federation.superlink_host}:{federation.superlink_port}"
     )
