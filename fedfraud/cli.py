@@ -421,6 +421,50 @@ def demo(
     require_every_round(run_dir)
 
 
+@app.command("status")
+def status_command(
+    run_dir: Annotated[
+        Path | None,
+        typer.Argument(help="A run directory (default: the newest under --runs-dir)."),
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Parent folder of run directories.")] = Path("runs"),
+    server_dir: Annotated[
+        Path | None,
+        typer.Option("--server-dir", help="The server folder (default: the one the run was started with)."),
+    ] = None,
+    superlink: Annotated[
+        str | None,
+        typer.Option(
+            "--superlink",
+            help="A connection of your flwr configuration: also list the SuperNodes it knows, "
+            "named by the institution that proved each node id in the run's audit log.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+) -> None:
+    """Show a run's state: running, finished or stopped; rounds; last audit checkpoint; SuperNodes.
+
+    Reads only: the run directory, the server folder's run lock and, with
+    --superlink, `flwr supernode list`. Exits 0 for a finished or running
+    run, 8 for a stopped one (a ServerApp that ended without finishing).
+    """
+    from fedfraud.status import newest_run, render, run_status
+
+    try:
+        target = run_dir if run_dir is not None else newest_run(runs_dir)
+        status = run_status(target, server_dir, superlink)
+    except FedFraudError as exc:
+        err_console.print(f"error: {exc}")
+        raise typer.Exit(exc.exit_code) from None
+    if as_json:
+        console.print(json.dumps(status.to_dict(), indent=2, sort_keys=True))
+    else:
+        for line in render(status):
+            console.print(line)
+    if status.state.startswith("stopped"):
+        raise typer.Exit(8)
+
+
 @app.command("compare")
 def compare_command(
     run_dir: Annotated[Path, typer.Argument(help="A finished simulated run directory.")],

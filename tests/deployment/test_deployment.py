@@ -481,6 +481,18 @@ def test_boosted_trees_through_the_deployment_engine(deployment: Deployment, tmp
     assert federated.to_json() == pooled.to_json()
     verdict = _verify_with_cli(deployment, run_dir, "gbdt-run")
     assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+    # The operator's status: finished, and each online SuperNode named by the
+    # institution that proved its node id in the audit log.
+    status = subprocess.run(
+        [sys.executable, "-m", "fedfraud", "status", str(run_dir), "--superlink", CONNECTION_NAME, "--json"],
+        env=deployment._env(deployment.cli_home), cwd=deployment.work_dir,
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    report = json.loads(status.stdout)
+    assert report["state"] == "finished" and report["rounds_aggregated"] == 1
+    online = sorted(n["institution"] for n in report["nodes"] if n["status"] == "online")
+    assert online == sorted(INSTITUTIONS)
 
 
 def _wait_exit(process: ManagedProcess, timeout: float) -> None:

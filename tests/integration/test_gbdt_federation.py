@@ -101,6 +101,15 @@ def test_gbdt_audit_log_records_every_sum_and_tree_and_verifies(
     bad = verify_with_cli(tampered, parties)
     assert bad.returncode != 0 and "TAMPERED" in bad.stdout, bad.stdout
 
+    # The operator's status of the finished run.
+    from fedfraud.status import render, run_status
+
+    status = run_status(run_dir)
+    assert status.state == "finished" and status.rounds_aggregated == 2
+    assert status.checkpoint_witnessed_by == list(INSTITUTIONS)
+    assert status.audit_records == len(records)
+    assert "run test: finished" in render(status)[0]
+
 
 def test_gbdt_model_is_usable_without_fedfraud_and_scores_reproduce_the_run(
     gbdt_run: tuple[Path, Path, RunSettings], tmp_path: Path
