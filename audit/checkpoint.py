@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from .canonical import MAX_SAFE_INTEGER, canonical_dumps
 from .errors import AuditSignatureError, RecordFormatError
 from .record import LogId, b64_signature, decode_signature, parse_timestamp
+from .signatures import verify_ed25519
 
 __all__ = [
     "CHECKPOINT_VERSION",
@@ -94,7 +95,7 @@ class SignedCheckpoint:
         """
         raw = decode_signature(self.sig)
         try:
-            server_public_key.verify(raw, self.signed_bytes())
+            verify_ed25519(server_public_key, raw, self.signed_bytes())
         except InvalidSignature:
             raise AuditSignatureError(
                 f"checkpoint of size {self.tree_size}: server signature does not verify"
@@ -159,7 +160,7 @@ def verify_countersignature(countersignature: object, trusted_key: Ed25519Public
     raw = decode_signature(cs["sig"])
     content = _countersig_content(cs["institution"], cs["checkpoint"], cs["ts"])
     try:
-        trusted_key.verify(raw, _COUNTERSIG_DOMAIN + canonical_dumps(content))
+        verify_ed25519(trusted_key, raw, _COUNTERSIG_DOMAIN + canonical_dumps(content))
     except InvalidSignature:
         raise AuditSignatureError(
             f"countersignature of {cs['institution']!r} does not verify under its trusted key"

@@ -20,6 +20,7 @@ from .canonical import canonical_dumps
 from .errors import AuditSignatureError, ReceiptError, RecordFormatError
 from .merkle import leaf_hash, root
 from .record import LogId, b64_signature, decode_signature
+from .signatures import verify_ed25519
 
 __all__ = ["RECEIPT_VERSION", "make_receipt", "verify_receipt", "receipt_leaf", "receipts_root"]
 
@@ -118,7 +119,7 @@ def verify_receipt(
     content = {k: v for k, v in receipt.items() if k != "sig"}
     try:
         raw = decode_signature(receipt["sig"])
-        trusted_pubkey.verify(raw, _RECEIPT_DOMAIN + canonical_dumps(content))
+        verify_ed25519(trusted_pubkey, raw, _RECEIPT_DOMAIN + canonical_dumps(content))
     except (InvalidSignature, AuditSignatureError):
         raise ReceiptError(
             f"receipt of {receipt['institution']!r} for round {rnd}: signature does not verify "

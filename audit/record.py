@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from .canonical import CanonicalEncodingError, canonical_dumps, loads_canonical
 from .errors import AuditSignatureError, RecordFormatError
+from .signatures import verify_ed25519
 
 __all__ = [
     "RECORD_VERSION",
@@ -396,6 +397,6 @@ def verify_record_signature(public_key: Ed25519PublicKey, record: Record) -> Non
     """
     raw = decode_signature(record.sig)
     try:
-        public_key.verify(raw, RECORD_SIG_DOMAIN + bytes.fromhex(record.hash))
+        verify_ed25519(public_key, raw, RECORD_SIG_DOMAIN + bytes.fromhex(record.hash))
     except InvalidSignature:
         raise AuditSignatureError(f"record {record.seq}: signature does not verify under the trusted key") from None

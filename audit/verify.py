@@ -110,6 +110,7 @@ from .errors import (
 from .keys import fingerprint, public_key_b64, public_key_from_b64, public_key_from_bytes
 from .merkle import MerkleFrontier, leaf_hash, root
 from .receipt import receipt_leaf, verify_receipt
+from .signatures import available_cpus, run_with_signature_pool
 from .record import (
     GENESIS_PREV,
     LogId,
@@ -396,10 +397,19 @@ class _Checks:
         if step not in self._failed_steps:
             self.items.append(Check(step, name, True, message, Verdict.VALID, source))
 
+    def extend(self, items: Sequence[Check]) -> None:
+        """Take over checks collected elsewhere (e.g. while reading the file)."""
+        self.items.extend(items)
+        self._failed_steps.update(c.step for c in items if not c.ok)
+
     def any_failed(self, step: str) -> bool:
         """Whether a check of ``step`` or of one of its sub-steps (``step.n``) failed."""
         return any(s == step or s.startswith(step + ".") for s in self._failed_steps)
 
+
+#: Smallest server log (in lines) whose signatures are verified by a process
+#: pool by default: below it, starting processes costs more than it saves.
+PARALLEL_MIN_RECORDS = 2000
 
 #: Largest log file the verifier reads (it holds the file in memory).
 MAX_LOG_BYTES = 4 * 2**30
@@ -774,6 +784,7 @@ def verify_log(
     policies: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     full: bool = True,
+    workers: int | None = None,
 ) -> VerificationReport:
     """Verify a server audit log and return a report with one verdict.
 
@@ -797,6 +808,12 @@ def verify_log(
         Verdicts and pinpointed records are the same either way, except that
         only ``full`` notices a damaged signature on an otherwise intact,
         chain-authenticated record (see the module docstring).
+    workers : int, optional
+        Processes that verify the Ed25519 signatures while this one does the
+        rest (:mod:`audit.signatures`); 0 verifies them in this process.  The
+        report is the same either way.  Default: one per available CPU for a
+        log of at least ``PARALLEL_MIN_RECORDS`` lines on a machine with more
+        than one CPU, else 0.
 
     Returns
     -------
@@ -809,19 +826,47 @@ def verify_log(
         If a file cannot be read or a trusted key is malformed (exit 3).
     """
     path = Path(log_path)
-    src = str(path)
     try:
         server_key = _as_public_key(server_public_key)
         trusted = {inst: _as_public_key(k) for inst, k in trusted_institution_keys.items()}
     except KeyFileError as exc:
         raise AuditInputError(f"trusted key is malformed: {exc}") from exc
+    # Step 1 starts here: the server log is read once (a torn last line is
+    # reported as the first check); the verification itself may run twice.
+    read = _Checks()
+    lines = _read_lines(path, read, "1")
+    inst_paths = [Path(p) for p in institution_logs]
+
+    def run() -> VerificationReport:
+        checks = _Checks()
+        checks.extend(read.items)
+        return _verify_lines(path, lines, checks, server_key, trusted, inst_paths, policies, full)
+
+    if workers is None:
+        workers = available_cpus() if len(lines) >= PARALLEL_MIN_RECORDS else 0
+        workers = workers if workers > 1 else 0
+    if workers > 0:
+        return run_with_signature_pool(run, workers)
+    return run()
+
+
+def _verify_lines(
+    path: Path,
+    lines: list[_Line],
+    checks: _Checks,
+    server_key: Ed25519PublicKey,
+    trusted: dict[str, Ed25519PublicKey],
+    institution_logs: list[Path],
+    policies: Mapping[str, Mapping[str, Any]] | None,
+    full: bool,
+) -> VerificationReport:
+    """Steps 1-7 of :func:`verify_log` on the server log's lines, read already."""
+    src = str(path)
     server_fp = fingerprint(server_key)
-    checks = _Checks()
     evidence: list[dict[str, Any]] = []
 
-    # Step 1: read the server log and check every record's form, hash,
-    # signature, log id, chain position and timestamp order.
-    lines = _read_lines(path, checks, "1")
+    # Step 1: check every record's form, hash, signature, log id, chain
+    # position and timestamp order.
     claimed_run: tuple[str, str] | None = None
     if lines:
         try:
@@ -832,9 +877,7 @@ def verify_log(
     # Step 2: verify the institutions' own logs and collect the checkpoints
     # they countersigned (or refused).  Done first to know which tree sizes
     # the server-log pass must compute roots for.
-    inst_cps = _institution_logs(
-        [Path(p) for p in institution_logs], trusted, server_key, checks, full, claimed_run
-    )
+    inst_cps = _institution_logs(institution_logs, trusted, server_key, checks, full, claimed_run)
     wanted_sizes = {c.cp.tree_size for c in inst_cps}
     good = _authenticate(path, lines, server_key, checks, "1", server_fp, full)
     log_id = good[0][1].log_id if good else None
@@ -1286,6 +1329,7 @@ def verify(
     policies: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     full: bool = True,
+    workers: int | None = None,
 ) -> VerificationReport:
     """Verify like :func:`verify_log`, raising unless the verdict is VALID.
 
@@ -1303,7 +1347,8 @@ def verify(
     AuditInputError
         If an input cannot be read.
     """
-    report = verify_log(log_path, trusted_institution_keys, server_public_key, institution_logs, policies, full=full)
+    report = verify_log(log_path, trusted_institution_keys, server_public_key, institution_logs, policies, full=full,
+                        workers=workers)
     if report.verdict is not Verdict.VALID:
         first = report.first_failure
         detail = f": {first.message}" if first else ""
