@@ -2,23 +2,29 @@
 
 Writes a run of about 100,000 records (rounds of round_opened, three signed
 receipts, round_closed and a checkpoint; then run_closed, a final checkpoint
-and three witnesses), then verifies it with the fast path (``--fast``) and with
-the default full path (every signature), several times each, and prints the medians.
+and three witnesses), then verifies it with the fast path (``--fast``), with
+the default full path (every signature), and with the full path verified in
+one process (``workers=0``, the way every log was verified before the
+signature pool), several times each, and prints the medians.
 
 Usage::
 
-    python bench/bench_audit.py [--records 100000] [--runs 3] [--full-runs 3] [--dir DIR]
+    python bench/bench_audit.py [--records 100000] [--runs 3] [--full-runs 3]
+                                [--sequential-runs 1] [--dir DIR]
 
-Target: >= 10,000 records/s verification on one core (default path).  The
-process is single-threaded; both wall-clock and process CPU time are shown,
-because on a shared machine the wall-clock figure also measures other
-processes.  To make figures comparable across machines and load, the same
-run measures two baselines on the same file and reports ratios against them:
+Target: >= 10,000 records/s wall-clock for the default (full) path on a
+100,000-record log on the 2-core development machine.  The default path
+verifies the Ed25519 signatures in one worker process per CPU while the main
+process does everything else (:mod:`audit.signatures`), so the wall-clock
+figure is the one that counts; CPU time (this process plus its workers) is
+shown beside it.  On a shared machine the wall-clock figure also measures
+other processes, so the same run measures two baselines on the same file and
+reports ratios against them:
 
 * ``read+hash``: read the file, split lines, SHA-256 every line (the least a
   verifier can do);
-* ``Ed25519``: one raw signature verification (the default path still does
-  one per receipt and per countersignature: half the records here).
+* ``Ed25519``: one raw signature verification (the full path does one per
+  record plus one per receipt and countersignature: 1.5 per record here).
 
 Appends include an ``fsync`` each, so their cost depends on the file system
 (``--dir``).
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import statistics
 import sys
 import tempfile
@@ -109,63 +116,77 @@ def read_and_hash(log: Path) -> int:
 
 
 def timed(function: Callable[[], object], runs: int) -> tuple[list[float], list[float]]:
-    """Wall and CPU seconds of ``runs`` calls."""
+    """Wall and CPU seconds of ``runs`` calls (CPU of this process and of its finished workers)."""
     walls, cpus = [], []
     for _ in range(runs):
-        wall, cpu = time.perf_counter(), time.process_time()
+        children, cpu, wall = os.times(), time.process_time(), time.perf_counter()
         function()
         walls.append(time.perf_counter() - wall)
-        cpus.append(time.process_time() - cpu)
+        cpu = time.process_time() - cpu
+        done = os.times()  # workers count once reaped, i.e. after the pool shut down
+        cpus.append(max(cpu + done.children_user + done.children_system
+                        - children.children_user - children.children_system, 1e-9))
     return walls, cpus
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=100_000)
-    parser.add_argument("--runs", type=int, default=3, help="runs of the default verification (median)")
-    parser.add_argument("--full-runs", type=int, default=3, help="runs of the --full verification (median)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of the --fast verification (median)")
+    parser.add_argument("--full-runs", type=int, default=3, help="runs of the default (full) verification (median)")
+    parser.add_argument("--sequential-runs", type=int, default=1,
+                        help="runs of the full verification in one process (median; 0 skips it)")
     parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp dir)")
     args = parser.parse_args()
-    if args.runs < 1 or args.full_runs < 1:
-        parser.error("--runs and --full-runs must be >= 1")
+    if args.runs < 1 or args.full_runs < 1 or args.sequential_runs < 0:
+        parser.error("--runs and --full-runs must be >= 1, --sequential-runs >= 0")
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         log, trusted, server, inst_logs, write_s, per_append = write_log(Path(tmp), args.records)
         n = sum(1 for _ in log.open("rb"))
         print(f"wrote {n} records in {write_s:.1f} s: {per_append * 1e6:.0f} µs per append (incl. sign + fsync)")
 
-        def run(full: bool) -> None:
-            report = verify_log(log, trusted, server, inst_logs, full=full)
+        def run(full: bool, workers: int | None = None) -> None:
+            report = verify_log(log, trusted, server, inst_logs, full=full, workers=workers)
             if report.verdict is not Verdict.VALID:
                 raise SystemExit(f"benchmark log did not verify: {report.first_failure}")
 
-        results = {}
-        for label, function, runs in (
+        fast, full, sequential = "verify --fast", "verify (default, full)", "full, one process"
+        plan = [
             ("read+hash baseline", lambda: read_and_hash(log), max(args.runs, 3)),
-            ("verify --fast", lambda: run(False), args.runs),
-            ("verify (default, full)", lambda: run(True), args.full_runs),
-        ):
+            (fast, lambda: run(False), args.runs),
+            (full, lambda: run(True), args.full_runs),
+        ]
+        if args.sequential_runs:
+            plan.append((sequential, lambda: run(True, workers=0), args.sequential_runs))
+        results = {}
+        for label, function, runs in plan:
             walls, cpus = timed(function, runs)
             results[label] = (statistics.median(walls), statistics.median(cpus))
             wall, cpu = results[label]
-            print(f"{label:<20} median of {runs}: wall {wall:6.2f} s = {n / wall:>10,.0f} records/s | "
+            print(f"{label:<22} median of {runs}: wall {wall:6.2f} s = {n / wall:>10,.0f} records/s | "
                   f"CPU {cpu:6.2f} s = {n / cpu:>10,.0f} records/s   (runs: {', '.join(f'{t:.2f}' for t in walls)} s)")
         base_wall, base_cpu = results["read+hash baseline"]
-        for label in ("verify --fast", "verify (default, full)"):
-            wall, cpu = results[label]
-            print(f"{label:<20} costs {wall / base_wall:5.0f}x (wall) / {cpu / base_cpu:5.0f}x (CPU) the read+hash baseline")
-        default_wall, default_cpu = results["verify --fast"]
-        full_wall, full_cpu = results["verify (default, full)"]
-        print(f"--fast vs default (full): {full_wall / default_wall:.1f}x faster (wall), {full_cpu / default_cpu:.1f}x (CPU)")
+        for label in results:
+            if label != "read+hash baseline":
+                wall, cpu = results[label]
+                print(f"{label:<22} costs {wall / base_wall:5.0f}x (wall) / {cpu / base_cpu:5.0f}x (CPU) the read+hash baseline")
+        fast_wall, fast_cpu = results[fast]
+        full_wall, full_cpu = results[full]
+        print(f"--fast vs default (full): {full_wall / fast_wall:.1f}x faster (wall), {full_cpu / fast_cpu:.1f}x (CPU)")
+        if sequential in results:
+            seq_wall, seq_cpu = results[sequential]
+            print(f"default (full) vs full in one process: {seq_wall / full_wall:.2f}x faster (wall), "
+                  f"{full_cpu / seq_cpu:.2f}x the CPU time")
         raw_wall, raw_cpu = ed25519_verify_cost()
-        # The fast path still verifies every receipt (3 per 6 records) and
-        # countersignature, and one record signature; the default adds one per record.
-        sigs = 3 / RECORDS_PER_ROUND
-        print(f"raw Ed25519 verify here: {raw_wall * 1e6:.0f} µs wall / {raw_cpu * 1e6:.0f} µs CPU")
-        print(f"fast path: receipt-signature floor {sigs * raw_cpu * 1e6:.0f} µs CPU per record; "
-              f"everything else {(default_cpu / n - sigs * raw_cpu) * 1e6:.0f} µs CPU per record")
-        print(f"target >= 10,000 records/s (fast path; the default full path is slower): "
-              f"{'met' if n / default_wall >= 10_000 else 'NOT met'} on wall-clock ({n / default_wall:,.0f}/s), "
-              f"{'met' if n / default_cpu >= 10_000 else 'NOT met'} on CPU time ({n / default_cpu:,.0f}/s)")
+        # The full path verifies every record's signature plus every receipt
+        # (3 per 6 records) and countersignature: 1.5 per record here.
+        sigs = 1 + 3 / RECORDS_PER_ROUND
+        print(f"raw Ed25519 verify here: {raw_wall * 1e6:.0f} µs wall / {raw_cpu * 1e6:.0f} µs CPU; "
+              f"{os.cpu_count()} CPUs")
+        print(f"full path: signature floor {sigs * raw_cpu * 1e6:.0f} µs CPU per record; "
+              f"everything else {(full_cpu / n - sigs * raw_cpu) * 1e6:.0f} µs CPU per record")
+        print(f"target >= 10,000 records/s wall-clock (default, full path): "
+              f"{'met' if n / full_wall >= 10_000 else 'NOT met'} ({n / full_wall:,.0f}/s)")
 
 
 if __name__ == "__main__":

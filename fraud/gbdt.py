@@ -251,21 +251,89 @@ def gradients(margin: Floats, labels: npt.ArrayLike) -> tuple[Floats, Floats]:
     return p - np.asarray(labels, dtype=np.float64), p * (1.0 - p)
 
 
+def summed_nodes(tree: Tree) -> list[int]:
+    """The open nodes whose sums the institutions send (the others are derived).
+
+    Two children of one split hold, between them, exactly their parent's
+    rows, so the server gets one child's sums as the parent's minus its
+    sibling's: the institutions send only the child with fewer rows of each
+    pair (the left one on a tie), and the root. The server learns nothing
+    more than it would from both (it could subtract either way), and each
+    level costs half the bytes and half the work.
+    """
+    parent: dict[int, int] = {}
+    for node, feature in enumerate(tree.feature):
+        if feature >= 0:
+            parent[tree.left[node]] = parent[tree.right[node]] = node
+    opened = set(tree.open)
+    chosen: list[int] = []
+    for node in tree.open:
+        up = parent.get(node)
+        if up is None:
+            chosen.append(node)
+            continue
+        sibling = tree.right[up] if tree.left[up] == node else tree.left[up]
+        if sibling not in opened or (tree.rows[node], node) <= (tree.rows[sibling], sibling):
+            chosen.append(node)
+    return chosen
+
+
+def level_sums(
+    tree: Tree, summed: npt.ArrayLike, parents: dict[int, npt.NDArray[np.int64]], n_features: int, n_bins: int
+) -> tuple[LevelSums, dict[int, npt.NDArray[np.int64]]]:
+    """Every open node's sums from the secure sum of :func:`summed_nodes` and the parents'.
+
+    ``summed`` is the exact integer sum of the institutions' vectors
+    (:meth:`LevelSums.vector`); ``parents`` the integer sums of the nodes of
+    the previous level (as returned by the previous call). Returns the
+    level's :class:`LevelSums` in ``tree.open`` order and the integer sums of
+    every open node (the parents of the next level).
+    """
+    chosen = summed_nodes(tree)
+    cells = n_features * n_bins
+    values = np.asarray(summed, dtype=np.int64)
+    if values.size != 3 * len(chosen) * cells:
+        raise InputError(f"histogram sums have {values.size} values, expected {3 * len(chosen) * cells}")
+    parts = values.reshape(3, len(chosen), cells)
+    ints: dict[int, npt.NDArray[np.int64]] = {node: parts[:, i, :] for i, node in enumerate(chosen)}
+    parent: dict[int, int] = {}
+    for node, feature in enumerate(tree.feature):
+        if feature >= 0:
+            parent[tree.left[node]] = parent[tree.right[node]] = node
+    for node in tree.open:
+        if node in ints:
+            continue
+        up = parent[node]
+        sibling = tree.right[up] if tree.left[up] == node else tree.left[up]
+        if up not in parents or sibling not in ints:
+            raise InputError(f"node {node}: neither summed nor derivable from its parent")
+        ints[node] = parents[up] - ints[sibling]
+    stacked = np.stack([ints[node] for node in tree.open], axis=1).reshape(3, len(tree.open), n_features, n_bins)
+    sums = LevelSums(
+        stacked[0].astype(np.float64),
+        stacked[1].astype(np.float64) / GRAD_SCALE,
+        stacked[2].astype(np.float64) / GRAD_SCALE,
+    )
+    return sums, {node: ints[node] for node in tree.open}
+
+
 def level_histograms(
     binned: npt.NDArray[np.uint8],
     grad: Floats,
     hess: Floats,
     tree: Tree,
     n_bins: int,
+    nodes: list[int] | None = None,
 ) -> LevelSums:
-    """The sums of one level: for each of ``tree.open``, per feature and bin."""
+    """Per node of ``nodes`` (default: :func:`summed_nodes`), feature and bin: count and sums."""
     n, f = binned.shape
+    wanted = summed_nodes(tree) if nodes is None else nodes
     node = tree.assign(binned)
     position = np.full(len(tree.feature), -1, dtype=np.int64)
-    position[np.asarray(tree.open, dtype=np.int64)] = np.arange(len(tree.open))
+    position[np.asarray(wanted, dtype=np.int64)] = np.arange(len(wanted))
     slot = position[node]
     keep = slot >= 0
-    k = len(tree.open)
+    k = len(wanted)
     size = k * f * n_bins
     index = ((slot[keep, None] * f + np.arange(f)) * n_bins + binned[keep].astype(np.int64)).ravel()
     reps = np.repeat
@@ -542,12 +610,15 @@ def train_pooled(
     n_bins = params.max_bins
     for _ in range(n_trees):
         tree = Tree()
+        tree.rows[0] = rows
         grads = [gradients(ensemble.margin_binned(b), y) for b, y in zip(binned, ys, strict=True)]
+        parents: dict[int, npt.NDArray[np.int64]] = {}
         while tree.open:
             total = sum(
                 level_histograms(b, g, h, tree, n_bins).vector()
                 for b, (g, h) in zip(binned, grads, strict=True)
             )
-            grow_level(tree, LevelSums.from_vector(total, (len(tree.open), len(edges), n_bins)), edges, params)
+            sums, parents = level_sums(tree, total, parents, len(edges), n_bins)
+            grow_level(tree, sums, edges, params)
         ensemble.trees.append(tree)
     return ensemble

@@ -43,11 +43,12 @@ from fraud.gbdt import (
     EarlyStopping,
     Ensemble,
     GbdtParams,
-    LevelSums,
     Tree,
     base_score,
     edges_from_counts,
     grow_level,
+    level_sums,
+    summed_nodes,
     weighted_log_loss,
 )
 from policy import RunPlan
@@ -183,6 +184,7 @@ class GbdtFit:
         ensemble.growing = tree
         cohort: list[str] | None = None
         receipts: list[str] = []
+        parents: dict[int, np.ndarray] = {}
         try:
             level = 0
             while tree.open:
@@ -194,8 +196,8 @@ class GbdtFit:
                         server_round, index)
                     return None
                 cohort = institutions
-                shape = (len(tree.open), len(ensemble.edges), self.params.max_bins)
-                sums = LevelSums.from_vector(total, shape)
+                shape = (len(summed_nodes(tree)), len(ensemble.edges), self.params.max_bins)
+                sums, parents = level_sums(tree, total, parents, len(ensemble.edges), self.params.max_bins)
                 self.strategy.audit.auditor.gbdt_sum(
                     server_round, task, list(shape),
                     hashlib.sha256(np.asarray(total, dtype="<i8").tobytes()).hexdigest(),
