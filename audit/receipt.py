@@ -104,7 +104,7 @@ def verify_receipt(
         On any failure (the cause is chained).
     """
     # Step 1: shape and version.
-    if not isinstance(receipt, dict) or set(receipt) != _KEYS:
+    if not isinstance(receipt, dict) or receipt.keys() != _KEYS:
         raise ReceiptError(f"receipt must hold exactly {sorted(_KEYS)}")
     if receipt["v"] != RECEIPT_VERSION:
         raise ReceiptError(f"unknown receipt version {receipt['v']!r}")

@@ -71,6 +71,7 @@ _TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z\Z")
 _SIG_LEN = 88  # base64 of 64 bytes
 _RECORD_KEYS = frozenset({"v", "alg", "log_id", "seq", "ts", "kind", "prev", "body"})
 _LOG_ID_KEYS = frozenset({"federation_id", "run_id", "key_fingerprint"})
+_LINE_KEYS = frozenset({"hash", "record", "sig"})
 _LINE_HEAD = b'{"hash":"'
 _LINE_MID = b'","record":'
 _LINE_SIG = b',"sig":"'
@@ -340,14 +341,14 @@ def decode_record(line: bytes, known_log_id: LogId | None = None) -> Record:
     except CanonicalEncodingError as exc:
         raise DecodeFailure("canonical", str(exc)) from None
     # Step 2: exact shape, known markers.
-    if set(top) != {"hash", "record", "sig"}:
+    if top.keys() != _LINE_KEYS:
         raise DecodeFailure("format", "line must hold exactly 'hash', 'record' and 'sig'")
     digest, content, sig = top["hash"], top["record"], top["sig"]
     if not isinstance(digest, str) or not _HEX64.match(digest):
         raise DecodeFailure("format", "'hash' must be 64 lower-case hex digits")
     if not isinstance(sig, str) or len(sig) != _SIG_LEN:
         raise DecodeFailure("format", "'sig' must be base64 of a 64-byte signature")
-    if not isinstance(content, dict) or set(content) != _RECORD_KEYS:
+    if not isinstance(content, dict) or content.keys() != _RECORD_KEYS:
         raise DecodeFailure("format", f"record must hold exactly {sorted(_RECORD_KEYS)}")
     if content["v"] != RECORD_VERSION:
         raise DecodeFailure("version", f"unknown record version {content['v']!r} (expected {RECORD_VERSION!r})")
@@ -366,8 +367,12 @@ def decode_record(line: bytes, known_log_id: LogId | None = None) -> Record:
         raise DecodeFailure("format", "'body' must be an object")
     try:
         raw_log_id = content["log_id"]
-        if known_log_id is not None and raw_log_id == known_log_id.to_dict():
-            log_id = known_log_id
+        if known_log_id is not None and type(raw_log_id) is dict and raw_log_id.keys() == _LOG_ID_KEYS and (
+            raw_log_id["federation_id"] == known_log_id.federation_id
+            and raw_log_id["run_id"] == known_log_id.run_id
+            and raw_log_id["key_fingerprint"] == known_log_id.key_fingerprint
+        ):
+            log_id = known_log_id  # the same three members as the known id (no dict built)
         else:
             log_id = LogId.from_dict(raw_log_id)
         parse_timestamp(content["ts"])
