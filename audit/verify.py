@@ -74,6 +74,13 @@ path is the **default**; the fast path (``full=False``, ``--fast``) is an
 explicit choice for very large logs, and says in its report which signature
 it checked.
 
+Signatures across cores: for a log of at least ``PARALLEL_MIN_RECORDS``
+lines on a machine with more than one CPU, the Ed25519 verifications (record
+signatures, receipts, countersignatures) run in one worker process per CPU
+while this process does everything else; if any of them fails, the
+verification is repeated in this process with the workers' answers, so the
+report is always exactly the in-process one (:mod:`audit.signatures`).
+
 Per-record work is kept small: the canonical check uses the C JSON codec
 when it provably gives the RFC 8785 bytes (:mod:`audit.canonical`), the log
 id object is reused while records repeat it, and timestamps are validated

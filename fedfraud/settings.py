@@ -193,7 +193,7 @@ class RunSettings:
             recall_target=_fraction(config, "recall-target"),
             aggregation=aggregation,
             data_format=_data_format(config),
-            secagg=SecAggSettings.from_run_config(config),
+            secagg=SecAggSettings.from_run_config(config, len(institutions)),
             concurrent_runs=_bool(config, "concurrent-runs"),
             model=_model(config),
             gbdt_trees_per_round=_int(config, "gbdt-trees-per-round", minimum=1)

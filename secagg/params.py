@@ -21,6 +21,7 @@ module turns each into a loud error or a documented bound:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -84,11 +85,28 @@ class SecAggSettings:
         return self.max_weight == AUTO_WEIGHT
 
     @classmethod
-    def from_run_config(cls, config: Mapping[str, object]) -> SecAggSettings:
-        """Build settings from Flower's run config, checking every key's type."""
+    def from_run_config(
+        cls, config: Mapping[str, object], cohort_size: int | None = None
+    ) -> SecAggSettings:
+        """Build settings from Flower's run config, checking every key's type.
+
+        ``num-shares`` and ``reconstruction-threshold`` of 0 mean *auto*: the
+        values :func:`auto_shares` derives from ``cohort_size`` (the number of
+        institutions of the run), so any federation size runs with the defaults.
+        """
+        num_shares = _int(config, "num-shares")
+        threshold = _int(config, "reconstruction-threshold")
+        if AUTO in (num_shares, threshold):
+            if cohort_size is None:
+                raise ConfigError("num-shares or reconstruction-threshold is auto (0) but the cohort is unknown")
+            auto_k, auto_t = auto_shares(cohort_size)
+            if num_shares == AUTO:
+                num_shares = auto_k
+            if threshold == AUTO:
+                threshold = minimum_threshold(min(cohort_size, num_shares // 2 * 2 + 1))
         settings = cls(
-            num_shares=_int(config, "num-shares"),
-            reconstruction_threshold=_int(config, "reconstruction-threshold"),
+            num_shares=num_shares,
+            reconstruction_threshold=threshold,
             clipping_range=_float(config, "clipping-range"),
             quantization_range=_int(config, "quantization-range"),
             modulus_range=_int(config, "modulus-range"),
@@ -278,6 +296,27 @@ def _float(config: Mapping[str, object], key: str) -> float:
 #: actively malicious server). Raise it only with a threshold that meets
 #: :func:`minimum_threshold` for the larger number.
 ASSUMED_COLLUDERS = 0
+
+
+#: ``num-shares`` / ``reconstruction-threshold`` value meaning "derive it from the cohort".
+AUTO = 0
+
+
+def auto_shares(cohort_size: int) -> tuple[int, int]:
+    """(num-shares, reconstruction-threshold) for a federation of ``cohort_size``.
+
+    SecAgg+ needs a neighbourhood of O(log n) institutions, not all of them
+    (Bell et al. 2020): here ``2 ceil(log2 n) + 1``, odd, at most the cohort
+    (3 of 3, 9 of 10, 11 of 20, 13 of 50, 15 of 100), with the smallest
+    threshold the bound against a malicious server allows (a strict majority:
+    2 of 3, 5 of 9, 7 of 13), so every neighbourhood tolerates dropouts.
+    """
+    if cohort_size < 3:
+        return 3, 2
+    k = 2 * math.ceil(math.log2(cohort_size)) + 1
+    largest_odd = cohort_size if cohort_size % 2 else cohort_size - 1
+    k = max(3, min(k, largest_odd))
+    return k, minimum_threshold(k)
 
 
 def minimum_threshold(neighbourhood: int, colluders: int = ASSUMED_COLLUDERS) -> int:

@@ -114,3 +114,19 @@ def test_threshold_bound_against_a_malicious_server() -> None:
     with pytest.raises(ConfigError, match="below the bound"):
         settings.validate_for(5)
     SecAggSettings.from_run_config({**BASE, "num-shares": 5, "reconstruction-threshold": 3}).validate_for(5)
+
+
+def test_auto_shares_grow_with_the_log_of_the_cohort_and_keep_a_majority_threshold() -> None:
+    from secagg.params import auto_shares, minimum_threshold
+
+    assert [auto_shares(n) for n in (3, 4, 5, 10, 20, 50, 100)] == [
+        (3, 2), (3, 2), (5, 3), (9, 5), (11, 6), (13, 7), (15, 8)]
+    for n in (3, 4, 5, 7, 10, 20, 50, 100, 250):
+        k, t = auto_shares(n)
+        assert k % 2 == 1 and k <= n and t == minimum_threshold(k) and t < k
+        # The defaults (0 = auto) fit every such federation with dropouts tolerated.
+        settings = SecAggSettings.from_run_config({**BASE, "num-shares": 0, "reconstruction-threshold": 0}, n)
+        assert (settings.num_shares, settings.reconstruction_threshold) == (k, t)
+        settings.validate_for(n)
+    with pytest.raises(ConfigError, match="cohort is unknown"):
+        SecAggSettings.from_run_config({**BASE, "num-shares": 0})
