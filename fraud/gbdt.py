@@ -370,7 +370,8 @@ def grow_level(tree: Tree, sums: LevelSums, edges: list[list[float]], params: Gb
         tree.rows[node] = int(round(total_c))
         cl, gl, hl = np.cumsum(c, axis=1)[:, :-1], np.cumsum(g, axis=1)[:, :-1], np.cumsum(h, axis=1)[:, :-1]
         cr, gr, hr = total_c - cl, total_g - gl, total_h - hl
-        gain = gl**2 / (hl + lam) + gr**2 / (hr + lam) - total_g**2 / (total_h + lam)
+        with np.errstate(divide="ignore", invalid="ignore"):  # l2 = 0: empty sides, masked below
+            gain = gl**2 / (hl + lam) + gr**2 / (hr + lam) - total_g**2 / (total_h + lam)
         ok = (
             (cl >= params.min_child_rows) & (cr >= params.min_child_rows)
             & (hl >= params.min_hessian) & (hr >= params.min_hessian)

@@ -100,7 +100,7 @@ def test_tree_level_differencing(federation: dict[str, Any]) -> None:
 
 def test_small_cell_split(federation: dict[str, Any]) -> None:
     # The server claims an open node of 12 rows (a split isolating a few
-    # customers): below every policy's histograms.min_child_rows (50).
+    # customers): below every policy's histograms.min_child_rows (20).
     ensemble = _ensemble(federation)
     tree = ensemble.growing
     assert tree is not None

@@ -58,14 +58,13 @@ def test_federated_trees_equal_the_pooled_reference_tree_by_tree(
     assert rounds[-1]["cohort"] == list(INSTITUTIONS)
     federated = _ensemble(run_dir)
     assert len(federated.trees) == 4
-    # The policies' small-cell rule (50 rows) overrides the run's default (20).
-    assert federated.params == GbdtParams(max_depth=3, max_bins=32, min_child_rows=50)
+    assert federated.params == GbdtParams(max_depth=3, max_bins=32, min_child_rows=20)
     parts = [load_split(data / name / "train.csv", "training data") for name in INSTITUTIONS]
     pooled = train_pooled(parts, 4, federated.params, federated.features)
     for mine, reference in zip(federated.trees, pooled.trees, strict=True):
         assert mine.to_dict() == reference.to_dict()
     assert federated.to_json() == pooled.to_json()
-    assert min(min(t.rows) for t in federated.trees) >= 50
+    assert min(min(t.rows) for t in federated.trees) >= 20
     # Evaluated like the MLP: pooled metrics from securely summed counts, improving.
     assert rounds[1]["metrics"]["auc_pr"] > rounds[0]["metrics"]["auc_pr"] > 0.3
 
@@ -81,7 +80,7 @@ def test_gbdt_audit_log_records_every_sum_and_tree_and_verifies(
     assert kinds.count("gbdt_bins") == 1
     federated = _ensemble(run_dir)
     assert [t["tree_hash"] for t in trees] == [t.digest() for t in federated.trees]
-    assert all(t["smallest_node_rows"] >= t["min_child_rows"] == 50 for t in trees)
+    assert all(t["smallest_node_rows"] >= t["min_child_rows"] == 20 for t in trees)
     # One sum per level grown, each with a verified receipt of every institution.
     assert len(sums) == sum(max(t.depth) for t in federated.trees)
     assert all(sorted(r["institution"] for r in s["receipts"]) == list(INSTITUTIONS) for s in sums)
@@ -154,6 +153,20 @@ def test_byo_insurance_claims_grow_the_pooled_trees(tmp_path: Path) -> None:
     assert federated.features == list(scoring.file.features)
     # Claims: 24.7 % fraud; two shallow trees already separate them.
     assert rounds[-1]["metrics"]["auc_pr"] > 0.4
+
+
+def test_the_strictest_policys_small_cell_rule_overrides_the_runs(tmp_path: Path) -> None:
+    from fedfraud.sites import prepare_demo_sites
+    from server.gbdt import run_params
+
+    sites = prepare_demo_sites(tmp_path / "parties", INSTITUTIONS, project_dir() / "policies")
+    copy = sites.server_dir / "policies" / "bank-b.toml"
+    copy.write_text(copy.read_text().replace("min_child_rows = 20", "min_child_rows = 75"))
+    config = default_run_config()
+    config.update({"institutions": ",".join(INSTITUTIONS), "server-dir": str(sites.server_dir),
+                   "sites-dir": str(sites.sites_dir), "run-dir": str(tmp_path / "run"), **GBDT})
+    settings = RunSettings.from_run_config(config)
+    assert run_params(settings, checked_plan(settings)).min_child_rows == 75
 
 
 def test_server_refuses_gbdt_when_a_policy_allows_no_histograms(tmp_path: Path) -> None:
