@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -140,12 +141,18 @@ def available_cpus() -> int:
 
 
 def _start_method() -> str | None:
-    # ``fork`` starts workers in milliseconds; it is safe while this process
-    # has a single thread.  Otherwise a fresh interpreter per worker.
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1:
+    """``"fork"`` where workers can be forked safely, else None (verify in-process).
+
+    Forking starts workers in milliseconds, and is safe on Linux while this
+    process has a single thread.  The other start methods are not used: they
+    cost a fresh interpreter per worker and re-import the caller's
+    ``__main__`` module, which a script without a ``__name__`` guard would
+    run again.
+    """
+    if (sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+            and threading.active_count() == 1):
         return "fork"
-    return "forkserver" if "forkserver" in methods else None
+    return None
 
 
 def run_with_signature_pool(run: Callable[[], T], workers: int) -> T:
@@ -156,9 +163,11 @@ def run_with_signature_pool(run: Callable[[], T], workers: int) -> T:
     returns outside this function (see the module docstring).
     """
     # 1. Speculative run: signatures assumed good, checked by the pool meanwhile.
+    method = _start_method()
+    if method is None:
+        return run()  # workers cannot be forked safely here: verify in-process
     try:
-        context = multiprocessing.get_context(_start_method())
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
     except (OSError, ValueError, ImportError, NotImplementedError):
         return run()  # no processes here (e.g. a sandbox): verify in-process
     deferred = _Deferred(pool)

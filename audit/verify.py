@@ -75,7 +75,8 @@ explicit choice for very large logs, and says in its report which signature
 it checked.
 
 Signatures across cores: for a log of at least ``PARALLEL_MIN_RECORDS``
-lines on a machine with more than one CPU, the Ed25519 verifications (record
+lines on a machine with more than one CPU (on Linux, from a single-threaded
+process, where workers can be forked), the Ed25519 verifications (record
 signatures, receipts, countersignatures) run in one worker process per CPU
 while this process does everything else; if any of them fails, the
 verification is repeated in this process with the workers' answers, so the

@@ -9,6 +9,7 @@ the one the in-process verification gives.
 from __future__ import annotations
 
 import copy
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+import audit.signatures as signatures
 import audit.verify as verify_module
 from audit.record import decode_record, encode_record
 from audit.signatures import run_with_signature_pool, verify_ed25519
@@ -86,6 +88,25 @@ def test_a_small_log_or_one_cpu_stays_in_process(large_run: BuiltRun, tmp_path: 
     small = large_run.write_lines(large_run.lines()[:PARALLEL_MIN_RECORDS - 1], tmp_path / "small.jsonl")
     assert _report(large_run, small, workers=None).verdict is not Verdict.VALID  # cut, but verified
     assert calls == []
+
+
+def test_the_pool_really_verifies(large_run: BuiltRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Arrange: count the batches handed to worker processes.
+    if signatures._start_method() is None:
+        pytest.skip("workers cannot be forked here (not Linux, or other threads running)")
+    batches: list[int] = []
+    submit = ProcessPoolExecutor.submit
+
+    def counting_submit(self: ProcessPoolExecutor, fn: Any, batch: list[Any]) -> Any:
+        batches.append(len(batch))
+        return submit(self, fn, batch)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", counting_submit)
+    # Act
+    report = _report(large_run, large_run.log, workers=2)
+    # Assert: every record signature and every receipt and countersignature went to the pool.
+    assert report.verdict is Verdict.VALID
+    assert sum(batches) >= len(large_run.lines()) + 2 * _ROUNDS
 
 
 @pytest.mark.parametrize("full", [True, False], ids=["full", "fast"])
