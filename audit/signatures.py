@@ -170,6 +170,13 @@ def run_with_signature_pool(run: Callable[[], T], workers: int) -> T:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
     except (OSError, ValueError, ImportError, NotImplementedError):
         return run()  # no processes here (e.g. a sandbox): verify in-process
+    try:
+        # Fork the workers now, while this process is small: forked later,
+        # every page of parsed records it then touched would be copied.
+        pool.submit(_verify_batch, [])
+    except (BrokenProcessPool, OSError, RuntimeError):
+        pool.shutdown(wait=True, cancel_futures=True)
+        return run()
     deferred = _Deferred(pool)
     known: dict[_Task, bool] = {}
     try:

@@ -450,7 +450,10 @@ def read_regular_file(path: Path, what: str, limit: int = MAX_LOG_BYTES) -> byte
 
 
 def _read_lines(path: Path, checks: _Checks, step: str) -> list[_Line]:
-    data = read_regular_file(path, "log")
+    return _split_lines(path, read_regular_file(path, "log"), checks, step)
+
+
+def _split_lines(path: Path, data: bytes, checks: _Checks, step: str) -> list[_Line]:
     lines: list[_Line] = []
     offset, number, length = 0, 0, len(data)
     while offset < length:
@@ -841,19 +844,18 @@ def verify_log(
         trusted = {inst: _as_public_key(k) for inst, k in trusted_institution_keys.items()}
     except KeyFileError as exc:
         raise AuditInputError(f"trusted key is malformed: {exc}") from exc
-    # Step 1 starts here: the server log is read once (a torn last line is
-    # reported as the first check); the verification itself may run twice.
-    read = _Checks()
-    lines = _read_lines(path, read, "1")
+    # Step 1 starts here: the server log is read once; the verification
+    # itself may run twice (see audit.signatures), each time from its bytes.
+    data = read_regular_file(path, "log")
     inst_paths = [Path(p) for p in institution_logs]
 
     def run() -> VerificationReport:
         checks = _Checks()
-        checks.extend(read.items)
+        lines = _split_lines(path, data, checks, "1")  # a torn last line is the first check
         return _verify_lines(path, lines, checks, server_key, trusted, inst_paths, policies, full)
 
     if workers is None:
-        workers = available_cpus() if len(lines) >= PARALLEL_MIN_RECORDS else 0
+        workers = available_cpus() if data.count(b"\n") >= PARALLEL_MIN_RECORDS else 0
         workers = workers if workers > 1 else 0
     with _cyclic_gc_paused():
         if workers > 0:
