@@ -97,7 +97,8 @@ def _audit(run_dir: Path) -> tuple[list[dict[str, Any]], int, list[str]]:
                 records.append(json.loads(line)["record"])
             except (ValueError, KeyError, TypeError):
                 break  # a torn last line: the verifier says more
-    size, witnesses = 0, []
+    size = 0
+    witnesses: list[str] = []
     for record in records:
         body = record.get("body", {})
         if record.get("kind") == "checkpoint":
