@@ -166,10 +166,10 @@ def product_state() -> dict[str, Any]:
 
     def git(*cmd: str) -> str:
         done = subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=False)
-        return done.stdout.strip()
+        return done.stdout.rstrip("\n")
 
-    dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
-    return {"head": git("rev-parse", "--short", "HEAD"), "dirty": dirty, "at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line.strip()]
+    return {"head": git("rev-parse", "--short", "HEAD").strip(), "dirty": dirty, "at": dt.datetime.now(dt.timezone.utc).isoformat()}
 
 
 def run_demo(tag: str, run_parent: Path, extra: list[str], timeout: float) -> tuple[Path, float]:
@@ -671,7 +671,8 @@ def product_note(report: dict[str, Any]) -> str:
         return ""
     heads = sorted({s["head"] for s in states})
     dirty = sorted({f for s in states for f in s["dirty"]})
-    return (f"Product as on disk when each run started: commit(s) {', '.join(heads)}"
+    return (f"Product as on disk when each run started (recorded for the runs of the last invocations; the earlier "
+            f"runs used the commits of 17:44-18:21 UTC): commit(s) {', '.join(heads)}"
             + (f", with uncommitted edits (another engineer's work in progress) in {', '.join(dirty)}." if dirty else "."))
 
 
