@@ -254,9 +254,11 @@ def make_federation(root: Path, n: int, rows: int, params: int) -> Federation:
             "server-dir": str(sites.server_dir),
             "run-dir": str(base / "run"),
             "run-name": f"bench-hardened-{n}",
+            # A fixed bound: the bench has no statistics round to make it auto.
+            "max-weight": 100000.0,
         }
     )
-    settings = SecAggSettings.from_run_config(config)
+    settings = SecAggSettings.from_run_config(config, n)
     settings.validate_for(n)  # raises ConfigError naming the problem
     updates = make_updates(n, params)
     workflows: dict[str, Callable[..., None]] = {

@@ -141,7 +141,10 @@ class GbdtFit:
         self.stopped = self.early.update(loss, len(self.ensemble.trees))
         assert not self.stopped or self.stopped.startswith(EARLY_STOPPING)
         if self.stopped:
-            log(INFO, "round %s: %s", server_round, self.stopped)
+            # Keep the ensemble of the best validation loss (the audit log
+            # still records every tree that was grown).
+            del self.ensemble.trees[self.early.best_trees:]
+            log(INFO, "round %s: %s; %s trees kept", server_round, self.stopped, self.early.best_trees)
 
     # -- the secure sums -----------------------------------------------------------
     def _sum(

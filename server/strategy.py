@@ -41,7 +41,7 @@ from flwr.supercore import log
 from audit.canonical import strict_loads
 from fedfraud.errors import FedFraudError
 from fedfraud.settings import Aggregation, ModelKind, RunSettings
-from fedfraud.wire import CKKS_INITIAL_MODEL, Refusal, update_digest
+from fedfraud.wire import CKKS_INITIAL_MODEL, EARLY_STOPPING, Refusal, update_digest
 from fraud.compare import ThresholdRule
 from fraud.metrics import metrics_from_histograms
 from policy import RunPlan
@@ -76,6 +76,8 @@ class RoundLog:
     withheld: list[str] = field(default_factory=list)
     evaluated_by: list[str] = field(default_factory=list)
     witnessed_by: list[str] = field(default_factory=list)
+    #: gbdt: the round grew no tree because early stopping ended the boosting.
+    stopped: bool = False
 
 
 class FraudFedAvg(FedAvg):  # type: ignore[misc]
@@ -172,6 +174,12 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         log_ = self._round(server_round)
         log_.fit_done = bool(cohort)
         log_.fit_seconds = round(time.monotonic() - log_.fit_started, 4)
+        if model is None and why_none.startswith(EARLY_STOPPING):
+            # Boosting has ended on purpose: nobody was asked for anything, so
+            # nobody dropped out and no aggregation halted.
+            log_.stopped = True
+            log_.refusal = why_none
+            return False
         survivors: list[str] = []
         for text in receipts:
             try:
@@ -305,10 +313,13 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
     def close_round(self, server_round: int, sums: EvaluationSums | None) -> None:
         """Pool the securely summed evaluation, close the round, have it witnessed."""
         log_ = self._round(server_round)
-        if not log_.fit_done:
-            # SecAgg+ halted before aggregation: nobody's update was used.
-            log_.refusal = "secure aggregation halted (too few institutions)"
-        self._record_absent(log_)
+        if log_.stopped:
+            pass  # gbdt: boosting stopped early; the refusal says so, nobody was absent
+        else:
+            if not log_.fit_done:
+                # SecAgg+ halted before aggregation: nobody's update was used.
+                log_.refusal = "secure aggregation halted (too few institutions)"
+            self._record_absent(log_)
         validation = self.validation_set()
         if validation is not None and not self.ckks:
             log_.threshold, log_.validation_auc_pr = validation.choose(self.latest, self.threshold_rule)

@@ -189,3 +189,30 @@ def test_server_refuses_gbdt_when_a_policy_allows_no_histograms(tmp_path: Path) 
         RunSettings.from_run_config({**config, "aggregation": "ckks"})
     with pytest.raises(ConfigError, match="'model' must be one of"):
         RunSettings.from_run_config({**config, "model": "xgboost"})
+
+
+def test_early_stopping_keeps_the_best_trees_and_the_run_finishes(
+    gbdt_run: tuple[Path, Path, RunSettings], tmp_path: Path
+) -> None:
+    from fedfraud.simulation import round_problems
+
+    _, data, _ = gbdt_run
+    # A learning rate of 1 overfits: on these releases the loss rises at the
+    # third tree (round 2), so boosting stops there and keeps two trees.
+    run_dir, _ = run_federation(
+        tmp_path, data, rounds=3, validation_rows=300,
+        **{**GBDT, "gbdt-max-depth": 2, "gbdt-learning-rate": 1.0, "gbdt-early-stopping": 1},
+    )
+    first, second, third = read_rounds(run_dir)
+    assert first["accepted"] and second["accepted"] and not second["stopped"]
+    assert not third["accepted"] and third["stopped"] and third["dropouts"] == []
+    assert third["refusal"].startswith("early stopping: the validation loss has not improved for 1 trees")
+    assert third["metrics"] == second["metrics"]  # the same model, evaluated again
+    kept = _ensemble(run_dir)
+    best = int(third["refusal"].split("after ")[1].split(" trees")[0])
+    assert len(kept.trees) == best == 2
+    records = [json.loads(line)["record"] for line in (run_dir / "audit.jsonl").read_text().splitlines()]
+    assert sum(r["kind"] == "gbdt_tree" for r in records) == 3  # the dropped tree stays on the record
+    assert round_problems(run_dir) == []  # finished, not failed
+    result = verify_with_cli(run_dir, tmp_path / "parties")
+    assert result.returncode == 0, result.stdout
