@@ -198,18 +198,19 @@ def test_early_stopping_keeps_the_best_trees_and_the_run_finishes(
 
     _, data, _ = gbdt_run
     # A learning rate of 1 overfits: on these releases the loss rises at the
-    # third tree (round 2), so boosting stops there and keeps two trees.
+    # third tree (in round 1), so boosting stops there and keeps two trees.
     run_dir, _ = run_federation(
-        tmp_path, data, rounds=3, validation_rows=300,
-        **{**GBDT, "gbdt-max-depth": 2, "gbdt-learning-rate": 1.0, "gbdt-early-stopping": 1},
+        tmp_path, data, rounds=2, validation_rows=300,
+        **{**GBDT, "gbdt-trees-per-round": 3, "gbdt-max-depth": 2, "gbdt-learning-rate": 1.0,
+           "gbdt-early-stopping": 1},
     )
-    first, second, third = read_rounds(run_dir)
-    assert first["accepted"] and second["accepted"] and not second["stopped"]
-    assert not third["accepted"] and third["stopped"] and third["dropouts"] == []
-    assert third["refusal"].startswith("early stopping: the validation loss has not improved for 1 trees")
-    assert third["metrics"] == second["metrics"]  # the same model, evaluated again
+    first, second = read_rounds(run_dir)
+    assert first["accepted"] and not first["stopped"]
+    assert not second["accepted"] and second["stopped"] and second["dropouts"] == []
+    assert second["refusal"].startswith("early stopping: the validation loss has not improved for 1 trees")
+    assert second["metrics"] == first["metrics"]  # the same model, evaluated again
     kept = _ensemble(run_dir)
-    best = int(third["refusal"].split("after ")[1].split(" trees")[0])
+    best = int(second["refusal"].split("after ")[1].split(" trees")[0])
     assert len(kept.trees) == best == 2
     records = [json.loads(line)["record"] for line in (run_dir / "audit.jsonl").read_text().splitlines()]
     assert sum(r["kind"] == "gbdt_tree" for r in records) == 3  # the dropped tree stays on the record
