@@ -90,23 +90,39 @@ def test_a_small_log_or_one_cpu_stays_in_process(large_run: BuiltRun, tmp_path: 
     assert calls == []
 
 
-def test_the_pool_really_verifies(large_run: BuiltRun, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Arrange: count the batches handed to worker processes.
-    if signatures._start_method() is None:
-        pytest.skip("workers cannot be forked here (not Linux, or other threads running)")
-    batches: list[int] = []
-    submit = ProcessPoolExecutor.submit
+def test_the_pool_really_verifies(large_run: BuiltRun) -> None:
+    # A fresh single-threaded interpreter (a test worker runs other threads,
+    # where the pool rightly falls back in-process): count the batches
+    # handed to worker processes while the large log is verified.
+    import json
+    import subprocess
+    import sys
 
-    def counting_submit(self: ProcessPoolExecutor, fn: Any, batch: list[Any]) -> Any:
-        batches.append(len(batch))
-        return submit(self, fn, batch)
-
-    monkeypatch.setattr(ProcessPoolExecutor, "submit", counting_submit)
-    # Act
-    report = _report(large_run, large_run.log, workers=2)
-    # Assert: every record signature and every receipt and countersignature went to the pool.
-    assert report.verdict is Verdict.VALID
-    assert sum(batches) >= len(large_run.lines()) + 2 * _ROUNDS
+    script = f"""
+import json, sys
+from concurrent.futures import ProcessPoolExecutor
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from audit.verify import verify_log
+from audit_support import seeded_key
+from audit.keys import public_key_bytes
+batches = []
+submit = ProcessPoolExecutor.submit
+def counting(self, fn, batch):
+    batches.append(len(batch))
+    return submit(self, fn, batch)
+ProcessPoolExecutor.submit = counting
+trusted = {{i: public_key_bytes(seeded_key(i)) for i in {sorted(large_run.inst_keys)!r}}}
+report = verify_log({str(large_run.log)!r}, trusted, public_key_bytes(seeded_key("server")),
+                    {[str(p) for p in large_run.inst_logs.values()]!r}, workers=2)
+print(json.dumps({{"verdict": report.verdict.value, "signatures": sum(batches)}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          check=False, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # Every record signature and every receipt and countersignature went to the pool.
+    assert result["verdict"] == "VALID"
+    assert result["signatures"] >= len(large_run.lines()) + 2 * _ROUNDS
 
 
 @pytest.mark.parametrize("full", [True, False], ids=["full", "fast"])
@@ -115,6 +131,7 @@ def test_pool_and_in_process_agree_on_a_valid_log(large_run: BuiltRun, full: boo
     alone = _report(large_run, large_run.log, workers=0, full=full)
     assert pooled.verdict is Verdict.VALID
     _same(pooled, alone)
+
 
 
 def test_a_damaged_signature_late_in_a_large_log_is_reported_at_its_line(large_run: BuiltRun, tmp_path: Path) -> None:
