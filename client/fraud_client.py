@@ -137,19 +137,7 @@ class FraudClient(NumPyClient):
             check_weight(result.num_examples, observed.max_weight)
         check_update_in_range(weights, observed.clipping_range, names=_layer_names(model))
         # 4. A signed receipt: this institution, this log, this round, this update.
-        metrics: Config = {"institution": self.node.institution_id}
-        log_id = config.get("log-id")
-        if isinstance(log_id, str) and log_id:
-            receipt = make_receipt(
-                self.institution.signing_key,
-                self.node.institution_id,
-                strict_loads(log_id),
-                server_round,
-                update_digest(weights),
-                self.institution.policy.policy_hash,
-            )
-            metrics["receipt"] = canonical_dumps(receipt).decode("utf-8")
-        return weights, result.num_examples, metrics
+        return weights, result.num_examples, self._receipt(config, weights)
 
     def _gate_secure_task(self, config: Config, histograms: bool = False) -> ObservedSecAgg:
         """The gate for a SecAgg+ task that is not training (evaluation, statistics, histograms)."""
@@ -163,8 +151,9 @@ class FraudClient(NumPyClient):
             self.institution,
         )
 
-    def _receipt(self, config: Config, vector: npt.NDArray[Any]) -> Config:
-        """The result's metrics: this institution and, if the log is named, a signed receipt."""
+    def _receipt(self, config: Config, arrays: Arrays) -> Config:
+        """The result's metrics: this institution and, if the log is named, a signed
+        receipt over ``arrays`` (what this institution sends into the secure sum)."""
         metrics: Config = {"institution": self.node.institution_id}
         log_id = config.get("log-id")
         if isinstance(log_id, str) and log_id:
@@ -173,7 +162,7 @@ class FraudClient(NumPyClient):
                 self.node.institution_id,
                 strict_loads(log_id),
                 _round(config),
-                update_digest([vector]),
+                update_digest(arrays),
                 self.institution.policy.policy_hash,
             )
             metrics["receipt"] = canonical_dumps(receipt).decode("utf-8")
@@ -233,7 +222,7 @@ class FraudClient(NumPyClient):
         binned, margin = _margin_cache().margins(self.data.cache_key("train"), features, ensemble)
         grad, hess = gradients(margin, labels)
         vector = level_histograms(binned, grad, hess, tree, ensemble.params.max_bins).vector()
-        return [vector], 1, self._receipt(config, vector)
+        return [vector], 1, self._receipt(config, [vector])
 
     def _evaluate_securely(self, parameters: Arrays, config: Config) -> tuple[Arrays, int, Config]:
         """Score the global model on the test split; send counts into SecAgg+ only.

@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fedfraud.errors import InputError
-
-LOCK_FILE = "run.lock"
+from server.busy import LOCK_FILE
 
 
 @dataclass

@@ -251,6 +251,15 @@ def gradients(margin: Floats, labels: npt.ArrayLike) -> tuple[Floats, Floats]:
     return p - np.asarray(labels, dtype=np.float64), p * (1.0 - p)
 
 
+def _parents(tree: Tree) -> dict[int, int]:
+    """Each child node's parent."""
+    parent: dict[int, int] = {}
+    for node, feature in enumerate(tree.feature):
+        if feature >= 0:
+            parent[tree.left[node]] = parent[tree.right[node]] = node
+    return parent
+
+
 def summed_nodes(tree: Tree) -> list[int]:
     """The open nodes whose sums the institutions send (the others are derived).
 
@@ -261,10 +270,7 @@ def summed_nodes(tree: Tree) -> list[int]:
     more than it would from both (it could subtract either way), and each
     level costs half the bytes and half the work.
     """
-    parent: dict[int, int] = {}
-    for node, feature in enumerate(tree.feature):
-        if feature >= 0:
-            parent[tree.left[node]] = parent[tree.right[node]] = node
+    parent = _parents(tree)
     opened = set(tree.open)
     chosen: list[int] = []
     for node in tree.open:
@@ -296,10 +302,7 @@ def level_sums(
         raise InputError(f"histogram sums have {values.size} values, expected {3 * len(chosen) * cells}")
     parts = values.reshape(3, len(chosen), cells)
     ints: dict[int, npt.NDArray[np.int64]] = {node: parts[:, i, :] for i, node in enumerate(chosen)}
-    parent: dict[int, int] = {}
-    for node, feature in enumerate(tree.feature):
-        if feature >= 0:
-            parent[tree.left[node]] = parent[tree.right[node]] = node
+    parent = _parents(tree)
     for node in tree.open:
         if node in ints:
             continue

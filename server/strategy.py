@@ -180,15 +180,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
             log_.stopped = True
             log_.refusal = why_none
             return False
-        survivors: list[str] = []
-        for text in receipts:
-            try:
-                receipt = strict_loads(text)
-                self.audit.auditor.receipt(receipt)
-            except FedFraudError as exc:
-                log(WARNING, "round %s: a histogram sum without a valid receipt: %s", server_round, exc)
-                continue
-            survivors.append(str(receipt["institution"]))
+        survivors = self._record_receipts(server_round, receipts)
         log_.cohort = sorted(survivors)
         if model is None:
             log_.refusal = log_.refusal or why_none
@@ -242,17 +234,9 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         log_ = self._round(server_round)
         log_.fit_done = True
         log_.fit_seconds = round(time.monotonic() - log_.fit_started, 4)
-        survivors: list[str] = []
-        for _, res in results:
-            receipt_text = res.metrics.get("receipt")
-            try:
-                receipt = strict_loads(str(receipt_text))
-                self.audit.auditor.receipt(receipt)
-            except FedFraudError as exc:
-                # A result without a valid receipt does not count as taking part.
-                log(WARNING, "round %s: a result without a valid receipt: %s", server_round, exc)
-                continue
-            survivors.append(str(receipt["institution"]))
+        survivors = self._record_receipts(
+            server_round, [str(res.metrics.get("receipt")) for _, res in results]
+        )
         log_.cohort = sorted(survivors)
         try:
             self.plan.check_cohort(len(survivors))
@@ -269,6 +253,22 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
             self.latest = parameters_to_ndarrays(parameters)
             log_.accepted = True
         return parameters, metrics
+
+    def _record_receipts(self, server_round: int, texts: list[str]) -> list[str]:
+        """Log each valid signed receipt; return the institutions that sent one.
+
+        A result without a valid receipt does not count as taking part.
+        """
+        survivors: list[str] = []
+        for text in texts:
+            try:
+                receipt = strict_loads(text)
+                self.audit.auditor.receipt(receipt)
+            except FedFraudError as exc:
+                log(WARNING, "round %s: a result without a valid receipt: %s", server_round, exc)
+                continue
+            survivors.append(str(receipt["institution"]))
+        return survivors
 
     def _accept_encrypted(
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]], log_: RoundLog
