@@ -58,3 +58,21 @@ def test_a_histogram_sum_of_one_institution_is_a_policy_violation(tmp_path: Path
     report = _verify(_run(tmp_path, smallest=60, receipts_of=("bank-a",)))
     assert report.verdict is Verdict.POLICY_VIOLATED
     assert any("fewer than two institutions" in c.message for c in report.failures)
+
+
+def test_a_forged_histogram_receipt_is_tampering(tmp_path: Path) -> None:
+    # A server that writes a histogram sum with a receipt bank-b never signed
+    # (made with another key): the verifier checks every receipt in the record.
+    from audit.record import RecordKind
+
+    def hook(auditor: RunAuditor, rnd: int) -> None:
+        good = make_receipt(seeded_key("bank-a"), "bank-a", auditor.log_id, rnd, h("hist:a"), policy_hash("bank-a"))
+        forged = make_receipt(seeded_key("mallory"), "bank-b", auditor.log_id, rnd, h("hist:b"), policy_hash("bank-b"))
+        auditor._writer.append(RecordKind.GBDT_SUM, {
+            "round": rnd, "task": "histogram-0-0", "shape": [1, 3, 8], "sum_sha256": h("sum"),
+            "receipts": [good, forged]})
+
+    run = build_run(tmp_path, rounds=1, refuse_in_round=None, drop_in_round=None, hook=hook)
+    report = _verify(run)
+    assert report.verdict is Verdict.TAMPERED
+    assert any("histogram receipt of 'bank-b'" in c.message for c in report.failures)
