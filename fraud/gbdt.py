@@ -521,9 +521,14 @@ class EarlyStopping:
 
 def weighted_log_loss(scores: npt.ArrayLike, labels: npt.ArrayLike, weights: npt.ArrayLike) -> float:
     """Mean logistic loss of scores, rows weighted."""
+    return float(np.average(_row_losses(scores, labels), weights=np.asarray(weights)))
+
+
+def _row_losses(scores: npt.ArrayLike, labels: npt.ArrayLike) -> Floats:
+    """Each row's logistic loss (scores clipped away from 0 and 1)."""
     p = np.clip(np.asarray(scores, dtype=np.float64), 1e-7, 1 - 1e-7)
     y = np.asarray(labels, dtype=np.float64)
-    return float(np.average(-(y * np.log(p) + (1 - y) * np.log1p(-p)), weights=np.asarray(weights)))
+    return -(y * np.log(p) + (1 - y) * np.log1p(-p))
 
 
 def base_digest(array: npt.ArrayLike) -> str:
@@ -541,9 +546,7 @@ def base_digest(array: npt.ArrayLike) -> str:
 
 def log_loss_total(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     """Summed logistic loss of scores (clipped away from 0 and 1)."""
-    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-7, 1 - 1e-7)
-    y = np.asarray(labels, dtype=np.float64)
-    return float(-(y * np.log(p) + (1 - y) * np.log1p(-p)).sum())
+    return float(_row_losses(scores, labels).sum())
 
 
 class MarginCache:
