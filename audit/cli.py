@@ -132,6 +132,7 @@ def load_policy_file(path: Path) -> tuple[str, bytes, dict[str, Any]]:
         },
         "audit": loaded.audit.model_dump(mode="json"),
         "policy_hash": loaded.policy_hash,
+        "version": loaded.identity.version,
     }
     return loaded.institution_id, raw, tables
 
@@ -273,12 +274,26 @@ def report_command(
     keys: Annotated[Optional[Path], typer.Option("--keys", help="JSON file {institution_id: base64 public key}.")] = None,
     policy: Annotated[Optional[list[Path]], typer.Option("--policy", help="Institution policy TOML (repeatable).")] = None,
     institution_log: Annotated[Optional[list[Path]], typer.Option("--institution-log", help="An institution's witness log (repeatable).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="md: Markdown (GFM tables); html: one self-contained, printable page with no scripts or outside resources.")] = "md",
-    out: Annotated[Optional[Path], typer.Option("--out", help="Write here instead of stdout.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help=(
+        "md: Markdown (GFM tables); html: one self-contained, printable page with no scripts or outside "
+        "resources; pdf: that page printed by headless Chromium (needs --out, and Chromium installed: "
+        "Debian/Ubuntu 'apt-get install chromium', or FEDFRAUD_CHROMIUM=/path/to/chromium); shortened "
+        "hashes print in full."))] = "md",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write here instead of stdout (written whole or not at all).")] = None,
     full: Annotated[bool, typer.Option("--full/--fast", help=_FULL_HELP)] = True,
 ) -> None:
-    if fmt not in ("md", "html"):
-        raise typer.BadParameter("--format must be md or html")
+    if fmt not in ("md", "html", "pdf"):
+        raise typer.BadParameter("--format must be md, html or pdf")
+    if fmt == "pdf":
+        if out is None:
+            raise typer.BadParameter("--format pdf needs --out FILE.pdf")
+        from fedfraud.errors import ConfigError
+        from fedfraud.pdf import find_chromium
+
+        try:
+            find_chromium()  # before the verification, so a missing browser costs nothing
+        except ConfigError as exc:
+            raise _exit_for_usage_error(AuditUsageError(str(exc))) from None
     try:
         server, trusted, policies = _load_inputs(server_key, keys, policy)
         report = verify_log(log, trusted, server, institution_log or [], policies, full=full)
@@ -288,10 +303,38 @@ def report_command(
     except AuditUsageError as exc:
         raise _exit_for_usage_error(exc) from None
     facts = build_compliance_report(summary, report, policies)
-    text = render_html(facts) if fmt == "html" else render_markdown(facts)
+    text = render_markdown(facts) if fmt == "md" else render_html(facts)
     if out is None:
         typer.echo(text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8")
+        try:
+            _write_report(out, text, pdf=fmt == "pdf")
+        except OSError as exc:
+            raise _exit_for_input_error(InputError(f"{out}: cannot write ({exc.strerror})")) from None
         typer.echo(f"report written to {out}; verdict {report.verdict.value}")
     raise typer.Exit(report.exit_code)
+
+
+def _write_report(out: Path, text: str, pdf: bool) -> None:
+    """Write the report to ``out`` whole or not at all; ``pdf``: ``text`` is HTML to print."""
+    import os
+    import tempfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".html")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        if pdf:
+            from fedfraud.errors import ConfigError
+            from fedfraud.pdf import html_to_pdf
+
+            try:
+                html_to_pdf(tmp, out)
+            except ConfigError as exc:
+                raise _exit_for_usage_error(AuditUsageError(str(exc))) from None
+        else:
+            os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)

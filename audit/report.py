@@ -56,6 +56,20 @@ class InstitutionEntry:
 
 
 @dataclass(frozen=True)
+class PolicyEntry:
+    """One policy file given to the verifier, as it stands beside the log."""
+
+    id: str
+    version: str
+    policy_hash: str
+    in_genesis: bool
+    """Whether the genesis record lists this institution with this very policy hash."""
+    required_aggregation: str
+    min_cohort_size: str
+    max_rounds: str
+
+
+@dataclass(frozen=True)
 class RoundEntry:
     """One round as the log describes it."""
 
@@ -128,6 +142,8 @@ class ComplianceReport:
     last_ts: str
     undecodable_lines: tuple[int, ...]
     institutions: tuple[InstitutionEntry, ...]
+    policies: tuple[PolicyEntry, ...]
+    """The policy files the verifier was given (empty when none was)."""
     coverage: Coverage
     purposes: tuple[str, ...]
     recipients: tuple[str, ...]
@@ -244,6 +260,19 @@ def build_compliance_report(
         InstitutionEntry(_text(i.get("id")), _key_fingerprint(i.get("public_key")), _text(i.get("policy_hash")))
         for i in g.get("institutions", []) if isinstance(i, dict)
     )
+    genesis_hashes = {(i.id, i.policy_hash) for i in institutions}
+    in_force = tuple(
+        PolicyEntry(
+            id=str(inst),
+            version=_text(p.get("version"), "?"),
+            policy_hash=_text(p.get("policy_hash")),
+            in_genesis=(str(inst), _text(p.get("policy_hash"))) in genesis_hashes,
+            required_aggregation=_text(_dict(p.get("protection")).get("required_aggregation"), "?"),
+            min_cohort_size=_text(_dict(p.get("protection")).get("min_cohort_size"), "?"),
+            max_rounds=_text(_dict(p.get("protection")).get("max_rounds"), "?"),
+        )
+        for inst, p in sorted((policies or {}).items())
+    )
     rounds = tuple(
         RoundEntry(
             round=r.round, opened_at=r.opened_at, closed_at=r.closed_at, cohort=tuple(map(str, r.cohort)),
@@ -264,6 +293,7 @@ def build_compliance_report(
         last_ts=summary.last_ts,
         undecodable_lines=tuple(summary.undecodable_lines),
         institutions=institutions,
+        policies=in_force,
         coverage=_coverage(summary.records, report.record_count, report.witnessed_size),
         purposes=purposes,
         recipients=tuple(recipients),

@@ -312,6 +312,7 @@ def _document(r: "ComplianceReport") -> list[Block]:
               [[[Text(i.id)], [Hash(i.key_fingerprint)] if i.key_fingerprint else [Text("unreadable key")],
                 [Hash(i.policy_hash)], [Text("yes" if i.id in cov.witnesses else "no")]]
                for i in r.institutions]),
+        *_policies(r),
         Heading(2, "What the institutions witnessed"),
         Paragraph([Text("Records are numbered from 0 in log order, as in the verification checks. "
                         "The institutions' countersignatures cover the records before the witnessed "
@@ -434,6 +435,21 @@ def _md_inline(spans: Spans, in_table: bool = False) -> str:
     return "".join(out)
 
 
+def _policies(r: "ComplianceReport") -> list[Block]:
+    """The policies in force: the files given to the verifier, each against the genesis record."""
+    if not r.policies:
+        return [Paragraph([Text("No policy file was given to the verifier: the policy hashes above are the "
+                                "log's own, and the policy check could not compare them with any file.")])]
+    return [Table("Policies given to the verifier", ["institution", "version", "policy hash",
+                                                     "same as in the genesis record", "required aggregation",
+                                                     "minimum cohort", "maximum rounds"],
+                  [[[Text(p.id)], [Text(p.version)], [Hash(p.policy_hash)],
+                    [Text("yes" if p.in_genesis else "no")], [Code(p.required_aggregation)],
+                    [Text(p.min_cohort_size)], [Text(p.max_rounds)]]
+                   for p in r.policies],
+                  numeric=frozenset({1, 5, 6}))]
+
+
 def render_markdown(report: "ComplianceReport") -> str:
     """The report as CommonMark with GFM tables; every untrusted string is escaped."""
     lines: list[str] = []
@@ -496,6 +512,9 @@ tr.fail td { background: #fdecea; }
   tr, .verdict { break-inside: avoid; }
   thead { display: table-header-group; }
   h2 { break-after: avoid; }
+  /* paper has no hover: a shortened hash prints in full (from its title) */
+  code.hash[title] { font-size: 0; }
+  code.hash[title]::after { content: attr(title); font-size: 8pt; word-break: break-all; }
 }
 """.strip()
 

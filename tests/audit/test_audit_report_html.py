@@ -391,3 +391,37 @@ def test_report_help_explains_the_formats_and_exit_codes() -> None:
     assert "self-contained" in text and "Markdown" in text and "witnessed" in text
     for needle in ("0 VALID", "10 TAMPERED", "11 INCOMPLETE", "12 POLICY_VIOLATED", "13 EQUIVOCATION"):
         assert needle in text
+
+
+def test_pdf_report_without_a_browser_is_refused_before_anything_is_written(
+    pristine_run: BuiltRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FEDFRAUD_CHROMIUM", str(tmp_path / "no-such-browser"))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    result = runner.invoke(app, ["report", str(pristine_run.log), "--server-key", str(tmp_path / "unread.pub"),
+                                 "--keys", str(tmp_path / "unread.json"), "--format", "pdf",
+                                 "--out", str(out_dir / "report.pdf")])
+
+    assert result.exit_code == 2
+    assert "FEDFRAUD_CHROMIUM" in result.output and "no-such-browser" in result.output
+    assert list(out_dir.iterdir()) == []
+
+
+def test_pdf_report_needs_an_output_file(pristine_run: BuiltRun, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["report", str(pristine_run.log), "--server-key", str(tmp_path / "k.pub"),
+                                 "--format", "pdf"])
+
+    assert result.exit_code == 2
+    assert "--out" in " ".join(result.output.split())
+
+
+def test_shortened_hashes_print_in_full(pristine_run: BuiltRun, tmp_path: Path) -> None:
+    _, text = report(pristine_run, tmp_path)
+    page = parse(text)
+    (style,) = page.root.find_all("style")
+    print_rules = style.text.split("@media print", 1)[1]
+
+    # Paper has no hover: the print stylesheet writes each shortened hash's title in its place.
+    assert "code.hash[title]::after" in print_rules and "content: attr(title)" in print_rules
+    assert all(e.attrs["title"].startswith(e.text[:-1]) for e in page.root.find_all("code", "hash") if "title" in e.attrs)
