@@ -468,13 +468,39 @@ def status_command(
 @app.command("compare")
 def compare_command(
     run_dir: Annotated[Path, typer.Argument(help="A finished simulated run directory.")],
+    pdf: Annotated[
+        bool,
+        typer.Option(
+            "--pdf",
+            help="Also print report.html to report/report.pdf with headless Chromium (Debian/Ubuntu: "
+            "apt-get install chromium, or FEDFRAUD_CHROMIUM=/path/to/chromium); checked before any training.",
+        ),
+    ] = False,
 ) -> None:
-    """(Re)write a run's comparison report: federated vs local-only vs pooled vs GBT."""
+    """(Re)write a run's comparison report: federated vs local-only vs pooled vs GBT.
+
+    Writes <run-dir>/report/: report.md with its PNG plots, report.html (one
+    self-contained page with the plots embedded, to send on) and, with --pdf,
+    report.pdf.
+    """
     from fedfraud.comparison import write_comparison
 
-    with console.status("training local-only, pooled and GBT reference models..."):
-        report = write_comparison(run_dir.resolve())
-    console.print(f"comparison report: {report}")
+    try:
+        if pdf:
+            from fedfraud.pdf import find_chromium
+
+            find_chromium()
+        with console.status("training local-only, pooled and GBT reference models..."):
+            report = write_comparison(run_dir.resolve())
+        console.print(f"comparison report: {report}")
+        console.print(f"one page to send on: {report.parent / 'report.html'}")
+        if pdf:
+            from fedfraud.pdf import html_to_pdf
+
+            console.print(f"PDF: {html_to_pdf(report.parent / 'report.html', report.parent / 'report.pdf')}")
+    except FedFraudError as exc:
+        err_console.print(f"error: {exc}")
+        raise typer.Exit(exc.exit_code) from None
 
 
 @app.command("score")

@@ -83,7 +83,51 @@ def write_comparison(run_dir: Path, model: Path | None = None) -> Path:
     in ``ckks`` mode an institution's decrypted copy, arrays in layer order).
     """
     result, rounds, reports = build_comparison(run_dir, model)
-    return write_report(run_dir / "report", result, rounds, reports)
+    return write_report(run_dir / "report", result, rounds, reports, provenance(run_dir))
+
+
+def provenance(run_dir: Path) -> dict[str, str]:
+    """The run, its federated model's hash and its audit log, from the run's model card (empty without one)."""
+    path = run_dir / "model_card.json"
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read the model card ({exc})") from exc
+    run = card.get("run") if isinstance(card.get("run"), dict) else {}
+    model = card.get("model") if isinstance(card.get("model"), dict) else {}
+    audit = card.get("audit") if isinstance(card.get("audit"), dict) else {}
+    log_id = audit.get("log_id") if isinstance(audit.get("log_id"), dict) else {}
+    fields = {
+        "run": run.get("name") or log_id.get("run_id"),
+        "federation": run.get("federation_id") or log_id.get("federation_id"),
+        "model_file": model.get("file"),
+        "model_hash": model.get("hash"),
+        "audit_log": audit.get("log"),
+        "audit_records": audit.get("records"),
+        "audit_root": audit.get("merkle_root"),
+        "witnessed_by": ", ".join(audit.get("final_checkpoint_witnessed_by") or []) or None,
+    }
+    out = {k: str(v) for k, v in fields.items() if v not in (None, "")}
+    if out.get("model_hash") and out.get("audit_log"):
+        out["model_hash_in_log"] = _closing_hash(Path(out["audit_log"]))
+    return out
+
+
+def _closing_hash(log: Path) -> str:
+    """The ``final_model_hash`` of the log's ``run_closed`` record ("" when the log has none or cannot be read)."""
+    try:
+        with log.open(encoding="utf-8") as fh:
+            for line in fh:
+                if '"run_closed"' not in line:
+                    continue
+                record = json.loads(line).get("record", {})
+                if record.get("kind") == "run_closed":
+                    return str(record.get("body", {}).get("final_model_hash") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return ""
 
 
 def build_comparison(

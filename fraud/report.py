@@ -147,10 +147,49 @@ def _plot_false_negatives(result: ComparisonResult, path: Path) -> None:
     plt.close(fig)
 
 
+#: What :func:`write_report`'s ``provenance`` may name, in the order shown.
+PROVENANCE_FIELDS = {
+    "run": "Run",
+    "federation": "Federation",
+    "model_file": "Federated model file",
+    "model_hash": "Federated model hash",
+    "audit_log": "Audit log",
+    "audit_records": "Audit log records",
+    "audit_root": "Audit log Merkle root (RFC 9162, all records)",
+    "witnessed_by": "Final checkpoint witnessed by",
+}
+
+
+def _provenance(provenance: Mapping[str, str] | None) -> list[str]:
+    """The section tying the federated model in this report to its run's signed audit log."""
+    if not provenance:
+        return []
+    lines = ["## Provenance", ""]
+    for key, label in PROVENANCE_FIELDS.items():
+        value = provenance.get(key)
+        if value:
+            shown = f"`{value}`" if key in ("model_hash", "audit_root", "model_file", "audit_log") else value
+            lines.append(f"- {label}: {shown}")
+    in_log = provenance.get("model_hash_in_log")
+    if in_log is not None and provenance.get("model_hash"):
+        if in_log == provenance["model_hash"]:
+            note = ("The audit log's `run_closed` record states this same final model hash; "
+                    "`fedfraud audit verify` on that log checks the signed chain of records that leads to it.")
+        elif in_log:
+            note = (f"**The audit log's `run_closed` record states a different final model hash** (`{in_log}`): "
+                    "this report's model is not the one the log describes.")
+        else:
+            note = "The audit log has no `run_closed` record stating a final model hash (the run did not close)."
+        lines += ["", note]
+    lines.append("")
+    return lines
+
+
 def _markdown(
     result: ComparisonResult,
     points: list[tuple[int, float]],
     synthetic_reports: Mapping[str, SyntheticReport],
+    provenance: Mapping[str, str] | None = None,
 ) -> str:
     s = result.settings
     lines = [
@@ -172,6 +211,7 @@ def _markdown(
         f"- Combined test set: {sum(n for n, _ in result.test_sizes.values())} rows, "
         f"{sum(f for _, f in result.test_sizes.values())} frauds (base rate {result.base_rate:.4f}).",
         "",
+        *_provenance(provenance),
         "## Threshold",
         "",
         f"Each model's threshold is the {result.threshold_rule.describe()}, then held fixed for every test set.",
@@ -300,6 +340,7 @@ def write_report(
     comparison: ComparisonResult,
     federated_rounds: Sequence[Mapping[str, Any]] | None,
     synthetic_reports: Mapping[str, SyntheticReport] | None,
+    provenance: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``report.md``, its plots and ``report.html`` into ``out_dir``; return the path of ``report.md``.
 
@@ -314,6 +355,9 @@ def write_report(
         (as in ``rounds.jsonl``), or ``None``.
     synthetic_reports
         ``{institution: SyntheticReport}``, or ``None``.
+    provenance
+        ``{field: text}`` with keys from :data:`PROVENANCE_FIELDS` (the run, the
+        federated model's hash, the audit log and its root), or ``None``.
 
     Raises
     ------
@@ -335,7 +379,7 @@ def write_report(
         _plot_false_negatives(comparison, staging / "false_negatives.png")
         if points:
             _plot_rounds(points, staging / "federated_auc_pr.png", comparison)
-        text = _markdown(comparison, points, reports)
+        text = _markdown(comparison, points, reports, provenance)
         _write_synced(staging / REPORT_HTML_NAME, _html(text, staging))
         _write_synced(staging / REPORT_NAME, text)
         if not points:

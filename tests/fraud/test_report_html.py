@@ -103,3 +103,35 @@ def test_html_report_shows_tables_not_markdown_and_escapes_names(
     assert "<script>alert(1)</script>" in page.body_text
     assert not [tag for tag, _ in page.elements if tag == "script"]
     assert len([tag for tag, _ in page.elements if tag == "img"]) == 3
+
+
+_HASH = "7b66b368c8e60ca81f71f6fed4a55f083dcf6243827db1af50134b2c0a295e7b"
+_PROVENANCE = {
+    "run": "20261203T062200Z-96284e",
+    "federation": "fedfraud-demo",
+    "model_file": "model.npz",
+    "model_hash": _HASH,
+    "audit_log": "/runs/20261203T062200Z-96284e/audit.jsonl",
+    "audit_records": "29",
+    "audit_root": "15e9400b7ef3ffba18884b6d739bd98aca68804862d34588dc10b319652dea4f",
+    "witnessed_by": "bank-a, bank-b, insurer-c",
+}
+
+
+def test_provenance_ties_the_federated_model_to_its_audit_log(comparison: ComparisonResult, tmp_path: Path) -> None:
+    md = write_report(tmp_path, comparison, None, None, {**_PROVENANCE, "model_hash_in_log": _HASH})
+
+    text = _parse(md.parent / "report.html").body_text
+    assert f"Federated model hash: {_HASH}" in text
+    assert "Audit log Merkle root (RFC 9162, all records): 15e9400b7ef3" in text
+    assert "run_closed record states this same final model hash" in text
+    assert "different final model hash" not in text
+
+
+def test_provenance_says_so_when_the_log_names_another_model(comparison: ComparisonResult, tmp_path: Path) -> None:
+    other = "0" * 64
+    md = write_report(tmp_path, comparison, None, None, {**_PROVENANCE, "model_hash_in_log": other})
+
+    text = _parse(md.parent / "report.html").body_text
+    assert "states a different final model hash" in text and other in text
+    assert "this report's model is not the one the log describes" in text

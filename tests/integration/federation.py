@@ -134,15 +134,15 @@ def plain_fedavg_round_one(
 
 
 def verify_with_cli(
-    run_dir: Path, parties: Path, run_name: str = "test", server_copies: bool = False
+    run_dir: Path, parties: Path, run_name: str = "test", server_copies: bool = False, action: str = "verify"
 ) -> subprocess.CompletedProcess[str]:
-    """Run the compliance officer's command, ``fedfraud audit verify``, on a run.
+    """Run the compliance officer's command, ``fedfraud audit verify`` (or ``action``), on a run.
 
     The institutions' own policy files are used, or with ``server_copies`` the
     copies the server was given.
     """
     command = [
-        sys.executable, "-m", "fedfraud", "audit", "verify", str(run_dir / "audit.jsonl"),
+        sys.executable, "-m", "fedfraud", "audit", action, str(run_dir / "audit.jsonl"),
         "--server-key", str(parties / "server" / "audit.pub"),
     ]
     for institution in INSTITUTIONS:

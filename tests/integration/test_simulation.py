@@ -16,6 +16,7 @@ from fraud.features import FEATURE_COLUMNS
 from fraud.metrics import exact_metrics
 from fraud.model import build_model, set_weights
 from fraud.train import predict_scores
+from policy import load_policy
 from secagg.params import aggregation_error_bound
 from server.rundir import read_rounds
 
@@ -101,10 +102,22 @@ def test_two_rounds_three_institutions_write_the_run_directory(
     for model in ("local:bank-a", "pooled", "pooled-hgb", "federated (secagg+)"):
         assert model in text
     assert (report.parent / "pr_curves.png").stat().st_size > 0
+    # It names the federated model by the hash the signed log closed the run with.
+    card = json.loads((run_dir / "model_card.json").read_text())
+    assert f"Federated model hash: `{card['model']['hash']}`" in text
+    assert "`run_closed` record states this same final model hash" in text
     # The compliance officer's verifier, run as a person would, says VALID.
     verdict = verify_with_cli(run_dir, tmp_path / "parties")
     assert verdict.returncode == 0, verdict.stdout + verdict.stderr
     assert "VALID" in verdict.stdout
+    # Its compliance report lists the policies in force: each file's version and
+    # hash, the same hash as the genesis record names.
+    compliance = verify_with_cli(run_dir, tmp_path / "parties", action="report")
+    assert compliance.returncode == 0, compliance.stderr
+    for institution in INSTITUTIONS:
+        policy = load_policy(tmp_path / "parties" / "sites" / institution / "policy.toml")
+        row = next(line for line in compliance.stdout.splitlines() if line.startswith(f"| {institution} | 1 |"))
+        assert f"`{policy.policy_hash[:12]}…` | yes |" in row
     # The model learned something: better than the base rate on the pooled test set.
     assert rounds[-1]["metrics"]["auc_roc"] > 0.7
     # A bank can use the model: `fedfraud score` on the institutions' own
