@@ -302,7 +302,11 @@ def report_command(
         raise _exit_for_input_error(exc) from None
     except AuditUsageError as exc:
         raise _exit_for_usage_error(exc) from None
-    facts = build_compliance_report(summary, report, policies)
+    inputs = [("trusted server key", str(server_key))]
+    inputs += [("trusted institution keys", str(keys))] if keys else []
+    inputs += [("policy file", str(p)) for p in policy or []]
+    inputs += [("institution witness log", str(p)) for p in institution_log or []]
+    facts = build_compliance_report(summary, report, policies, inputs)
     text = render_markdown(facts) if fmt == "md" else render_html(facts)
     if out is None:
         typer.echo(text, nl=False)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from .keys import fingerprint
 from .record import Record, RecordKind
@@ -158,6 +158,8 @@ class ComplianceReport:
     metric_names: tuple[str, ...]
     checks: tuple[Check, ...]
     evidence_count: int
+    inputs: tuple[tuple[str, str], ...] = ()
+    """(what, path) of every file the verification read besides the log: keys, policies, institution logs."""
 
     @property
     def exit_code(self) -> int:
@@ -226,6 +228,7 @@ def build_compliance_report(
     summary: LogSummary,
     report: VerificationReport,
     policies: Mapping[str, Mapping[str, Any]] | None,
+    inputs: Sequence[tuple[str, str]] = (),
 ) -> ComplianceReport:
     """Gather the facts of the compliance report from a log summary, its verification and the policies.
 
@@ -237,6 +240,9 @@ def build_compliance_report(
         The verification of the same log (:func:`audit.verify.verify_log`).
     policies : mapping or None
         ``{institution_id: tables}`` as :func:`audit.cli.load_policy_file` returns them.
+    inputs : sequence of (what, path)
+        The other files the verification read (keys, policy files, institution logs), for
+        the report's "where the evidence lives".
 
     Returns
     -------
@@ -308,5 +314,6 @@ def build_compliance_report(
         metric_names=metric_names,
         checks=tuple(report.checks),
         evidence_count=len(report.evidence),
+        inputs=tuple((str(what), str(path)) for what, path in inputs),
     )
 

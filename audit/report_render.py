@@ -383,6 +383,13 @@ def _document(r: "ComplianceReport") -> list[Block]:
         blocks.append(Paragraph([Text(f"The verification gathered {r.evidence_count} piece(s) of evidence of "
                                       "equivocation; "), Code("fedfraud audit verify --json"),
                                  Text(" prints them.")]))
+    blocks += [
+        Heading(2, "Where the evidence lives"),
+        Table("The files this report was made from (keep them with it)", ["what", "file"],
+              [[[Text(what)], [Code(path)]] for what, path in (("server audit log", r.log_path), *r.inputs)]),
+        Paragraph([Text("Anyone holding these files can repeat the verification with "), Code("fedfraud audit verify"),
+                   Text("; each institution keeps its own witness log and policy at its own site.")]),
+    ]
     return blocks
 
 

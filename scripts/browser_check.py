@@ -152,7 +152,8 @@ def _check_kind(kind: Kind, out: Path) -> None:
     if pages < 1:
         fail("compliance.pdf has no page")
     for needle in ("Verification verdict: VALID", "Run identity", "What the institutions witnessed",
-                   "GDPR Art. 30", "EU AI Act Art. 12", "Policies given to the verifier", "Verification checks"):
+                   "GDPR Art. 30", "EU AI Act Art. 12", "Policies given to the verifier", "Verification checks",
+                   "Where the evidence lives"):
         if needle not in text:
             fail(f"compliance.pdf: {needle!r} is not on the page")
     for mark in ("**", "`", "|---"):

@@ -425,3 +425,15 @@ def test_shortened_hashes_print_in_full(pristine_run: BuiltRun, tmp_path: Path) 
     # Paper has no hover: the print stylesheet writes each shortened hash's title in its place.
     assert "code.hash[title]::after" in print_rules and "content: attr(title)" in print_rules
     assert all(e.attrs["title"].startswith(e.text[:-1]) for e in page.root.find_all("code", "hash") if "title" in e.attrs)
+
+
+def test_report_says_where_the_evidence_lives(pristine_run: BuiltRun, tmp_path: Path) -> None:
+    _, text = report(pristine_run, tmp_path)
+    _, rows = parse(text).table("The files this report was made from")
+
+    files = {what: path for what, path in rows if what != "institution witness log"}
+    assert files["server audit log"] == str(pristine_run.log)
+    assert files["trusted server key"] == str(tmp_path / "server.pub.b64")
+    assert files["trusted institution keys"] == str(tmp_path / "keys.json")
+    witness_logs = sorted(path for what, path in rows if what == "institution witness log")
+    assert witness_logs == sorted(str(p) for p in pristine_run.inst_logs.values() if p.exists())
