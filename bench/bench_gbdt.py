@@ -65,11 +65,9 @@ FEDFRAUD = ROOT / ".venv" / "bin" / "fedfraud"
 INSURANCE_CSV = ROOT.parent / "shared" / "data" / "insurance_claims" / "insurance_claims.csv"
 INSURANCE_SCHEMA = ROOT / "fraud" / "schemas" / "insurance_claims.toml"
 
-DEFAULT_BUILTIN_GBDT = ["rounds=10,gbdt-trees-per-round=10,gbdt-max-depth=5,gbdt-learning-rate=0.1"]
-DEFAULT_INSURANCE_GBDT = [
-    "rounds=5,gbdt-trees-per-round=10,gbdt-max-depth=5,gbdt-learning-rate=0.1",
-    "rounds=3,gbdt-trees-per-round=10,gbdt-max-depth=3,gbdt-learning-rate=0.3",
-]
+# The product's own defaults (pyproject.toml's gbdt-* keys; the demo's 10 rounds).
+DEFAULT_BUILTIN_GBDT = ["rounds=10"]
+DEFAULT_INSURANCE_GBDT = ["rounds=10"]
 QUICK_GBDT = ["rounds=1,gbdt-trees-per-round=2,gbdt-max-depth=3,gbdt-learning-rate=0.3"]
 
 FED_GBDT = "federated gbdt (secagg+)"

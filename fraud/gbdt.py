@@ -59,7 +59,7 @@ Floats = npt.NDArray[np.float64]
 class GbdtParams:
     """Hyper-parameters of a boosted ensemble (the run config's ``gbdt-*`` keys)."""
 
-    max_depth: int = 5
+    max_depth: int = 4
     learning_rate: float = 0.1
     l2: float = 1.0
     min_hessian: float = 1e-3
