@@ -95,10 +95,12 @@ def provenance(run_dir: Path) -> dict[str, str]:
         return {}
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read the model card ({exc})") from exc
-    run = card.get("run") if isinstance(card.get("run"), dict) else {}
-    model = card.get("model") if isinstance(card.get("model"), dict) else {}
-    audit = card.get("audit") if isinstance(card.get("audit"), dict) else {}
-    log_id = audit.get("log_id") if isinstance(audit.get("log_id"), dict) else {}
+    def section(parent: Any, key: str) -> dict[str, Any]:
+        value = parent.get(key) if isinstance(parent, dict) else None
+        return value if isinstance(value, dict) else {}
+
+    run, model, audit = section(card, "run"), section(card, "model"), section(card, "audit")
+    log_id = section(audit, "log_id")
     fields = {
         "run": run.get("name") or log_id.get("run_id"),
         "federation": run.get("federation_id") or log_id.get("federation_id"),
