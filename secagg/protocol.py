@@ -193,20 +193,22 @@ def get_list(
     value = fields.get(name)
     if not isinstance(value, list) or len(value) > max_items:
         raise ProtocolError(f"field {name.value!r} must be a list of at most {max_items} items")
-    for item in value:
+    for index, item in enumerate(value, start=1):
         if type(item) is not kind:
             raise ProtocolError(f"field {name.value!r} must hold only {kind.__name__} items")
-        if not _item_in_bounds(item, max_len):
-            raise ProtocolError(f"field {name.value!r} has an item of a bad size or range")
+        problem = _item_problem(item, max_len)
+        if problem:
+            raise ProtocolError(f"field {name.value!r}: item {index} of {len(value)} {problem}")
     return value
 
 
-def _item_in_bounds(item: Any, max_len: int) -> bool:
-    if isinstance(item, (bytes, str)):
-        return 0 < len(item) <= max_len
-    if isinstance(item, int):
-        return 0 <= item < 2**64
-    return True
+def _item_problem(item: Any, max_len: int) -> str:
+    """Why ``item`` is out of bounds ("" when it is not); sizes only, never content."""
+    if isinstance(item, (bytes, str)) and not 0 < len(item) <= max_len:
+        return f"has {len(item)} {'bytes' if isinstance(item, bytes) else 'characters'}, outside [1, {max_len}]"
+    if isinstance(item, int) and not 0 <= item < 2**64:
+        return "is an integer outside [0, 2**64)"
+    return ""
 
 
 def same_length(*lists: list[Any]) -> None:
