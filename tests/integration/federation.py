@@ -48,24 +48,26 @@ def run_federation(
     validation_rows: int = 0,
     project: Path | None = None,
     policy_dir: Path | None = None,
+    names: tuple[str, ...] = INSTITUTIONS,
     **overrides: Any,
 ) -> tuple[Path, RunSettings]:
     """Run a real simulated federation and return its run directory and settings.
 
     ``project`` is the Flower app folder to run (default: the product's own);
-    ``policy_dir`` the folder of policy templates (default: its ``policies/``).
+    ``policy_dir`` the folder of policy templates (default: its ``policies/``);
+    ``names`` the institutions (default: the demo's three).
     """
     run_dir = tmp_path / "run"
-    sites = prepare_demo_sites(tmp_path / "parties", INSTITUTIONS, policy_dir or project_dir() / "policies")
+    sites = prepare_demo_sites(tmp_path / "parties", names, policy_dir or project_dir() / "policies")
     for institution, edit in (site_edits or {}).items():
         edit_site_policy(sites.site(institution) / "policy.toml", edit)
     if validation_rows:
-        release_validation_data(sites, data_dir, INSTITUTIONS, validation_rows, 7)
+        release_validation_data(sites, data_dir, names, validation_rows, 7)
     config = default_run_config()
     config.update(
         {
             "num-server-rounds": rounds,
-            "institutions": ",".join(INSTITUTIONS),
+            "institutions": ",".join(names),
             "data-dir": str(data_dir),
             "sites-dir": str(sites.sites_dir),
             "server-dir": str(sites.server_dir),
