@@ -637,7 +637,12 @@ def local_command(
     rounds: Annotated[int, typer.Option(help="Federated rounds.", min=1)] = 3,
     rows: Annotated[int, typer.Option(help="Demo transactions per institution.", min=500)] = 20000,
     seed: Annotated[int, typer.Option(help="Seed for data generation and training.")] = 42,
-    generate: Annotated[bool, typer.Option(help="Generate demo data into the data_dirs.")] = True,
+    generate: Annotated[
+        bool | None,
+        typer.Option(help="Generate demo data into the data_dirs (default: yes, unless the federation "
+                     "file names a schema: then each data_dir holds the institution's own train.csv "
+                     "and test.csv, checked against the schema before Flower starts)."),
+    ] = None,
     runs_dir: Annotated[Path, typer.Option(help="Parent folder of run directories.")] = Path("runs"),
     port: Annotated[int, typer.Option(help="SuperLink port; 0 picks a free one.", min=0)] = 0,
     gateway: Annotated[
@@ -662,16 +667,23 @@ def local_command(
         raise ConfigError(f"{layout.manifest} not found; run provisioning first")
     run_name = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
     run_dir = (runs_dir / run_name).resolve()
-    overrides = {"num-server-rounds": rounds, "seed": seed}
+    overrides: dict[str, Any] = {"num-server-rounds": rounds, "seed": seed}
+    if federation.schema is not None:
+        overrides["data-format"] = "byo"
     overrides.update(parse_overrides(set_))
     config = deployment_run_config(layout, federation, run_dir, run_name, overrides)
     settings = RunSettings.from_run_config(config)  # fail before starting anything
-    if generate:
+    if federation.schema is not None:
+        if generate:
+            raise ConfigError(f"{federation.source}: names a schema (own data); --generate makes demo data only")
+        check_own_data(federation, layout)
+    elif generate is not False:
         ensure_federation_data(_data_root(federation), federation.names, rows, seed)
     work = Path(tempfile.mkdtemp(prefix="deploy-", dir=_ensure(project_dir() / ".flwr")))
     console.print(
         f"fedfraud production federation {federation.id!r}: "
-        f"{len(federation.names)} SuperNodes, {rounds} rounds, TLS + SuperNode auth, SecAgg+"
+        f"{len(federation.names)} SuperNodes, {rounds} rounds, TLS + SuperNode auth, SecAgg+, "
+        + (f"own data read with {federation.schema}" if federation.schema else "built-in demo data")
     )
     try:
         with _terminate_raises(), Deployment(layout, federation, work, gateway=gateway) as deployment:
@@ -690,6 +702,34 @@ def local_command(
         if (work / "logs").is_dir():
             shutil.copytree(work / "logs", logs, dirs_exist_ok=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def check_own_data(federation: Federation, layout: Layout) -> None:
+    """Every institution's own files against the schema it was provisioned with, before Flower starts.
+
+    Each SuperNode reads ``<data_dir>/train.csv`` and ``test.csv`` with the
+    ``schema.toml`` of its site folder; every problem (file, line, column) is
+    listed at once. In production each institution runs the same check at its
+    own site with ``fedfraud data check``.
+
+    Raises
+    ------
+    InputError
+        Listing every problem, or naming a site whose schema differs from the federation's.
+    """
+    from fedfraud.errors import InputError
+    from fraud.byo import check_institution_data, load_schema
+
+    if federation.schema is None:
+        raise ConfigError(f"{federation.source}: names no schema; there is no own data to check")
+    schema = load_schema(federation.schema)
+    for name in federation.names:
+        site_schema = layout.institution(name).schema
+        if not site_schema.is_file() or site_schema.read_bytes() != federation.schema.read_bytes():
+            raise InputError(f"{site_schema}: not the federation's schema {federation.schema}; provision again")
+    files = {inst.id: [inst.data_dir / "train.csv", inst.data_dir / "test.csv"] for inst in federation.institutions}
+    rows = check_institution_data(schema, files)
+    console.print("own data fits the schema: " + ", ".join(f"{where} {count} rows" for where, count in rows.items()))
 
 
 def verify_command(layout: Layout, names: Sequence[str], run_dir: Path, run_name: str) -> str:

@@ -8,12 +8,15 @@ file (see ``federation.example.toml``) and writes, under the output folder::
     superlink/ca.pem                         copy of the CA certificate
     server/audit.key, server/audit.pub       the server's Ed25519 audit key
     server/policies/<id>.toml                the server's copies of the policies
+    server/schemas/<id>.toml                 the server's copies of the schema (own data)
     institutions/<id>/                       the institution's site folder:
         supernode-auth.key, .pub             SuperNode auth key (EC P-384, OpenSSH)
         signing.key, signing.pub             Ed25519 receipt/countersignature key
         server-audit.pub                     the server audit key it trusts
         ca.pem                               the CA certificate (to check the SuperLink)
         policy.toml                          its policy, with its own public key
+                                             (and, with a schema, the schema's columns)
+        schema.toml                          the federation's schema (bring-your-own data)
         node-config.toml                     for `flower-supernode --node-config`
         audit/                               its own audit logs (one per run)
     trusted_keys.json                        {institution: base64 Ed25519 public key}
@@ -106,12 +109,18 @@ class InstitutionSpec(BaseModel):
 
 
 class FederationSection(BaseModel):
-    """The ``[federation]`` table."""
+    """The ``[federation]`` table.
+
+    ``schema``: the federation's schema for bring-your-own data (a path,
+    relative to the federation file). Without it the institutions train on
+    the built-in generator's transactions.
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     id: str
     superlink: str
+    schema_file: str | None = Field(default=None, alias="schema", min_length=1)
 
     @field_validator("id")
     @classmethod
@@ -171,6 +180,8 @@ class Federation:
     superlink_host: str
     superlink_port: int
     institutions: tuple[Institution, ...]
+    schema: Path | None = None
+    """The shared schema of a bring-your-own-data federation (None: built-in data)."""
 
     @property
     def names(self) -> list[str]:
@@ -219,11 +230,13 @@ def load_federation(path: Path) -> Federation:
         raise ConfigError(f"{path}: invalid federation file\n" + "\n".join(problems)) from None
     base = path.resolve().parent
     host, port = split_address(parsed.federation.superlink)
+    schema = (base / parsed.federation.schema_file).resolve() if parsed.federation.schema_file else None
     return Federation(
         source=path.resolve(),
         id=parsed.federation.id,
         superlink_host=host,
         superlink_port=port,
+        schema=schema,
         institutions=tuple(
             Institution(
                 id=spec.id,
@@ -305,6 +318,13 @@ class InstitutionFiles:
     def policy(self) -> Path:
         """The institution's policy with its own public key filled in."""
         return self.root / "policy.toml"
+
+    @property
+    def schema(self) -> Path:
+        """The federation's schema (bring-your-own data), read by the institution's ClientApp."""
+        from fedfraud.datasets import SCHEMA_FILE
+
+        return self.root / SCHEMA_FILE
 
     @property
     def node_config(self) -> Path:
@@ -623,6 +643,48 @@ def policy_with_key(source: Path, institution_id: str, public_key_b64: str) -> b
     return result.encode("utf-8")
 
 
+def _schema_columns(federation: Federation) -> tuple[str, ...] | None:
+    """The model columns of the federation's schema, as policies name them (None: built-in data).
+
+    Raises
+    ------
+    InputError
+        If the schema cannot be read or is not a valid fedfraud schema (the message names the file).
+    """
+    if federation.schema is None:
+        return None
+    from fedfraud.datasets import model_columns
+    from fraud.byo import load_schema
+
+    if not federation.schema.is_file():
+        raise InputError(f"{federation.source}: [federation] schema not found: {federation.schema}")
+    try:
+        return model_columns(load_schema(federation.schema))
+    except FedFraudError as exc:
+        raise InputError(f"{federation.schema}: not a valid schema: {exc}") from exc
+
+
+def policy_with_columns(policy: bytes, source: Path, columns: Sequence[str]) -> bytes:
+    """``policy`` with ``[data_use] allowed_features`` set to the schema's model columns.
+
+    The policy is rendered once here, for the institution and the server's
+    copy alike, so both hold the same text and hash. A column the policy
+    forbids stays forbidden: the run plan will then name the conflict.
+    """
+    import tomli_w
+
+    data = tomllib.loads(policy.decode("utf-8"))
+    data_use = data.get("data_use")
+    if not isinstance(data_use, dict):
+        raise InputError(f"{source}: no [data_use] table to set the schema's columns in")
+    data_use["allowed_features"] = sorted(set(columns))
+    header = (
+        f"# Rendered by fedfraud provision from {source.name}: [identity] public_key is the\n"
+        "# institution's own key, [data_use] allowed_features the federation schema's model columns.\n"
+    )
+    return (header + tomli_w.dumps(data)).encode("utf-8")
+
+
 def node_config_toml(institution: Institution, files: InstitutionFiles) -> bytes:
     """The SuperNode's node config (absolute paths), read by ``client/node.py``."""
     entries = {
@@ -676,6 +738,10 @@ def planned_files(
         paths += [files.node_config, files.ca_cert, files.server_audit_pub]
         if inst.policy is not None:
             paths += [files.policy, layout.server_policy(inst.id)]
+        if federation.schema is not None:
+            from fedfraud.datasets import server_schema_file
+
+            paths += [files.schema, server_schema_file(layout.server_dir, inst.id)]
     return paths
 
 
@@ -719,6 +785,7 @@ def provision(
         if inst.policy is not None and (only is None or inst.id == only):
             if not inst.policy.is_file():
                 raise InputError(f"{federation.source}: policy of {inst.id!r} not found: {inst.policy}")
+    schema_columns = _schema_columns(federation)
     written: list[Written] = []
     pem = serialization.Encoding.PEM
 
@@ -791,9 +858,18 @@ def provision(
         files.audit_dir.mkdir(mode=0o700, exist_ok=True)
         if inst.policy is not None:
             policy = policy_with_key(inst.policy, inst.id, ed25519_b64(signing_public))
+            if schema_columns is not None:
+                policy = policy_with_columns(policy, inst.policy, schema_columns)
             write_file(files.policy, policy, PUBLIC_MODE, force)
             write_file(layout.server_policy(inst.id), policy, PUBLIC_MODE, force)
             written.append(Written(files.policy, f"{inst.id} policy (with its public key)"))
+        if federation.schema is not None:
+            from fedfraud.datasets import server_schema_file
+
+            schema_bytes = federation.schema.read_bytes()
+            write_file(files.schema, schema_bytes, PUBLIC_MODE, force)
+            write_file(server_schema_file(layout.server_dir, inst.id), schema_bytes, PUBLIC_MODE, force)
+            written.append(Written(files.schema, f"{inst.id} schema (and the server's copy)"))
         write_file(files.node_config, node_config_toml(inst, files), PUBLIC_MODE, force)
         written.append(Written(files.node_config, f"{inst.id} node config"))
 
@@ -950,6 +1026,7 @@ def _write_summaries(federation: Federation, layout: Layout) -> None:
         "federation": federation.id,
         "source": str(federation.source),
         "superlink": f"{federation.superlink_host}:{federation.superlink_port}",
+        "schema": str(federation.schema) if federation.schema else None,
         "institutions": institutions,
     }
     for path, payload in ((layout.trusted_keys, trusted), (layout.manifest, manifest)):
