@@ -55,6 +55,7 @@ from fedfraud.gateway import Endpoint, GatewayProcess, GatewaySettings
 from fedfraud.provision import Federation, InstitutionFiles, Layout, load_federation, run_app
 from fedfraud.simulation import (
     RunFailed,
+    descendants,
     flower_tool,
     log_tail,
     default_run_config,
@@ -202,33 +203,6 @@ def deployment_run_config(
 # ---------------------------------------------------------------------------
 # Processes
 # ---------------------------------------------------------------------------
-
-
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name may hold spaces and parentheses: parse after the last ')'.
-        fields = stat[stat.rfind(")") + 2 :].split()
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    return children
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (Linux ``/proc``), children first."""
-    tree = _children_map()
-    found: list[int] = []
-    stack = list(tree.get(pid, []))
-    while stack:
-        child = stack.pop()
-        found.append(child)
-        stack.extend(tree.get(child, []))
-    return found
 
 
 @dataclass

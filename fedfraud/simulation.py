@@ -200,11 +200,54 @@ def _healthy(port: int) -> bool:
         return False
 
 
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces and parentheses: parse after the last ')'.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (Linux ``/proc``), children first."""
+    tree = _children_map()
+    found: list[int] = []
+    stack = list(tree.get(pid, []))
+    while stack:
+        child = stack.pop()
+        found.append(child)
+        stack.extend(tree.get(child, []))
+    return found
+
+
+def _signal_all(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a Flower process, its process group and every descendant.
+
+    Flower's SuperExec starts the ServerApp in a session of its own: stopping
+    only the SuperLink's process group would leave that ServerApp running the
+    round on (and holding the run lock) after the demo was interrupted.
+    """
     if process.poll() is not None:
         return
+    others = descendants(process.pid)
     try:
         os.killpg(process.pid, signal.SIGTERM)
+        _signal_all(others, signal.SIGTERM)
         process.wait(timeout=15)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         try:
@@ -212,6 +255,17 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except ProcessLookupError:
             pass
         process.wait(timeout=15)
+    _signal_all([pid for pid in others if _alive(pid)], signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager
