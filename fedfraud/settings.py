@@ -142,6 +142,11 @@ class RunSettings:
     #: below the quality of 100, see bench/results/gbdt.md).
     gbdt_early_stopping: int = 0
     gbdt: tuple[tuple[str, float], ...] = ()
+    #: A previous run's ``model.npz`` to start from instead of the seeded
+    #: initial MLP (run config ``initial-model``; None: the seeded model).
+    #: The way on after a run stopped: every accepted round rewrites the
+    #: run directory's ``model.npz``.
+    initial_model: Path | None = None
 
     def gbdt_params(self) -> Any:
         """The run's :class:`fraud.gbdt.GbdtParams` (checked when the settings were read)."""
@@ -201,7 +206,19 @@ class RunSettings:
             gbdt=_gbdt(config),
             gbdt_early_stopping=_int(config, "gbdt-early-stopping", minimum=0)
             if "gbdt-early-stopping" in config else 0,
+            initial_model=Path(_str(config, "initial-model")) if config.get("initial-model") else None,
         )
+        if settings.initial_model is not None:
+            if settings.model is not ModelKind.MLP or aggregation is Aggregation.CKKS:
+                raise ConfigError(
+                    "run config 'initial-model' starts an MLP run from a previous run's model.npz; "
+                    f"it cannot be used with model {settings.model.value!r} and aggregation {aggregation.value!r} "
+                    "(in ckks mode only the institutions hold the model)"
+                )
+            if not settings.initial_model.is_absolute():
+                raise ConfigError(
+                    f"run config 'initial-model' must be an absolute path, found {str(settings.initial_model)!r}"
+                )
         if settings.model is ModelKind.GBDT:
             from secagg.protocol import MAX_TREES_PER_ROUND
 

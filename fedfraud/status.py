@@ -50,6 +50,9 @@ class RunStatus:
     checkpoint_size: int
     checkpoint_witnessed_by: list[str]
     nodes: list[dict[str, Any]] = field(default_factory=list)
+    #: A stopped run's last accepted model (``<run-dir>/model.npz``) and its round, if it has one.
+    resume_model: str = ""
+    resume_round: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -208,7 +211,17 @@ def run_status(run_dir: Path, server_dir: Path | None = None, connection: str | 
         checkpoint_size=size,
         checkpoint_witnessed_by=witnesses,
         nodes=superlink_nodes(connection, records) if connection else [],
+        **_resume(run_dir, state, rounds),
     )
+
+
+def _resume(run_dir: Path, state: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """For a stopped run: the model its last accepted round left, to start a new run from."""
+    accepted = [int(r.get("server_round", 0)) for r in rounds if r.get("accepted")]
+    model = run_dir / "model.npz"
+    if not state.startswith("stopped") or not accepted or not model.is_file():
+        return {}
+    return {"resume_model": str(model.resolve()), "resume_round": max(accepted)}
 
 
 def render(status: RunStatus, now: dt.datetime | None = None) -> list[str]:
@@ -244,6 +257,13 @@ def render(status: RunStatus, now: dt.datetime | None = None) -> list[str]:
         )
     else:
         lines.append("  audit log: none yet")
+    if status.resume_model:
+        lines.append(
+            f"  the run cannot resume; its last accepted model (round {status.resume_round}) is "
+            f"{status.resume_model}. Start a new run from it with: --set initial-model={status.resume_model}"
+        )
+    elif status.state.startswith("stopped"):
+        lines.append("  the run cannot resume and accepted no round: start a new run")
     for node in status.nodes:
         lines.append(
             f"  SuperNode {node['node_id']}: {node['institution']}, {node['status']}"

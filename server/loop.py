@@ -46,7 +46,7 @@ from .preprocess import PreprocessThenFit
 from .validation import load_validation
 from .secagg_workflow import secagg_workflow
 from .planning import checked_plan, load_server_policies, plan_record, run_features
-from .rundir import SUMMARY_FILE, RunDirectory
+from .rundir import SUMMARY_FILE, RunDirectory, read_model
 from .strategy import FraudFedAvg, RoundLog
 
 # The initial model must sit well inside the clipping range: weights grow
@@ -87,6 +87,11 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
     layer_names = list(model.state_dict().keys())
     # Boosted trees start from no tree at all (the bins come from the first round).
     initial = [np.zeros(0, dtype=np.uint8)] if gbdt else get_weights(model)
+    if settings.initial_model is not None:
+        # A new run from an earlier run's last accepted model (checked against this model's layout).
+        initial = read_model(settings.initial_model, layer_names, [a.shape for a in initial])
+        log(INFO, "starting from %s (model hash %s)", settings.initial_model, update_digest(initial))  # type: ignore[arg-type]
+    initial_hash = "" if gbdt else update_digest(initial)  # type: ignore[arg-type]  # float arrays unless gbdt
     peak = 0.0 if gbdt else max_abs_weight(initial)
     if peak * CLIPPING_HEADROOM > settings.secagg.clipping_range:
         raise ConfigError(
@@ -103,6 +108,8 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
 
     def on_round_end(round_log: RoundLog) -> None:
         record = _round_record(round_log)
+        if round_log.accepted and not gbdt and settings.aggregation is not Aggregation.CKKS:
+            run_dir.write_checkpoint(strategy.latest, layer_names)  # what a new run can start from
         run_dir.append_round(record)
         log(INFO, "fedfraud round %s: %s", round_log.server_round, json.dumps(record))
 
@@ -181,6 +188,11 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
         "institutions": list(settings.institutions),
         "audit_log": str(settings.run_dir / "audit.jsonl"),
         "final_checkpoint_witnessed_by": final_witnesses,
+        # Where the run started: the seeded model, or an earlier run's (initial-model).
+        "initial_model": (
+            {"file": str(settings.initial_model), "model_hash": initial_hash}
+            if settings.initial_model is not None else None
+        ),
     }
     run_dir.write_json(SUMMARY_FILE, summary)
     return summary

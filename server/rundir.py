@@ -88,6 +88,14 @@ class RunDirectory:
         np.savez(tmp_npz, **arrays)
         os.replace(tmp_npz, self.path / WEIGHTS_FILE)
 
+    def write_checkpoint(self, weights: Sequence[npt.NDArray[np.floating]], names: Sequence[str]) -> None:
+        """After every accepted round: the model so far, as :meth:`write_model` writes the final one.
+
+        A run that stops (ServerApp, SuperLink or machine) leaves its last
+        accepted model here, for a new run's ``initial-model``.
+        """
+        self.write_model(weights, names)
+
     def write_gbdt(self, model_bytes: npt.NDArray[np.uint8]) -> None:
         """Save the final ensemble as ``model.json`` and its standalone scorer beside it."""
         for name, data in ((GBDT_FILE, model_bytes.tobytes()),
@@ -95,6 +103,38 @@ class RunDirectory:
             tmp = self.path / (name + ".tmp")
             tmp.write_bytes(data)
             os.replace(tmp, self.path / name)
+
+
+def read_model(path: Path, names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> list[npt.NDArray[np.float32]]:
+    """A run directory's ``model.npz`` as arrays in layer order, checked against the model's layout.
+
+    Raises
+    ------
+    InputError
+        If the file cannot be read, or its layers, shapes or values are not
+        those of this run's model (the message names the file and the layer).
+    """
+    from fedfraud.errors import InputError
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            found = {key: np.asarray(archive[key]) for key in archive.files}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot read a model ({exc})") from exc
+    if sorted(found) != sorted(names):
+        raise InputError(
+            f"{path}: layers {', '.join(sorted(found)) or 'none'} are not this run's model's "
+            f"({', '.join(names)}); was it written by a run with other features?"
+        )
+    arrays = []
+    for name, shape in zip(names, shapes):
+        array = found[name]
+        if tuple(array.shape) != tuple(shape):
+            raise InputError(f"{path}: layer {name} has shape {tuple(array.shape)}, this run's model needs {tuple(shape)}")
+        if not np.issubdtype(array.dtype, np.floating) or not np.all(np.isfinite(array)):
+            raise InputError(f"{path}: layer {name} holds non-finite or non-float values")
+        arrays.append(array.astype(np.float32))
+    return arrays
 
 
 def gbdt_scorer_source() -> str:
