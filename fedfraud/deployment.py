@@ -50,7 +50,7 @@ import typer
 from rich.console import Console
 
 from fedfraud.code import release_folder
-from fedfraud.errors import ConfigError
+from fedfraud.errors import ConfigError, InputError
 from fedfraud.gateway import Endpoint, GatewayProcess, GatewaySettings
 from fedfraud.provision import Federation, InstitutionFiles, Layout, load_federation, run_app
 from fedfraud.simulation import (
@@ -691,7 +691,6 @@ def check_own_data(federation: Federation, layout: Layout) -> None:
     InputError
         Listing every problem, or naming a site whose schema differs from the federation's.
     """
-    from fedfraud.errors import InputError
     from fraud.byo import check_institution_data, load_schema
 
     if federation.schema is None:
