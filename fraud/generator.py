@@ -1105,20 +1105,3 @@ def ensure_federation_data(
             verify_federation_data(out_dir, manifest)
             return manifest
     return write_federation_data(out_dir, names, rows_per_institution, seed, test_fraction, level)
-
-
-def load_split(out_dir: Path, name: str, split: str) -> pd.DataFrame:
-    """Load one institution's ``train`` or ``test`` CSV.
-
-    Raises
-    ------
-    InputError
-        If the split name is unknown or the file cannot be read.
-    """
-    if split not in ("train", "test"):
-        raise InputError(f"split must be 'train' or 'test', got {split!r}")
-    path = Path(out_dir) / name / f"{split}.csv"
-    try:
-        return pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from exc

@@ -230,16 +230,6 @@ def _nearest_l1(queries: npt.NDArray[np.float64], points: npt.NDArray[np.float64
     return np.asarray(distances[:, 0], dtype=np.float64)
 
 
-def dcr(
-    rows: pd.DataFrame, train: pd.DataFrame, label_column: str = LABEL_COLUMN
-) -> npt.NDArray[np.float64]:
-    """Return each row's distance to its closest training row (mean per-column distance, in [0, ~1])."""
-    if list(rows.columns) != list(train.columns):
-        raise InputError(f"columns differ: {list(rows.columns)} vs training {list(train.columns)}")
-    emb_rows, emb_train = _embed([rows, train], train, label_column)
-    return _nearest_l1(emb_rows, emb_train) / len(train.columns)
-
-
 def check_privacy(
     synthetic: pd.DataFrame,
     train: pd.DataFrame,
