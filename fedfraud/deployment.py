@@ -38,12 +38,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -56,6 +54,7 @@ from fedfraud.provision import Federation, InstitutionFiles, Layout, load_federa
 from fedfraud.simulation import (
     RunFailed,
     descendants,
+    terminate_raises,
     flower_tool,
     log_tail,
     default_run_config,
@@ -560,21 +559,6 @@ def _json_tail(output: str) -> dict[str, Any]:
     return value
 
 
-@contextmanager
-def _terminate_raises() -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so ``finally`` blocks clean up."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 # ---------------------------------------------------------------------------
 # Command line (``python -m fedfraud.deployment local ...``)
 # ---------------------------------------------------------------------------
@@ -660,7 +644,7 @@ def local_command(
         + (f"own data read with {federation.schema}" if federation.schema else "built-in demo data")
     )
     try:
-        with _terminate_raises(), Deployment(layout, federation, work, gateway=gateway) as deployment:
+        with terminate_raises(), Deployment(layout, federation, work, gateway=gateway) as deployment:
             deployment.start_all(port=port or None)
             console.print(f"SuperLink https://{deployment.address}; SuperNodes online "
                           f"via https://{deployment.fleet_address}: " + ", ".join(federation.names))

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 import urllib.error
@@ -33,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from fedfraud.errors import ConfigError, FedFraudError
@@ -312,6 +314,29 @@ def simulation_superlink(flwr_home: Path, log_path: Path) -> Iterator[int]:
         _stop(process)
 
 
+@contextmanager
+def terminate_raises() -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so ``finally`` blocks stop every Flower process.
+
+    Without it a ``kill <pid>`` of the launcher ends it at once and leaves its
+    SuperLink and ServerApp running. Only the main thread can set handlers;
+    elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def run_simulation(
     request: SimulationRequest,
     on_poll: Callable[[], None] | None = None,
@@ -335,7 +360,8 @@ def run_simulation(
         f"init-args-num-cpus={request.num_cpus} client-resources-num-cpus=1"
     )
     try:
-        _submit(request, flwr_home, flower_log, overrides, federation, on_poll, poll_seconds)
+        with terminate_raises():
+            _submit(request, flwr_home, flower_log, overrides, federation, on_poll, poll_seconds)
     finally:
         shutil.rmtree(flwr_home, ignore_errors=True)
     if not (request.run_dir / "summary.json").exists():

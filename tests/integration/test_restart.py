@@ -1,8 +1,8 @@
 """A run that stops mid-way: it says so, and a new run starts from its last accepted model.
 
 Real processes: ``fedfraud demo`` runs as the operator would start it and is
-interrupted (Ctrl-C) once round 1 has been aggregated, so its ServerApp dies
-with the run unfinished. ``fedfraud status`` then reports the run stopped and
+stopped (SIGTERM, as ``kill`` or a service manager sends it) once round 1 has
+been aggregated, so its ServerApp dies with the run unfinished. ``fedfraud status`` then reports the run stopped and
 names the model its last accepted round left; a second ``fedfraud demo``
 started with ``--set initial-model=<that file>`` begins from exactly that
 model and finishes.
@@ -44,7 +44,7 @@ def _first_round_done(runs: Path) -> Path | None:
 
 
 def test_a_stopped_run_says_so_and_a_new_run_starts_from_its_last_accepted_model(tmp_path: Path) -> None:
-    # Arrange and act: a 20-round run (the policies' most), interrupted once round 1 is aggregated.
+    # Arrange and act: a 20-round run (the policies' most), stopped once round 1 is aggregated.
     first = subprocess.Popen(_demo(tmp_path, "--rounds", "20"), cwd=project_dir(), env=ENV,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -54,7 +54,7 @@ def test_a_stopped_run_says_so_and_a_new_run_starts_from_its_last_accepted_model
             time.sleep(0.5)
             run_dir = _first_round_done(tmp_path / "runs")
         assert run_dir is not None, "round 1 was never aggregated: " + (first.stdout.read() if first.poll() is not None and first.stdout else "")
-        os.killpg(first.pid, signal.SIGINT)
+        first.send_signal(signal.SIGTERM)
         output, _ = first.communicate(timeout=120)
     finally:
         if first.poll() is None:
