@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kinds", default=",".join(k.name for k in _kinds()),
                         help="Comma-separated run kinds to check (default: %(default)s).")
     args = parser.parse_args(argv)
+    args.out = args.out.resolve()  # the runs work in a folder of their own; every path must hold there
     from fedfraud.errors import ConfigError
     from fedfraud.pdf import find_chromium
 
