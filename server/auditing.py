@@ -82,6 +82,40 @@ class ServerAudit:
         """Record that a round opened."""
         self.auditor.round_opened(server_round, config_hash(dict(config)), list(cohort), dict(params))
 
+    def receipt(self, receipt: dict[str, Any]) -> None:
+        """Record an institution's signed receipt of the open round.
+
+        Raises
+        ------
+        ReceiptError
+            If it does not verify or its institution is not in the round's cohort.
+        """
+        self.auditor.receipt(receipt)
+
+    def ciphertexts(self, server_round: int, body: Mapping[str, Any]) -> None:
+        """Record a ckks round's ciphertext hashes (never the ciphertexts)."""
+        self.auditor.ciphertexts(server_round, body)
+
+    def policy_refusal(
+        self, server_round: int, institution_id: str, rules: Sequence[str], policy_hash: str
+    ) -> None:
+        """Record that an institution refused the round under its policy."""
+        self.auditor.policy_refusal(server_round, institution_id, rules, policy_hash)
+
+    def dropout(self, server_round: int, institution_ids: Sequence[str], stage: str) -> None:
+        """Record institutions that left the open round at a protocol stage."""
+        self.auditor.dropout(server_round, institution_ids, stage)
+
+    def round_closed(
+        self,
+        server_round: int,
+        surviving_cohort: Sequence[str],
+        model_hash: str,
+        metrics: Mapping[str, float | int],
+    ) -> None:
+        """Close the open round: survivors, model hash and the released metrics."""
+        self.auditor.round_closed(server_round, surviving_cohort, model_hash, metrics)
+
     def witness(self, grid: Grid, node_ids: Iterable[int], server_round: int) -> list[str]:
         """Checkpoint the log and collect every institution's countersignature.
 

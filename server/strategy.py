@@ -263,7 +263,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         for text in texts:
             try:
                 receipt = strict_loads(text)
-                self.audit.auditor.receipt(receipt)
+                self.audit.receipt(receipt)
             except FedFraudError as exc:
                 log(WARNING, "round %s: a result without a valid receipt: %s", server_round, exc)
                 continue
@@ -281,7 +281,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
             log_.refusal = "ckks: no single decrypted model"
             return None, {}
         self.ckks_model_id, self.ckks_model_hash = ids.pop(), hashes.pop()
-        self.audit.auditor.ciphertexts(server_round, strict_loads(records.pop()))
+        self.audit.ciphertexts(server_round, strict_loads(records.pop()))
         log_.accepted = True
         return Parameters([], ""), {}
 
@@ -293,13 +293,13 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         for refusal in refusals:
             log_.refusals.append({"institution": refusal.institution, "rules": list(refusal.rules)})
             if _is_policy_hash(refusal.policy_hash):
-                self.audit.auditor.policy_refusal(
+                self.audit.policy_refusal(
                     log_.server_round, refusal.institution, list(refusal.rules), refusal.policy_hash
                 )
             else:
                 # A refusal that names no policy hash is still on the record:
                 # as the institution leaving the round, with its stated rules.
-                self.audit.auditor.dropout(
+                self.audit.dropout(
                     log_.server_round,
                     [refusal.institution],
                     "refused without a policy hash: " + "; ".join(refusal.rules)[:500],
@@ -308,7 +308,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
         log_.dropouts = sorted(set(self.settings.institutions) - set(log_.cohort) - refusers)
         if log_.dropouts:
             stage = "secagg+" if log_.fit_done else "secagg+ halted"
-            self.audit.auditor.dropout(log_.server_round, log_.dropouts, stage)
+            self.audit.dropout(log_.server_round, log_.dropouts, stage)
 
     def close_round(self, server_round: int, sums: EvaluationSums | None) -> None:
         """Pool the securely summed evaluation, close the round, have it witnessed."""
@@ -351,7 +351,7 @@ class FraudFedAvg(FedAvg):  # type: ignore[misc]
                 log(WARNING, "round %s: count metrics withheld (evaluated by another cohort)",
                     server_round)
         log_.model_hash = self.model_hash()
-        self.audit.auditor.round_closed(
+        self.audit.round_closed(
             server_round,
             log_.cohort,
             log_.model_hash,
