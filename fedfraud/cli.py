@@ -616,6 +616,10 @@ def _mount_subcommands() -> None:
     app.add_typer(code_app, name="code", help="Hash and approve the app bundles a SuperNode may run.")
     app.add_typer(data_app, name="data", help="Check data files against a schema before any round.")
     app.add_typer(schema_app, name="schema", help="Draft a commented schema from a CSV file.")
+    from fedfraud.party import run_command, superlink_command
+
+    app.command("superlink")(superlink_command)
+    app.command("run")(run_command)
     app.command(
         "supernode",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},

@@ -169,16 +169,31 @@ def supernode_command(
     site: Annotated[Path, typer.Argument(help="The institution's site folder.")],
     flower_args: Annotated[
         list[str] | None,
-        typer.Argument(help="Arguments for flower-supernode (after --)."),
+        typer.Argument(help="Arguments for flower-supernode (after --), instead of --superlink."),
     ] = None,
+    superlink: Annotated[
+        str,
+        typer.Option(
+            "--superlink",
+            help="host:port the operator gave (its fleet gateway). The TLS CA, the SuperNode's auth key "
+            "and its node config (data folder, policy, schema) are then taken from SITE, and Flower's "
+            "log goes to SITE/logs/supernode.log as well as here.",
+        ),
+    ] = "",
+    runtime_port: Annotated[
+        int,
+        typer.Option(help="Port of the SuperNode's local Runtime API on 127.0.0.1 (0: a free one).", min=0),
+    ] = 0,
 ) -> None:
     """Run flower-supernode so that it runs only the app bundles this site approved.
 
     Puts fedfraud's checking ``flwr-clientapp`` first on the SuperNode's PATH
     and keeps Flower's files (installed bundles, state) in SITE/flower-home.
-    Example: fedfraud supernode /srv/fedfraud/site -- --superlink host:9093
-    --root-certificates ca.pem --auth-supernode-private-key supernode-auth.key
-    --node-config node-config.toml
+    Usual form: fedfraud supernode /srv/fedfraud/site --superlink host:9443.
+    Or with Flower's own arguments: fedfraud supernode SITE -- --superlink
+    host:9443 --root-certificates ca.pem --auth-supernode-private-key
+    supernode-auth.key --node-config node-config.toml. Stop it with Ctrl-C or
+    SIGTERM; its ClientApp processes stop with it.
     """
     from fedfraud.simulation import flower_tool
 
@@ -188,6 +203,8 @@ def supernode_command(
             "--isolation process starts ClientApps outside this command's control; "
             "use the default (subprocess) isolation"
         )
+    if bool(args) == bool(superlink):
+        raise ConfigError("give either --superlink HOST:PORT or flower-supernode's own arguments after --")
     site = site.resolve()
     if not site.is_dir():
         raise InputError(f"{site}: no such site folder")
@@ -196,6 +213,46 @@ def supernode_command(
         raise ConfigError("could not put the checking flwr-clientapp first on the PATH")
     if not load_approvals(site):
         console.print(f"warning: {site} approves no bundle yet; every run will be refused")
+    if superlink:
+        _run_from_site(site, superlink, runtime_port, env)
+        return
     command = [flower_tool("flower-supernode"), *args]
     os.execvpe(command[0], command, env)  # noqa: S606 - the institution's own Flower
     raise subprocess.SubprocessError("unreachable")  # pragma: no cover
+
+
+def _run_from_site(site: Path, superlink: str, runtime_port: int, env: dict[str, str]) -> None:
+    """flower-supernode with the site's own files; its output to the terminal and SITE/logs/supernode.log."""
+    import sys
+
+    from fedfraud.deployment import ManagedProcess, supernode_command as flower_supernode
+    from fedfraud.provision import InstitutionFiles, split_address
+    from fedfraud.simulation import free_port, terminate_raises
+
+    try:
+        split_address(superlink)
+    except ValueError as exc:
+        raise ConfigError(f"--superlink {superlink!r}: {exc}") from None
+    files = InstitutionFiles(site)
+    missing = [p for p in (files.ca_cert, files.auth_key, files.node_config) if not p.is_file()]
+    if missing:
+        raise InputError(f"{site}: not a provisioned site folder (missing {', '.join(p.name for p in missing)})")
+    command = flower_supernode(files, superlink, runtime_port or free_port())
+    log_path = site / "logs" / "supernode.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    console.print(f"SuperNode of {site.name} dialing {superlink}; log: {log_path}")
+    process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    managed = ManagedProcess("supernode", process, log_path)
+    try:
+        with terminate_raises(), log_path.open("ab") as log:
+            for line in process.stdout or ():
+                log.write(line)
+                log.flush()
+                sys.stdout.buffer.write(line)
+                sys.stdout.buffer.flush()
+    finally:
+        managed.stop()
+    if process.returncode:
+        raise typer.Exit(process.returncode)

@@ -282,6 +282,8 @@ class Deployment:
     gateway: bool = False
     #: Where the gateway listens (``0.0.0.0`` on a real operator host).
     gateway_host: str = LOOPBACK
+    #: Its port (``None``: a free one).
+    gateway_port: int | None = None
     processes: list[ManagedProcess] = field(default_factory=list)
     supernodes: dict[str, ManagedProcess] = field(default_factory=dict)
     address: str = ""
@@ -345,7 +347,7 @@ class Deployment:
             time.sleep(0.2)
         self.address = f"{self.host}:{port}"
         write_connection(self.cli_home, self.address, self.layout.ca_cert)
-        self.fleet_address = self.start_gateway() if self.gateway else self.address
+        self.fleet_address = self.start_gateway(self.gateway_port) if self.gateway else self.address
         return self.address
 
     def start_gateway(self, port: int | None = None) -> str:
@@ -509,6 +511,7 @@ class Deployment:
                 time.sleep(poll_seconds)
         finally:
             managed.stop()
+            shutil.rmtree(app, ignore_errors=True)
         if on_poll is not None:
             on_poll()
         if not (run_dir / "summary.json").exists():
