@@ -1,12 +1,15 @@
-"""Bring-your-own data in production: a federation file with a schema, run with the operator's command.
+"""Bring-your-own data in production, each party with its own command.
 
 Three insurers bring their own claim files (the public insurance claims, split
 by policy state, rows as they are in the file). The federation file names the
 shared schema; provisioning puts a copy in every site folder and the
-server's, and renders every policy once with the schema's model columns. The
-operator's one command, ``python -m fedfraud.deployment local``, checks every
-institution's files against the schema before Flower starts, then runs a real
-SuperLink, gateway and three SuperNodes (TLS, node authentication, SecAgg+).
+server's, and renders every policy once with the schema's model columns.
+Then each party runs one command, as in the runbook: the operator
+``fedfraud superlink`` (a real SuperLink with TLS, node authentication and a
+database, and the fleet gateway), each insurer ``fedfraud supernode SITE
+--superlink ...``, and the operator ``fedfraud run``, which checks every
+institution's files against the schema before anything is sent, follows the
+run round by round and prints the compliance officer's command.
 """
 
 from __future__ import annotations
@@ -14,15 +17,20 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from fedfraud.datasets import model_columns, server_schema_file
+from fedfraud.deployment import TASK_POLL_ENV
+from fedfraud.party import READY_MARK
 from fedfraud.provision import Layout, load_federation, provision
+from fedfraud.simulation import descendants, free_port
 from fedfraud.sites import render_policy, split_byo_demo
 from fraud.byo import load_schema
 from policy import load_policy
@@ -37,7 +45,7 @@ INSURERS = ("il", "in", "oh")
 def _federation(root: Path) -> Path:
     """The insurers' own files and policies, and the federation file that names the schema."""
     split_byo_demo(CLAIMS, "policy_state", "fraud_reported", root / "data", seed=7)
-    lines = ["schema_version = 1", "[federation]", 'id = "insurers"', 'superlink = "127.0.0.1:9093"',
+    lines = ["schema_version = 1", "[federation]", 'id = "insurers"', f'superlink = "127.0.0.1:{free_port()}"',
              f'schema = "{SCHEMA}"']
     for name in INSURERS:
         # Each insurer's approved policy (the example's rules under its own id; provisioning sets the key).
@@ -56,7 +64,8 @@ def byo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("byo-deployment")
     federation = load_federation(_federation(root))
     provision(federation, root / "keys")
-    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "COLUMNS": "250"}
+    # Every party's Flower asks for new work every 0.2 s instead of 1 s (Flower's own setting).
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "COLUMNS": "250", TASK_POLL_ENV: "0.2"}
     for name in INSURERS:  # each insurer approves the bundle of the code it reviewed
         approved = subprocess.run(
             [sys.executable, "-m", "fedfraud", "code", "approve", "--site", str(root / "keys" / "institutions" / name),
@@ -64,12 +73,64 @@ def byo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             capture_output=True, text=True, timeout=120, check=False, env=env,
         )
         assert approved.returncode == 0, approved.stdout + approved.stderr
-    done = subprocess.run(
-        [sys.executable, "-m", "fedfraud.deployment", "local", str(federation.source), "--keys", str(root / "keys"),
-         "--rounds", "1", "--runs-dir", str(root / "runs"), "--set", "timeout=60.0"],
-        capture_output=True, text=True, timeout=900, check=False, cwd=root, env=env,
+    keys, state = root / "keys", root / "operator"
+    fedfraud = [sys.executable, "-m", "fedfraud"]
+    # The operator: SuperLink + gateway, in the foreground of its own terminal.
+    operator_out = (root / "operator.out").open("wb")
+    operator = subprocess.Popen(
+        [*fedfraud, "superlink", str(federation.source), "--keys", str(keys), "--state", str(state),
+         "--fleet", f"127.0.0.1:{free_port()}"],
+        stdout=operator_out, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True,
     )
-    return {"root": root, "federation": federation, "layout": Layout((root / "keys").resolve()), "done": done}
+    parties: list[subprocess.Popen[bytes]] = [operator]
+    flower_pids: list[int] = []
+    try:
+        fleet = _wait_for_ready(operator, root / "operator.out")
+        # Each insurer: its SuperNode from its site folder and the address the operator gave.
+        for name in INSURERS:
+            parties.append(subprocess.Popen(
+                [*fedfraud, "supernode", str(keys / "institutions" / name), "--superlink", fleet],
+                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True,
+            ))
+        # The operator submits the run and follows it.
+        done = subprocess.run(
+            [*fedfraud, "run", str(federation.source), "--keys", str(keys), "--state", str(state),
+             "--rounds", "1", "--runs-dir", str(root / "runs"), "--set", "timeout=60.0",
+             # Boosted trees: the Deployment Engine path of model = "gbdt", on own data.
+             "--set", "model=gbdt", "--set", "gbdt-trees-per-round=1", "--set", "gbdt-max-depth=1"],
+            capture_output=True, text=True, timeout=900, check=False, cwd=root, env=env,
+        )
+        # The operator's status while everything still runs, through the connection `superlink` wrote.
+        status = subprocess.run(
+            [*fedfraud, "status", "--runs-dir", str(root / "runs"), "--superlink", "fedfraud", "--json"],
+            capture_output=True, text=True, timeout=120, check=False, cwd=root,
+            env={**env, "FLWR_HOME": str(state / "cli-home")},
+        )
+        for party in parties:
+            flower_pids += descendants(party.pid)
+    finally:
+        # Ctrl-C's equivalent for a service manager: SIGTERM to each party's command.
+        for party in parties:
+            party.send_signal(signal.SIGTERM)
+        codes = [party.wait(timeout=60) for party in parties]
+        operator_out.close()
+    return {"root": root, "federation": federation, "layout": Layout(keys.resolve()), "done": done,
+            "state": state, "stop_codes": codes, "flower_pids": flower_pids, "status": status}
+
+
+def _wait_for_ready(operator: subprocess.Popen[bytes], output: Path) -> str:
+    """The fleet address ``fedfraud superlink`` prints once the SuperLink and gateway are up."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        text = output.read_text(encoding="utf-8", errors="replace")
+        for line in text.splitlines():
+            if line.startswith(READY_MARK):
+                return line.removeprefix(READY_MARK).strip()
+        if operator.poll() is not None:
+            break
+        time.sleep(0.5)
+    raise AssertionError("fedfraud superlink did not get ready:\n" + output.read_text(errors="replace")[-3000:])
+
 
 
 def test_provisioning_renders_each_policy_once_with_the_schemas_columns(byo_run: dict[str, object]) -> None:
@@ -88,7 +149,7 @@ def test_provisioning_renders_each_policy_once_with_the_schemas_columns(byo_run:
         assert tomllib.loads(site.policy.read_text())["identity"]["id"] == name
 
 
-def test_own_data_runs_through_the_deployment_engine_with_the_operators_command(
+def test_own_data_runs_through_the_deployment_engine_with_one_command_per_party(
     byo_run: dict[str, object],
 ) -> None:
     done = byo_run["done"]
@@ -96,12 +157,24 @@ def test_own_data_runs_through_the_deployment_engine_with_the_operators_command(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     # Every institution's files were checked against the schema before Flower started.
     assert "own data fits the schema: il: " in done.stdout
-    assert "own data read with" in done.stdout
+    assert "3 SuperNodes online" in done.stdout
+    assert "round   1/1  cohort 3" in done.stdout  # progress per round, as it happens
     run_dir = Path(next(line for line in done.stdout.splitlines() if line.startswith("run directory: "))
                    .removeprefix("run directory: "))
     (record,) = read_rounds(run_dir)
     assert record["accepted"] is True
     assert record["cohort"] == sorted(INSURERS)
+    # Boosted trees from exact secure sums: the tree is the pooled reference's on the insurers' own rows.
+    from fedfraud.scoring import load_scoring
+    from fraud.byo import encode, load_institution_csv
+    from fraud.gbdt import Ensemble, train_pooled
+
+    federated = Ensemble.from_json((run_dir / "model.json").read_bytes())
+    scoring = load_scoring(run_dir)
+    parts = [encode(load_institution_csv(byo_run["root"] / "data" / n / "train.csv", scoring.schema),  # type: ignore[operator]
+                    scoring.schema, scoring.spec) for n in INSURERS]
+    pooled = train_pooled(parts, len(federated.trees), federated.params, federated.features)
+    assert federated.to_json() == pooled.to_json()
     assert record["metrics"]["num_examples"] == sum(
         len((byo_run["root"] / "data" / n / "test.csv").read_text().splitlines()) - 1 for n in INSURERS  # type: ignore[operator]
     )
@@ -143,3 +216,49 @@ def test_own_data_that_breaks_the_schema_stops_the_run_before_flower_starts(
     assert "oh" in message and "test.csv" in message and "age" in message
     assert "SuperLink" not in done.stdout  # nothing started
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_operators_status_names_each_supernode_by_its_institution(byo_run: dict[str, object]) -> None:
+    status = byo_run["status"]
+    assert isinstance(status, subprocess.CompletedProcess)
+    assert status.returncode == 0, status.stdout + status.stderr
+    report = json.loads(status.stdout)
+    assert report["state"] == "finished" and report["rounds_aggregated"] == 1
+    online = sorted(n["institution"] for n in report["nodes"] if n["status"] == "online")
+    assert online == sorted(INSURERS)
+
+
+def test_each_partys_command_stops_every_flower_process_and_keeps_its_logs(byo_run: dict[str, object]) -> None:
+    # SIGTERM, as a service manager stops a unit: each command ends and takes its Flower processes with it.
+    assert byo_run["stop_codes"] == [130] * (1 + len(INSURERS))
+    flower_pids = byo_run["flower_pids"]
+    assert isinstance(flower_pids, list) and flower_pids  # the SuperLink, gateway and SuperNodes were children
+    alive = [pid for pid in flower_pids if os.path.exists(f"/proc/{pid}") and
+             "zombie" not in Path(f"/proc/{pid}/status").read_text(errors="replace").lower()]
+    assert alive == []
+    state, layout = byo_run["state"], byo_run["layout"]
+    assert isinstance(state, Path) and isinstance(layout, Layout)
+    # Logs in files: the operator's processes, and each SuperNode in its own site folder.
+    assert "SuperLink" in (state / "logs" / "superlink.log").read_text(errors="replace")
+    assert (state / "logs" / "gateway.log").stat().st_size > 0
+    assert (state / "superlink.db").is_file()  # restarts keep the registrations
+    assert not (state / "operator.json").exists()  # a stopped operator leaves no stale address
+    for name in INSURERS:
+        log = (layout.institution(name).root / "logs" / "supernode.log").read_text(errors="replace")
+        assert "SuperNode ID: " in log
+
+
+def test_run_without_a_running_superlink_says_how_to_start_one(tmp_path: Path,
+                                                                 byo_run: dict[str, object]) -> None:
+    root = byo_run["root"]
+    assert isinstance(root, Path)
+    done = subprocess.run(
+        [sys.executable, "-m", "fedfraud", "run", str(root / "federation.toml"), "--keys", str(root / "keys"),
+         "--state", str(tmp_path / "nowhere"), "--runs-dir", str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=120, check=False, cwd=root,
+        env={**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "COLUMNS": "250"},
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    message = " ".join(done.stderr.split())
+    assert "no running SuperLink" in message and "fedfraud superlink" in message
+    assert not (tmp_path / "runs").exists()
