@@ -4,8 +4,8 @@ import pytest
 
 
 def test_flower_running_tests_carry_their_xdist_group(request: pytest.FixtureRequest) -> None:
-    # Two Ray clusters or two federations at once on 2 cores time out stages;
-    # the groups exist to prevent it, and xdist ignores marks added too late.
+    # Each chain of Flower-running tests shares its module fixtures on one
+    # worker; the groups keep it so, and xdist ignores marks added too late.
     items = request.session.items
     grouped = {
         item.nodeid: {m.args[0] for m in item.iter_markers("xdist_group")}
