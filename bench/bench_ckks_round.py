@@ -36,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,15 +91,21 @@ class CKKSFederation:
         with np.load(path) as archive:
             return [archive[f"arr_{i}"] for i in range(len(archive.files))]
 
-    def round(self, mode: str) -> base.RoundResult:
-        """One timed, checked round in ``mode``."""
+    def round(self, mode: str, wrap: Callable[[Any], Any] | None = None) -> base.RoundResult:
+        """One timed, checked round in ``mode``.
+
+        ``wrap``, if given, sees the in-process grid first (``run_all.py``
+        attaches its per-stage clock there); ckks mode's refusal tap wraps
+        what it returns.
+        """
+        inner = wrap if wrap is not None else (lambda grid: grid)
         if mode != CKKS:
-            return base.run_round(self.fed, mode)
+            return base.run_round(self.fed, mode, wrap=wrap)
         return base.run_round(
             self.fed,
             CKKS,
             run_config=self.ckks_config,
-            wrap=lambda grid: RefusalTap(grid, self.roster),
+            wrap=lambda grid: RefusalTap(inner(grid), self.roster),
             extra_config={"ckks-model-id": "initial"},
             model_of=self.model_of,
         )
