@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from .checkpoint import SignedCheckpoint, sign_checkpoint
 from .errors import AuditError, AuditInputError, RecordFormatError, TornLogError
 from .keys import fingerprint
+from .lines import split_lines
 from .merkle import MerkleFrontier, consistency_proof, leaf_hash
 from .record import (
     GENESIS_PREV,
@@ -34,7 +35,7 @@ from .record import (
     verify_record_signature,
 )
 
-__all__ = ["AuditLogWriter", "LogId", "RecordKind", "Record", "split_lines", "utc_now"]
+__all__ = ["AuditLogWriter", "LogId", "RecordKind", "Record", "utc_now"]
 
 Clock = Callable[[], datetime]
 
@@ -42,34 +43,6 @@ Clock = Callable[[], datetime]
 def utc_now() -> datetime:
     """Return the current time in UTC (the default clock)."""
     return datetime.now(timezone.utc)
-
-
-def split_lines(data: bytes, path: Path | str) -> list[tuple[int, int, bytes]]:
-    """Split a log file into ``(line_number, byte_offset, line)`` triples.
-
-    Raises
-    ------
-    TornLogError
-        If the file does not end with a newline (a torn last line); the error
-        names the line number and byte offset where that line starts.
-    """
-    result: list[tuple[int, int, bytes]] = []
-    offset = 0
-    number = 0
-    length = len(data)
-    while offset < length:
-        number += 1
-        end = data.find(b"\n", offset)
-        if end < 0:
-            raise TornLogError(
-                f"{path}: line {number} (byte offset {offset}) is torn: "
-                f"{length - offset} bytes without a terminating newline",
-                line=number,
-                offset=offset,
-            )
-        result.append((number, offset, data[offset:end]))
-        offset = end + 1
-    return result
 
 
 class AuditLogWriter:
@@ -164,7 +137,15 @@ class AuditLogWriter:
         public_key = signing_key.public_key()
         records: list[Record] = []
         prev = GENESIS_PREV
-        for number, offset, line in split_lines(data, path):
+        lines, torn = split_lines(data)
+        if torn is not None:
+            raise TornLogError(
+                f"{path}: line {torn.number} (byte offset {torn.offset}) is torn: "
+                f"{len(torn.data)} bytes without a terminating newline",
+                line=torn.number,
+                offset=torn.offset,
+            )
+        for number, offset, line in lines:
             try:
                 record = decode_record(line)
             except RecordFormatError as exc:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import AuditError, AuditInputError
+from .lines import split_lines
 from .record import Record, RecordKind, decode_record
 
 __all__ = ["LogSummary", "RoundView", "summarize_log"]
@@ -65,7 +66,10 @@ def summarize_log(path: str | os.PathLike[str]) -> LogSummary:
         raise AuditInputError(f"{p}: cannot read log ({exc.strerror})") from exc
     records: list[Record] = []
     bad: list[int] = []
-    for number, line in enumerate(data.split(b"\n"), start=1):
+    lines, torn = split_lines(data)
+    # A torn last line is shown like any other line that does not decode
+    # (or, if it happens to hold a whole record, as that record).
+    for number, _, line in lines + ([torn] if torn is not None else []):
         if not line:
             continue
         try:
