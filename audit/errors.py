@@ -2,7 +2,7 @@
 
 Every class derives from the product hierarchy in :mod:`fedfraud.errors`, so
 the command line maps each one to a documented exit code.  The verifier's
-verdict-specific errors carry their own exit codes (see :class:`audit.verify.Verdict`).
+verdict-specific errors carry their own exit codes (see :class:`audit.verdict.Verdict`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 from fedfraud.errors import AuditError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover - import only for type checkers
-    from .verify import VerificationReport
+    from .verdict import VerificationReport
 
 __all__ = [
     "AuditInputError",
