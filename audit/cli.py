@@ -37,8 +37,15 @@ from .errors import AuditInputError, AuditUsageError, KeyFileError
 from .keys import load_public_key, public_key_bytes, public_key_from_b64
 from .report import build_compliance_report, render_html, render_markdown
 from .report_render import format_number, visible
-from .summary import summarize_log
-from .verify import EXIT_UNREADABLE_INPUT, VerificationReport, Verdict, read_regular_file, verify_log
+from .summary import summarize_log, summarize_log_data
+from .verify import (
+    EXIT_UNREADABLE_INPUT,
+    VerificationReport,
+    Verdict,
+    read_regular_file,
+    verify_log,
+    verify_log_data,
+)
 
 __all__ = ["app", "load_trusted_keys", "load_policy_file"]
 
@@ -296,8 +303,10 @@ def report_command(
             raise _exit_for_usage_error(AuditUsageError(str(exc))) from None
     try:
         server, trusted, policies = _load_inputs(server_key, keys, policy)
-        report = verify_log(log, trusted, server, institution_log or [], policies, full=full)
-        summary = summarize_log(log)
+        # The log is read once: the verification and the report see the same bytes.
+        data = read_regular_file(log, "log")
+        report = verify_log_data(log, data, trusted, server, institution_log or [], policies, full=full)
+        summary = summarize_log_data(log, data)
     except InputError as exc:
         raise _exit_for_input_error(exc) from None
     except AuditUsageError as exc:

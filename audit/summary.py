@@ -15,7 +15,7 @@ from .errors import AuditError, AuditInputError
 from .lines import split_lines
 from .record import Record, RecordKind, decode_record
 
-__all__ = ["LogSummary", "RoundView", "summarize_log"]
+__all__ = ["LogSummary", "RoundView", "summarize_log", "summarize_log_data"]
 
 
 @dataclass
@@ -64,6 +64,12 @@ def summarize_log(path: str | os.PathLike[str]) -> LogSummary:
         data = p.read_bytes()
     except OSError as exc:
         raise AuditInputError(f"{p}: cannot read log ({exc.strerror})") from exc
+    return summarize_log_data(p, data)
+
+
+def summarize_log_data(path: str | os.PathLike[str], data: bytes) -> LogSummary:
+    """Like :func:`summarize_log`, from the bytes ``data`` already read from ``path``."""
+    p = Path(path)
     records: list[Record] = []
     bad: list[int] = []
     lines, torn = split_lines(data)

@@ -145,6 +145,7 @@ __all__ = [
     "RoundSummary",
     "read_regular_file",
     "verify_log",
+    "verify_log_data",
     "verify",
 ]
 
@@ -211,6 +212,31 @@ def verify_log(
     # (see audit.signatures), each time from its bytes.
     data = read_regular_file(path, "log")
     return _verify_bytes(path, data, server_key, trusted, institution_logs, policies, full, workers)
+
+
+def verify_log_data(
+    log_path: str | os.PathLike[str],
+    data: bytes,
+    trusted_institution_keys: Mapping[str, bytes | str | Ed25519PublicKey],
+    server_public_key: bytes | str | Ed25519PublicKey,
+    institution_logs: Iterable[str | os.PathLike[str]] = (),
+    policies: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    full: bool = True,
+    workers: int | None = None,
+) -> VerificationReport:
+    """Verify like :func:`verify_log` the bytes ``data`` already read from ``log_path``.
+
+    For a caller that needs the log's bytes for something else too (``audit
+    report``), so the file is read once and both see the same bytes.
+
+    Raises
+    ------
+    AuditInputError
+        If an institution log cannot be read or a trusted key is malformed (exit 3).
+    """
+    server_key, trusted = _trusted_keys(server_public_key, trusted_institution_keys)
+    return _verify_bytes(Path(log_path), data, server_key, trusted, institution_logs, policies, full, workers)
 
 
 def _trusted_keys(
