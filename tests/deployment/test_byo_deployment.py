@@ -40,6 +40,8 @@ REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "fraud" / "schemas" / "insurance_claims.toml"
 CLAIMS = REPO.parent / "shared" / "data" / "insurance_claims" / "insurance_claims.csv"
 INSURERS = ("il", "in", "oh")
+# The module's federation serves three runs (one interrupted by a SuperLink restart) before its first test.
+pytestmark = pytest.mark.timeout(1800)
 
 
 def _federation(root: Path) -> Path:
@@ -75,33 +77,52 @@ def byo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         assert approved.returncode == 0, approved.stdout + approved.stderr
     keys, state = root / "keys", root / "operator"
     fedfraud = [sys.executable, "-m", "fedfraud"]
+    operator_cmd = [*fedfraud, "superlink", str(federation.source), "--keys", str(keys), "--state", str(state),
+                    "--fleet", f"127.0.0.1:{free_port()}"]
     # The operator: SuperLink + gateway, in the foreground of its own terminal.
-    operator_out = (root / "operator.out").open("wb")
-    operator = subprocess.Popen(
-        [*fedfraud, "superlink", str(federation.source), "--keys", str(keys), "--state", str(state),
-         "--fleet", f"127.0.0.1:{free_port()}"],
-        stdout=operator_out, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True,
-    )
+    operator = subprocess.Popen(operator_cmd, stdout=(root / "operator-1.out").open("wb"),
+                                stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True)
     parties: list[subprocess.Popen[bytes]] = [operator]
     flower_pids: list[int] = []
+    result: dict[str, object] = {"root": root, "federation": federation, "layout": Layout(keys.resolve()),
+                                 "state": state}
     try:
-        fleet = _wait_for_ready(operator, root / "operator.out")
+        fleet = _wait_for_ready(operator, root / "operator-1.out")
         # Each insurer: its SuperNode from its site folder and the address the operator gave.
         for name in INSURERS:
             parties.append(subprocess.Popen(
                 [*fedfraud, "supernode", str(keys / "institutions" / name), "--superlink", fleet],
                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True,
             ))
-        # The operator submits the run and follows it.
-        done = subprocess.run(
-            [*fedfraud, "run", str(federation.source), "--keys", str(keys), "--state", str(state),
-             "--rounds", "1", "--runs-dir", str(root / "runs"), "--set", "timeout=60.0",
-             # Boosted trees: the Deployment Engine path of model = "gbdt", on own data.
-             "--set", "model=gbdt", "--set", "gbdt-trees-per-round=1", "--set", "gbdt-max-depth=1"],
+        # A fixed max-weight skips the statistics round; one local epoch.
+        run = [*fedfraud, "run", str(federation.source), "--keys", str(keys), "--state", str(state),
+               "--wait-nodes", "300", "--set", "timeout=60.0", "--set", "max-weight=5000.0",
+               "--set", "local-epochs=1"]
+        # 1. A 3-round run; the operator's host goes down once round 1 is aggregated.
+        first = subprocess.Popen([*run, "--rounds", "3", "--runs-dir", str(root / "runs-1")], cwd=root, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        result["stopped_run"] = _stop_operator_after_round_1(operator, first, root / "runs-1")
+        result["first"] = first.communicate(timeout=300)[0], first.returncode
+        # 2. The operator starts again on the same state folder; the SuperNodes come back by themselves.
+        operator = subprocess.Popen(operator_cmd, stdout=(root / "operator-2.out").open("wb"),
+                                    stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True)
+        parties[0] = operator
+        assert _wait_for_ready(operator, root / "operator-2.out") == fleet
+        result["restart_output"] = (root / "operator-2.out").read_text(errors="replace")
+        stopped_run = result["stopped_run"]
+        assert isinstance(stopped_run, Path)
+        result["stopped_status"] = subprocess.run(
+            [*fedfraud, "status", str(stopped_run)], capture_output=True, text=True, timeout=120, check=False,
+            cwd=root, env=env,
+        )
+        # 3. A new run from the stopped run's last accepted model.
+        result["done"] = subprocess.run(
+            [*run, "--rounds", "1", "--runs-dir", str(root / "runs"),
+             "--set", f"initial-model='{stopped_run / 'model.npz'}'"],
             capture_output=True, text=True, timeout=900, check=False, cwd=root, env=env,
         )
         # The operator's status while everything still runs, through the connection `superlink` wrote.
-        status = subprocess.run(
+        result["status"] = subprocess.run(
             [*fedfraud, "status", "--runs-dir", str(root / "runs"), "--superlink", "fedfraud", "--json"],
             capture_output=True, text=True, timeout=120, check=False, cwd=root,
             env={**env, "FLWR_HOME": str(state / "cli-home")},
@@ -111,11 +132,24 @@ def byo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     finally:
         # Ctrl-C's equivalent for a service manager: SIGTERM to each party's command.
         for party in parties:
-            party.send_signal(signal.SIGTERM)
-        codes = [party.wait(timeout=60) for party in parties]
-        operator_out.close()
-    return {"root": root, "federation": federation, "layout": Layout(keys.resolve()), "done": done,
-            "state": state, "stop_codes": codes, "flower_pids": flower_pids, "status": status}
+            if party.poll() is None:
+                party.send_signal(signal.SIGTERM)
+        result["stop_codes"] = [party.wait(timeout=60) for party in parties]
+    result["flower_pids"] = flower_pids
+    return result
+
+
+def _stop_operator_after_round_1(operator: subprocess.Popen[bytes], run: subprocess.Popen[str], runs: Path) -> Path:
+    """SIGTERM the operator's ``fedfraud superlink`` once a run under ``runs`` has aggregated round 1."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and run.poll() is None:
+        for run_dir in sorted(runs.glob("*")) if runs.is_dir() else []:
+            if (run_dir / "rounds.jsonl").is_file() and any(r.get("accepted") for r in read_rounds(run_dir)):
+                operator.send_signal(signal.SIGTERM)
+                assert operator.wait(timeout=60) == 130
+                return run_dir
+        time.sleep(0.5)
+    raise AssertionError("round 1 was never aggregated: " + (run.communicate()[0] if run.poll() is not None else ""))
 
 
 def _wait_for_ready(operator: subprocess.Popen[bytes], output: Path) -> str:
@@ -164,17 +198,6 @@ def test_own_data_runs_through_the_deployment_engine_with_one_command_per_party(
     (record,) = read_rounds(run_dir)
     assert record["accepted"] is True
     assert record["cohort"] == sorted(INSURERS)
-    # Boosted trees from exact secure sums: the tree is the pooled reference's on the insurers' own rows.
-    from fedfraud.scoring import load_scoring
-    from fraud.byo import encode, load_institution_csv
-    from fraud.gbdt import Ensemble, train_pooled
-
-    federated = Ensemble.from_json((run_dir / "model.json").read_bytes())
-    scoring = load_scoring(run_dir)
-    parts = [encode(load_institution_csv(byo_run["root"] / "data" / n / "train.csv", scoring.schema),  # type: ignore[operator]
-                    scoring.schema, scoring.spec) for n in INSURERS]
-    pooled = train_pooled(parts, len(federated.trees), federated.params, federated.features)
-    assert federated.to_json() == pooled.to_json()
     assert record["metrics"]["num_examples"] == sum(
         len((byo_run["root"] / "data" / n / "test.csv").read_text().splitlines()) - 1 for n in INSURERS  # type: ignore[operator]
     )
@@ -216,6 +239,34 @@ def test_own_data_that_breaks_the_schema_stops_the_run_before_flower_starts(
     assert "oh" in message and "test.csv" in message and "age" in message
     assert "SuperLink" not in done.stdout  # nothing started
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_superlink_restart_stops_the_run_visibly_and_a_new_run_resumes_from_its_last_model(
+    byo_run: dict[str, object],
+) -> None:
+    # The run that lost its SuperLink fails, naming the cause and the log (never exit 0).
+    output, code = byo_run["first"]  # type: ignore[misc]
+    assert code == 8, output
+    assert "did not finish" in output and "flower.log" in output
+    assert "round   1/3  cohort 3" in output
+    # The restarted SuperLink kept every registration in its database.
+    restart = byo_run["restart_output"]
+    assert isinstance(restart, str)
+    assert all(f"{name}: SuperNode key registered before" in restart for name in INSURERS), restart
+    # `fedfraud status` says the run stopped and how to start from its last accepted model.
+    stopped_run, status = byo_run["stopped_run"], byo_run["stopped_status"]
+    assert isinstance(stopped_run, Path) and isinstance(status, subprocess.CompletedProcess)
+    assert status.returncode == 8, status.stdout + status.stderr
+    text = " ".join(status.stdout.split())
+    assert "stopped" in text and f"--set initial-model={(stopped_run / 'model.npz').resolve()}" in text
+    # The new run started from exactly that model.
+    done = byo_run["done"]
+    assert isinstance(done, subprocess.CompletedProcess)
+    run_dir = Path(next(line for line in done.stdout.splitlines() if line.startswith("run directory: "))
+                   .removeprefix("run directory: "))
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    last = [r for r in read_rounds(stopped_run) if r["accepted"]][-1]
+    assert summary["initial_model"]["model_hash"] == last["model_hash"]
 
 
 def test_operators_status_names_each_supernode_by_its_institution(byo_run: dict[str, object]) -> None:

@@ -381,8 +381,7 @@ def test_operator_shipped_modified_client_code_is_refused_by_every_institution(
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         assert summary["rounds_completed"] == 0
     # Assert: nothing of the bundle ran; every institution logged the refusal
-    # with the bundle's hash in its own log. (The approved bundle still runs on
-    # this same federation: the rogue SuperNode's test, next.)
+    # with the bundle's hash in its own log; the approved bundle still runs.
     assert not marker.exists(), "the tampered ClientApp ran at an institution"
     for name in INSTITUTIONS:
         log = deployment.layout.institution(name).root / "audit" / "refusals.jsonl"
@@ -392,6 +391,51 @@ def test_operator_shipped_modified_client_code_is_refused_by_every_institution(
         assert {e["fab_sha256"] for e in refused} == {tampered}
         installed = deployment.layout.institution(name).root / "flower-home" / "apps"
         assert not [p for p in installed.rglob("*") if tampered in p.name]
+    # The approved bundle still runs on the same federation: boosted trees
+    # (the Deployment Engine path of model = "gbdt").
+    _boosted_trees_through_the_deployment_engine(deployment, tmp_path)
+
+
+def _boosted_trees_through_the_deployment_engine(deployment: Deployment, tmp_path: Path) -> None:
+    """A gbdt run over TLS with node authentication, on a running deployment.
+
+    The bin agreement and one level of one tree, each an exact SecAgg+ sum
+    through the SuperNodes; the tree equals the pooled reference; the log
+    verifies; ``fedfraud status`` names every SuperNode.
+    """
+    run_dir = tmp_path / "gbdt-run"
+    deployment.submit(
+        run_dir,
+        _run_config(deployment, run_dir, 1, model="gbdt", **{"gbdt-trees-per-round": 1, "gbdt-max-depth": 1}),
+        timeout=RUN_TIMEOUT,
+    )
+    (only,) = read_rounds(run_dir)
+    assert only["accepted"] is True and only["cohort"] == sorted(INSTITUTIONS)
+    assert only["metrics"]["auc_pr"] > 0.05
+    # The tree equals the pooled reference on the institutions' own rows.
+    from client.fraud_client import load_split
+    from fraud.gbdt import Ensemble, train_pooled
+
+    federated = Ensemble.from_json((run_dir / "model.json").read_bytes())
+    kinds = [r["kind"] for r in records_of(run_dir)]
+    assert kinds.count("gbdt_bins") == 1 and kinds.count("gbdt_sum") == 1 and kinds.count("gbdt_tree") == 1
+    parts = [load_split(inst.data_dir / "train.csv", "training data") for inst in deployment.federation.institutions]
+    pooled = train_pooled(parts, 1, federated.params, federated.features)
+    assert federated.to_json() == pooled.to_json()
+    verdict = _verify_with_cli(deployment, run_dir, "gbdt-run")
+    assert verdict.returncode == 0, verdict.stdout + verdict.stderr
+    # The operator's status: finished, and each online SuperNode named by the
+    # institution that proved its node id in the audit log.
+    status = subprocess.run(
+        [sys.executable, "-m", "fedfraud", "status", str(run_dir), "--superlink", CONNECTION_NAME, "--json"],
+        env=deployment._env(deployment.cli_home), cwd=deployment.work_dir,
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    report = json.loads(status.stdout)
+    assert report["state"] == "finished" and report["rounds_aggregated"] == 1
+    online = sorted(n["institution"] for n in report["nodes"] if n["status"] == "online")
+    assert online == sorted(INSTITUTIONS)
 
 
 def records_of(run_dir: Path) -> list[dict[str, object]]:
