@@ -334,18 +334,36 @@ def _run_steps(
     # and timestamp order.
     good = authenticate(path, lines, server_key, checks, "1", fingerprint(server_key), full)
     log_id = good[0][1].log_id if good else None
-    # Step 3: the records' meaning, in order, with the Merkle tree over all records.
-    content = check_content(good, trusted, inst_cps, checks, src)
-    n_records = content.frontier.size
-    # Step 4: every signed checkpoint (in the log or held by an institution)
-    # describes a prefix of one history that the log reproduces.
-    by_size, witnessed_size = check_one_history(content.signed_cps, log_id, server_key, content.roots,
-                                                n_records, checks, evidence, src)
-    # Step 5: the run was closed and witnessed to its end.
-    check_completeness(good, n_records, content.genesis is not None, content.run_closed, witnessed_size,
-                       content.last_substantive, by_size, inst_cps, content.server_witnessed, log_id, checks, src)
-    # Step 6: policy hashes stay fixed and, with policies given, every limit is kept.
-    check_policies(content.policy_events, policies, content.genesis_keys, content.policy_hashes, checks, src)
+    # Steps 3-6 read the meaning of records the server key signed.  A record
+    # whose form no step expects (a member of the wrong type, one missing)
+    # must end in a verdict, never in a crash: the server holds its key, so a
+    # dishonest server can sign anything.  Whatever a step did not foresee is
+    # reported as TAMPERED, naming the step, and the later steps are skipped.
+    content, witnessed_size, step = None, 0, "3"
+    try:
+        # Step 3: the records' meaning, in order, with the Merkle tree over all records.
+        content = check_content(good, trusted, inst_cps, checks, src)
+        n_records = content.frontier.size
+        # Step 4: every signed checkpoint (in the log or held by an institution)
+        # describes a prefix of one history that the log reproduces.
+        step = "4"
+        by_size, witnessed_size = check_one_history(content.signed_cps, log_id, server_key, content.roots,
+                                                    n_records, checks, evidence, src)
+        # Step 5: the run was closed and witnessed to its end.
+        step = "5"
+        check_completeness(good, n_records, content.genesis is not None, content.run_closed, witnessed_size,
+                           content.last_substantive, by_size, inst_cps, content.server_witnessed, log_id,
+                           checks, src)
+        # Step 6: policy hashes stay fixed and, with policies given, every limit is kept.
+        step = "6"
+        check_policies(content.policy_events, policies, content.genesis_keys, content.policy_hashes, checks, src)
+    except _UNFORESEEN as exc:
+        checks.fail(
+            step, "malformed", Verdict.TAMPERED,
+            f"a record signed by the server key has a form step {step} does not accept "
+            f"({type(exc).__name__}: {str(exc)[:200]}); steps {step}-6 could not finish",
+            source=src,
+        )
     # Step 7: one verdict, the most severe of all failures.  Checks are
     # reported in step order (institution logs are read first but are step
     # 2); within a step they stay in file order.
@@ -354,9 +372,14 @@ def _run_steps(
     verdict = max((c.verdict for c in failures), key=lambda v: v.severity, default=Verdict.VALID)
     return VerificationReport(
         log_path=src, verdict=verdict, checks=checks.items, record_count=len(lines),
-        evidence=evidence, genesis=content.genesis, rounds=content.rounds, run_closed=content.run_closed,
+        evidence=evidence, genesis=content.genesis if content else None,
+        rounds=content.rounds if content else [], run_closed=content.run_closed if content else None,
         witnessed_size=witnessed_size,
     )
+
+
+#: What a step's reading of an unforeseen record form raises (never a usage error).
+_UNFORESEEN = (AttributeError, KeyError, TypeError, ValueError, IndexError, OverflowError, RecursionError)
 
 
 def _claimed_run(lines: list[Line]) -> tuple[str, str] | None:

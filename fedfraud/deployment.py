@@ -393,7 +393,15 @@ class Deployment:
             "supernode", "register", str(files.auth_pub), CONNECTION_NAME,
             "--name", institution_id, "--format", "json",
         )
-        return int(_json_tail(output)["node-id"])
+        answer = _json_tail(output)
+        if "node-id" not in answer:
+            # Flower 1.42 exits 0 with {"success": false, "error-message": ...},
+            # e.g. "Public key already in use" for a key its database holds.
+            raise RunFailed(
+                f"registering {institution_id}'s SuperNode key failed: "
+                f"{answer.get('error-message') or output.strip()[-500:]}"
+            )
+        return int(answer["node-id"])
 
     def register_all(self, institution_ids: Sequence[str]) -> dict[str, int]:
         """Register several SuperNode keys at once (one ``flwr`` process each, in parallel)."""
