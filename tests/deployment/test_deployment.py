@@ -342,7 +342,9 @@ def _tampered_project(root: Path, marker: Path, victim_key: Path) -> Path:
     project = root / "tampered-app"
     for source in [REPO / "pyproject.toml", *REPO.glob("*/**/*.py"), *REPO.glob("fraud/schemas/*.toml")]:
         relative = source.relative_to(REPO)
-        if relative.parts[0] in {"tests", "bench", ".venv", "scripts", "docs"}:
+        # Dot folders hold tools' state, e.g. .flwr/home-*/ copies a
+        # simulation on another test worker makes and removes meanwhile.
+        if relative.parts[0] in {"tests", "bench", "scripts", "docs"} or relative.parts[0].startswith("."):
             continue
         target = project / relative
         target.parent.mkdir(parents=True, exist_ok=True)
