@@ -23,6 +23,7 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,7 @@ from policy import load_policy
 from server.rundir import read_rounds
 
 REPO = Path(__file__).resolve().parents[2]
+RUNBOOK = REPO / "docs" / "production.md"
 SCHEMA = REPO / "fraud" / "schemas" / "insurance_claims.toml"
 CLAIMS = REPO.parent / "shared" / "data" / "insurance_claims" / "insurance_claims.csv"
 INSURERS = ("il", "in", "oh")
@@ -68,17 +70,14 @@ def byo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     provision(federation, root / "keys")
     # Every party's Flower asks for new work every 0.2 s instead of 1 s (Flower's own setting).
     env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "COLUMNS": "250", TASK_POLL_ENV: "0.2"}
+    runbook = _runbook_commands()
     for name in INSURERS:  # each insurer approves the bundle of the code it reviewed
-        approved = subprocess.run(
-            [sys.executable, "-m", "fedfraud", "code", "approve", "--site", str(root / "keys" / "institutions" / name),
-             str(REPO), "--label", "reviewed checkout"],
-            capture_output=True, text=True, timeout=120, check=False, env=env,
-        )
+        approved = subprocess.run(_as_party(runbook["code"], name), capture_output=True, text=True, timeout=120,
+                                  check=False, cwd=root, env=env)
         assert approved.returncode == 0, approved.stdout + approved.stderr
-    keys, state = root / "keys", root / "operator"
+    keys, state = root / "keys", root / ".flwr" / "operator"  # the runbook's default state folder
     fedfraud = [sys.executable, "-m", "fedfraud"]
-    operator_cmd = [*fedfraud, "superlink", str(federation.source), "--keys", str(keys), "--state", str(state),
-                    "--fleet", f"127.0.0.1:{free_port()}"]
+    operator_cmd = _as_party(runbook["superlink"])
     # The operator: SuperLink + gateway, in the foreground of its own terminal.
     operator = subprocess.Popen(operator_cmd, stdout=(root / "operator-1.out").open("wb"),
                                 stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True)
@@ -88,15 +87,15 @@ def byo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
                                  "state": state}
     try:
         fleet = _wait_for_ready(operator, root / "operator-1.out")
+        result["fleet"] = fleet
         # Each insurer: its SuperNode from its site folder and the address the operator gave.
         for name in INSURERS:
             parties.append(subprocess.Popen(
-                [*fedfraud, "supernode", str(keys / "institutions" / name), "--superlink", fleet],
+                _as_party(runbook["supernode"], name),
                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=root, env=env, start_new_session=True,
             ))
         # A fixed max-weight skips the statistics round; one local epoch.
-        run = [*fedfraud, "run", str(federation.source), "--keys", str(keys), "--state", str(state),
-               "--wait-nodes", "300", "--set", "timeout=60.0", "--set", "max-weight=5000.0",
+        run = [*_as_party(runbook["run"]), "--wait-nodes", "300", "--set", "max-weight=5000.0",
                "--set", "local-epochs=1"]
         # 1. A 3-round run; the operator's host goes down once round 1 is aggregated.
         first = subprocess.Popen([*run, "--rounds", "3", "--runs-dir", str(root / "runs-1")], cwd=root, env=env,
@@ -122,10 +121,10 @@ def byo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             capture_output=True, text=True, timeout=900, check=False, cwd=root, env=env,
         )
         # The operator's status while everything still runs, through the connection `superlink` wrote.
+        status_env, status_argv = runbook["status"]
         result["status"] = subprocess.run(
-            [*fedfraud, "status", "--runs-dir", str(root / "runs"), "--superlink", "fedfraud", "--json"],
-            capture_output=True, text=True, timeout=120, check=False, cwd=root,
-            env={**env, "FLWR_HOME": str(state / "cli-home")},
+            [*_as_party(status_argv), "--runs-dir", str(root / "runs"), "--json"],
+            capture_output=True, text=True, timeout=120, check=False, cwd=root, env={**env, **status_env},
         )
         for party in parties:
             flower_pids += descendants(party.pid)
@@ -137,6 +136,38 @@ def byo_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         result["stop_codes"] = [party.wait(timeout=60) for party in parties]
     result["flower_pids"] = flower_pids
     return result
+
+
+def _runbook_commands() -> dict[str, Any]:
+    """The runbook's one-command-per-party block (docs/production.md, section 2), by sub-command.
+
+    The test runs these commands as written, from a folder laid out as the
+    runbook's (``federation.toml``, ``keys/``), with the institution's id in
+    place of ``bank-a`` and this checkout in place of ``.``; ``status`` comes
+    with the environment the runbook sets for it.
+    """
+    text = RUNBOOK.read_text(encoding="utf-8")
+    section = text[text.index("## 2. Starting a federation: one command per party"):text.index("## 2b.")]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands: dict[str, Any] = {}
+    for line in block.splitlines():
+        argv = shlex.split(line, comments=True)
+        env: dict[str, str] = {}
+        while argv and "=" in argv[0] and not argv[0].startswith("-"):
+            key, _, value = argv.pop(0).partition("=")
+            env[key] = value
+        if not argv:
+            continue
+        assert argv[0] == "fedfraud", line
+        commands[argv[1]] = (env, argv[1:]) if env else argv[1:]
+    assert set(commands) == {"superlink", "code", "supernode", "run", "status"}, sorted(commands)
+    return commands
+
+
+def _as_party(argv: list[str], institution: str | None = None) -> list[str]:
+    """A runbook command for this checkout's fedfraud, for ``institution`` where it names bank-a."""
+    args = [str(REPO) if arg == "." else arg.replace("bank-a", institution) if institution else arg for arg in argv]
+    return [sys.executable, "-m", "fedfraud", *args]
 
 
 def _stop_operator_after_round_1(operator: subprocess.Popen[bytes], run: subprocess.Popen[str], runs: Path) -> Path:
@@ -297,6 +328,13 @@ def test_each_partys_command_stops_every_flower_process_and_keeps_its_logs(byo_r
     for name in INSURERS:
         log = (layout.institution(name).root / "logs" / "supernode.log").read_text(errors="replace")
         assert "SuperNode ID: " in log
+
+
+def test_the_runbooks_commands_ran_as_written(byo_run: dict[str, object]) -> None:
+    # The supernode line's address is the one `fedfraud superlink` printed with its defaults.
+    assert f"--superlink {byo_run['fleet']}" in RUNBOOK.read_text(encoding="utf-8")
+    done = byo_run["done"]
+    assert isinstance(done, subprocess.CompletedProcess) and done.returncode == 0
 
 
 def test_run_without_a_running_superlink_says_how_to_start_one(tmp_path: Path,
