@@ -39,6 +39,7 @@ from fedfraud.errors import ConfigError, InputError
 from fedfraud.provision import Federation, Layout, load_federation
 from fedfraud.simulation import (
     RunFailed,
+    pid_alive,
     require_every_round,
     require_measurements,
     terminate_raises,
@@ -244,19 +245,9 @@ def _read_state(state: Path) -> dict[str, Any]:
     if not isinstance(info, dict) or not all(isinstance(info.get(k), str) for k in ("superlink", "fleet")):
         raise InputError(f"{path}: not written by `fedfraud superlink`")
     pid = info.get("pid")
-    if not isinstance(pid, int) or not _alive(pid):
+    if not isinstance(pid, int) or not pid_alive(pid):
         raise InputError(f"{path}: the SuperLink it names (pid {pid}) is not running; start it again")
     return info
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 __all__ = ["READY_MARK", "run_command", "superlink_command"]

@@ -257,10 +257,11 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         except ProcessLookupError:
             pass
         process.wait(timeout=15)
-    _signal_all([pid for pid in others if _alive(pid)], signal.SIGKILL)
+    _signal_all([pid for pid in others if pid_alive(pid)], signal.SIGKILL)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
