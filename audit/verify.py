@@ -206,12 +206,13 @@ def verify_log(
     AuditInputError
         If a file cannot be read or a trusted key is malformed (exit 3).
     """
-    path = Path(log_path)
-    server_key, trusted = _trusted_keys(server_public_key, trusted_institution_keys)
     # The server log is read once; the verification itself may run twice
-    # (see audit.signatures), each time from its bytes.
-    data = read_regular_file(path, "log")
-    return _verify_bytes(path, data, server_key, trusted, institution_logs, policies, full, workers)
+    # (see audit.signatures), each time from its bytes.  Trusted keys are
+    # checked first: a malformed key is a usage error before any file is read.
+    _trusted_keys(server_public_key, trusted_institution_keys)
+    data = read_regular_file(Path(log_path), "log")
+    return verify_log_data(log_path, data, trusted_institution_keys, server_public_key, institution_logs,
+                           policies, full=full, workers=workers)
 
 
 def verify_log_data(

@@ -623,25 +623,13 @@ def local_command(
     ] = [],  # noqa: B006 - typer needs a literal default
 ) -> None:
     """Run a whole production federation on this machine over 127.0.0.1, then stop it."""
-    import datetime as dt
-    import secrets
-
-    from fedfraud.cli import final_table, parse_overrides, RoundProgress
-    from fedfraud.settings import RunSettings
+    from fedfraud.cli import parse_overrides, RoundProgress
     from fraud.generator import ensure_federation_data
 
-    federation = load_federation(federation_file)
-    layout = Layout(keys.resolve())
-    if not layout.manifest.is_file():
-        raise ConfigError(f"{layout.manifest} not found; run provisioning first")
-    run_name = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-    run_dir = (runs_dir / run_name).resolve()
-    overrides: dict[str, Any] = {"num-server-rounds": rounds, "seed": seed}
-    if federation.schema is not None:
-        overrides["data-format"] = "byo"
-    overrides.update(parse_overrides(set_))
-    config = deployment_run_config(layout, federation, run_dir, run_name, overrides)
-    settings = RunSettings.from_run_config(config)  # fail before starting anything
+    federation, layout = load_provisioned(federation_file, keys)
+    run_dir, run_name, config, settings = plan_run(
+        federation, layout, runs_dir, {"num-server-rounds": rounds, "seed": seed, **parse_overrides(set_)}
+    )
     if federation.schema is not None:
         if generate:
             raise ConfigError(f"{federation.source}: names a schema (own data); --generate makes demo data only")
@@ -661,16 +649,63 @@ def local_command(
                           f"via https://{deployment.fleet_address}: " + ", ".join(federation.names))
             console.print(f"run directory: {run_dir}")
             deployment.submit(run_dir, config, on_poll=RoundProgress(run_dir, settings.num_rounds))
-        console.print(final_table(run_dir))
-        require_measurements(run_dir)
-        console.print(f"Flower logs: {run_dir / 'flower.log'}", markup=False)
-        console.print("verify it: " + verify_command(layout, federation.names, run_dir, run_name), markup=False)
-        require_every_round(run_dir)
+        report_run(layout, federation, run_dir, run_name)
     finally:
         logs = run_dir / "logs"
         if (work / "logs").is_dir():
             shutil.copytree(work / "logs", logs, dirs_exist_ok=True)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def load_provisioned(federation_file: Path, keys: Path) -> tuple[Federation, Layout]:
+    """The federation file and the folder ``provision init`` wrote from it.
+
+    Raises
+    ------
+    ConfigError
+        If the folder holds no provisioning manifest.
+    """
+    federation = load_federation(federation_file)
+    layout = Layout(keys.resolve())
+    if not layout.manifest.is_file():
+        raise ConfigError(f"{layout.manifest} not found; run `fedfraud provision init` first")
+    return federation, layout
+
+
+def plan_run(
+    federation: Federation, layout: Layout, runs_dir: Path, overrides: Mapping[str, Any]
+) -> tuple[Path, str, dict[str, Any], Any]:
+    """A new run's directory, name, run config and settings, checked before anything starts.
+
+    Own data (the federation file names a schema) sets ``data-format = "byo"``.
+    """
+    import datetime as dt
+    import secrets
+
+    from fedfraud.settings import RunSettings
+
+    run_name = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    run_dir = (runs_dir / run_name).resolve()
+    base = {"data-format": "byo"} if federation.schema is not None else {}
+    config = deployment_run_config(layout, federation, run_dir, run_name, {**base, **overrides})
+    return run_dir, run_name, config, RunSettings.from_run_config(config)
+
+
+def report_run(layout: Layout, federation: Federation, run_dir: Path, run_name: str) -> None:
+    """After a run: the metrics table, the Flower log and the verify command; raise unless every round finished.
+
+    Raises
+    ------
+    RunFailed
+        If a round released no metrics or was not aggregated (exit 8).
+    """
+    from fedfraud.cli import final_table
+
+    console.print(final_table(run_dir))
+    require_measurements(run_dir)
+    console.print(f"Flower log: {run_dir / 'flower.log'}")
+    console.print("verify it: " + verify_command(layout, federation.names, run_dir, run_name))
+    require_every_round(run_dir)
 
 
 def check_own_data(federation: Federation, layout: Layout) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import secrets
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,21 +28,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from fedfraud.deployment import (
-    Deployment,
-    check_own_data,
-    deployment_run_config,
-    verify_command,
-)
+from fedfraud.deployment import Deployment, check_own_data, load_provisioned, plan_run, report_run
 from fedfraud.errors import ConfigError, InputError
-from fedfraud.provision import Federation, Layout, load_federation
-from fedfraud.simulation import (
-    RunFailed,
-    pid_alive,
-    require_every_round,
-    require_measurements,
-    terminate_raises,
-)
+from fedfraud.simulation import RunFailed, pid_alive, terminate_raises
 
 #: The operator's state folder (relative to the working folder) by default.
 DEFAULT_STATE = Path(".flwr") / "operator"
@@ -55,14 +42,6 @@ READY_MARK = "ready: "
 DEFAULT_FLEET_PORT = 9443
 
 console = Console(highlight=False, soft_wrap=True, emoji=False, markup=False)
-
-
-def _load(federation_file: Path, keys: Path) -> tuple[Federation, Layout]:
-    federation = load_federation(federation_file)
-    layout = Layout(keys.resolve())
-    if not layout.manifest.is_file():
-        raise ConfigError(f"{layout.manifest} not found; run `fedfraud provision init` first")
-    return federation, layout
 
 
 def _registered(deployment: Deployment) -> dict[str, int]:
@@ -106,7 +85,7 @@ def superlink_command(
     """
     from fedfraud.provision import split_address
 
-    federation, layout = _load(federation_file, keys)
+    federation, layout = load_provisioned(federation_file, keys)
     state = state.resolve()
     state.mkdir(parents=True, exist_ok=True)
     gateway = fleet.strip().lower() != "none"
@@ -178,21 +157,16 @@ def run_command(
     `fedfraud audit verify` command. Exits 0 only if every round finished
     with its metrics; otherwise non-zero, naming the cause and the log.
     """
-    from fedfraud.cli import RoundProgress, final_table, parse_overrides
-    from fedfraud.settings import RunSettings
+    from fedfraud.cli import RoundProgress, parse_overrides
 
-    federation, layout = _load(federation_file, keys)
+    federation, layout = load_provisioned(federation_file, keys)
     state = state.resolve()
     info = _read_state(state)
-    run_name = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-    run_dir = (runs_dir / run_name).resolve()
-    overrides: dict[str, Any] = {"num-server-rounds": rounds}
+    run_dir, run_name, config, settings = plan_run(
+        federation, layout, runs_dir, {"num-server-rounds": rounds, **parse_overrides(set_)}
+    )
     if federation.schema is not None:
-        overrides["data-format"] = "byo"
         check_own_data(federation, layout)
-    overrides.update(parse_overrides(set_))
-    config = deployment_run_config(layout, federation, run_dir, run_name, overrides)
-    settings = RunSettings.from_run_config(config)  # fail before sending anything
     with terminate_raises(), Deployment(layout, federation, state) as deployment:
         deployment.address = str(info["superlink"])
         deployment.fleet_address = str(info["fleet"])
@@ -200,11 +174,7 @@ def run_command(
         _wait_online(deployment, wait_nodes)
         console.print(f"run directory: {run_dir}")
         deployment.submit(run_dir, config, on_poll=RoundProgress(run_dir, settings.num_rounds))
-    console.print(final_table(run_dir))
-    require_measurements(run_dir)
-    console.print(f"Flower log: {run_dir / 'flower.log'}")
-    console.print("verify it: " + verify_command(layout, federation.names, run_dir, run_name))
-    require_every_round(run_dir)
+    report_run(layout, federation, run_dir, run_name)
 
 
 def _wait_online(deployment: Deployment, timeout: float) -> None:
