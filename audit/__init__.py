@@ -11,7 +11,7 @@ Safe entry points:
 Lower-level pieces (:mod:`audit.merkle`, :mod:`audit.canonical`,
 :mod:`audit.record`) are building blocks; use them only through the above
 unless you know why.  This package imports only the standard library,
-``cryptography`` and :mod:`fedfraud.errors` (plus typer/rich in ``audit.cli``).
+``cryptography`` and :mod:`core.errors` (plus typer/rich in ``audit.cli``).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fedfraud.errors import InputError
+from core.errors import InputError
 
 from .canonical import CanonicalEncodingError, strict_loads
 from .errors import AuditInputError, AuditUsageError, KeyFileError
@@ -114,7 +114,7 @@ def load_policy_file(path: Path) -> tuple[str, bytes, dict[str, Any]]:
     AuditInputError
         If the file is not a regular file, cannot be read or is not a valid policy.
     """
-    from fedfraud.errors import FedFraudError
+    from core.errors import FedFraudError
     from policy import load_policy
 
     read_regular_file(path, "policy file", limit=1 << 20)
@@ -294,8 +294,8 @@ def report_command(
     if fmt == "pdf":
         if out is None:
             raise typer.BadParameter("--format pdf needs --out FILE.pdf")
-        from fedfraud.errors import ConfigError
-        from fedfraud.pdf import find_chromium
+        from core.errors import ConfigError
+        from audit.pdf import find_chromium
 
         try:
             find_chromium()  # before the verification, so a missing browser costs nothing
@@ -340,8 +340,8 @@ def _write_report(out: Path, text: str, pdf: bool) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         if pdf:
-            from fedfraud.errors import ConfigError
-            from fedfraud.pdf import html_to_pdf
+            from core.errors import ConfigError
+            from audit.pdf import html_to_pdf
 
             try:
                 html_to_pdf(tmp, out)

@@ -1,6 +1,6 @@
 """Exceptions raised by the audit package.
 
-Every class derives from the product hierarchy in :mod:`fedfraud.errors`, so
+Every class derives from the product hierarchy in :mod:`core.errors`, so
 the command line maps each one to a documented exit code.  The verifier's
 verdict-specific errors carry their own exit codes (see :class:`audit.verdict.Verdict`).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from fedfraud.errors import AuditError, InputError
+from core.errors import AuditError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover - import only for type checkers
     from .verdict import VerificationReport

@@ -38,7 +38,7 @@ def check_participants(
        identity, and two nodes proving the same institution is one identity
        used twice: either breaks the federation's roster (POLICY_VIOLATED).
     """
-    from fedfraud.errors import CryptoError
+    from core.errors import CryptoError
     from secagg.hardened import Advertisement, Binding, verify_advertisement
 
     view = ParticipantsBody.parse(body)

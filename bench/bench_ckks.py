@@ -58,7 +58,7 @@ import numpy as np
 import numpy.typing as npt
 import tenseal as ts
 
-from fedfraud.errors import ProtocolError
+from core.errors import ProtocolError
 from secagg.ckks import (
     DEFAULT_PARAMETERS,
     CKKSKeys,

@@ -31,7 +31,7 @@ from pathlib import Path
 from fedfraud.comparison import build_comparison
 import datetime as dt
 
-from fedfraud.settings import UNSAFE_OPT_IN, write_unsafe_opt_in
+from federation.settings import UNSAFE_OPT_IN, write_unsafe_opt_in
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
 from fedfraud.sites import prepare_demo_sites, release_validation_data
 from fraud.generator import ensure_federation_data

@@ -214,7 +214,7 @@ def load_train_sets(run_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     names = [n.strip() for n in str(config["institutions"]).split(",") if n.strip()]
     root = Path(config["data-dir"])
     if str(config.get("data-format", "builtin")) == "byo":
-        from fedfraud.scoring import load_scoring
+        from fraud.scoring import load_scoring
         from fraud.byo import encode, load_institution_csv
 
         scoring = load_scoring(run_dir)

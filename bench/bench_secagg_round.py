@@ -22,7 +22,7 @@ from pathlib import Path
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
 import datetime as dt
 
-from fedfraud.settings import write_unsafe_opt_in
+from federation.settings import write_unsafe_opt_in
 from fedfraud.sites import prepare_demo_sites
 from fraud.generator import ensure_federation_data
 

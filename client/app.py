@@ -6,7 +6,7 @@ from flwr.app import Context
 from flwr.client import Client
 from flwr.clientapp import ClientApp
 
-from fedfraud.settings import RunSettings
+from federation.settings import RunSettings
 
 from .node import resolve_node
 from .secagg_mod import hardened_secagg_mod

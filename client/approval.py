@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedfraud.errors import InputError, PolicyViolation
+from core.errors import InputError, PolicyViolation
 
 #: File name of the approvals in an institution's site folder.
 APPROVALS_FILE = "approved-code.json"

@@ -37,8 +37,8 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from fedfraud.errors import CryptoError, ProtocolError
-from fedfraud.wire import CKKS_INITIAL_MODEL, update_digest
+from core.errors import CryptoError, ProtocolError
+from core.wire import CKKS_INITIAL_MODEL, update_digest
 from secagg import ckks
 from secagg import hardened as hc
 from secagg.masks import Words, add_mod, decode_sum, unflatten, unpack

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedfraud.datasets import SCHEMA_FILE, DataFormat, model_columns, spec_from_text
-from fedfraud.errors import ProtocolError
-from fedfraud.settings import RunSettings
+from fraud.datasets import SCHEMA_FILE, DataFormat, model_columns, spec_from_text
+from core.errors import ProtocolError
+from federation.settings import RunSettings
 
 from .node import InstitutionNode, require_file
 

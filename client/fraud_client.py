@@ -27,9 +27,9 @@ from flwr.client import NumPyClient
 from audit.canonical import canonical_dumps, strict_loads
 from audit.receipt import make_receipt
 from audit.witness import InstitutionWitness
-from fedfraud.errors import ProtocolError
-from fedfraud.settings import Aggregation, ModelKind, RunSettings
-from fedfraud.wire import Refusal, update_digest
+from core.errors import ProtocolError
+from federation.settings import Aggregation, ModelKind, RunSettings
+from core.wire import Refusal, update_digest
 from secagg.secure_sum import LOSS_SCALE, to_counts, to_fixed_point
 from fraud.features import load_arrays
 from fraud.metrics import SCORE_GRID_BINS, score_histograms

@@ -8,7 +8,7 @@ description of the rules. New rules go here (or into :mod:`policy.decide`,
 which this module calls), in one place.
 
 A refusal raises :class:`RoundRefused`, whose text carries a
-:class:`fedfraud.wire.Refusal` token so the server can log it.
+:class:`core.wire.Refusal` token so the server can log it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from audit.keys import load_private_key, load_public_key
-from fedfraud.errors import PolicyViolation
-from fedfraud.settings import UNSAFE_OPT_IN, Aggregation, RunSettings, check_unsafe_opt_in
-from fedfraud.wire import Refusal
+from core.errors import PolicyViolation
+from federation.settings import UNSAFE_OPT_IN, Aggregation, RunSettings, check_unsafe_opt_in
+from core.wire import Refusal
 from secagg.params import MAX_AUTO_WEIGHT
 from policy import Policy, PolicyRefusal, RoundInstructions, load_policy
 from policy.model import AggregationRequirement

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fedfraud.errors import InputError
+from core.errors import InputError
 
 LEDGER_VERSION = "fedfraud-ledger/1"
 

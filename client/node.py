@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedfraud.errors import ConfigError, InputError
-from fedfraud.settings import PARTNERS_DIR, RunSettings
+from core.errors import ConfigError, InputError
+from federation.settings import PARTNERS_DIR, RunSettings
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from client.approval import CodeNotApproved, check_approved, record_code_refusal
-from fedfraud.errors import ConfigError
+from core.errors import ConfigError
 
 #: Folder of the site in which the ``flwr-clientapp`` shim is written.
 SHIM_DIR = "bin"

@@ -14,7 +14,7 @@ from typing import Any
 
 from flwr.app import Context
 
-from fedfraud.errors import ProtocolError
+from core.errors import ProtocolError
 from secagg.protocol import STATE_RECORD, Stage
 
 

@@ -41,9 +41,9 @@ from flwr.common import Code, FitRes, Parameters, Status, ndarrays_to_parameters
 from flwr.compat.common import recorddict_compat as compat
 
 from audit.keys import load_private_key, load_public_key
-from fedfraud.errors import CryptoError, FedFraudError, ProtocolError
-from fedfraud.settings import Aggregation, RunSettings
-from fedfraud.wire import Refusal, update_digest
+from core.errors import CryptoError, FedFraudError, ProtocolError
+from federation.settings import Aggregation, RunSettings
+from core.wire import Refusal, update_digest
 from secagg import ckks
 from secagg import hardened as hc
 from secagg.masks import add_mod, encode_contribution, encode_integers, mask_stream, pack, shape_text

@@ -1,8 +1,11 @@
 """fedfraud: privacy-hardened federated fraud detection on Flower.
 
-This package holds the product's front door (the ``fedfraud`` command) and the
-few things every other package shares: the version and the error hierarchy.
-It imports nothing heavy at import time.
+This package is the operations layer: the ``fedfraud`` command, provisioning,
+the simulation and deployment launchers, status and comparison. It may import
+every other package; no other package imports it (``tests/test_layering.py``
+holds the contracts).
 """
 
-__version__ = "0.1.0"
+from core import __version__
+
+__all__ = ["__version__"]

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fedfraud.errors import ConfigError, FedFraudError
+from core.errors import ConfigError, FedFraudError
 
 app = typer.Typer(
     name="fedfraud",
@@ -202,7 +202,7 @@ def demo(
     ] = [],  # noqa: B006 - typer needs a literal default
 ) -> None:
     """Generate demo data if absent and train the institutions together with SecAgg+."""
-    from fedfraud.settings import RunSettings
+    from federation.settings import RunSettings
     from server.planning import checked_plan
     from fedfraud.simulation import (
         SimulationRequest,
@@ -487,7 +487,7 @@ def compare_command(
 
     try:
         if pdf:
-            from fedfraud.pdf import find_chromium
+            from audit.pdf import find_chromium
 
             find_chromium()
         with console.status("training local-only, pooled and GBT reference models..."):
@@ -495,7 +495,7 @@ def compare_command(
         console.print(f"comparison report: {report}")
         console.print(f"one page to send on: {report.parent / 'report.html'}")
         if pdf:
-            from fedfraud.pdf import html_to_pdf
+            from audit.pdf import html_to_pdf
 
             console.print(f"PDF: {html_to_pdf(report.parent / 'report.html', report.parent / 'report.pdf')}")
     except FedFraudError as exc:
@@ -540,7 +540,7 @@ def score_command(
     false negatives at the run's threshold. Exit 3 names the file (and column,
     and line) of any problem; the output is then not written.
     """
-    from fedfraud.scoring import CHUNK_ROWS, score_csv
+    from fraud.scoring import CHUNK_ROWS, score_csv
 
     def progress(done: int, total: int) -> None:
         if total > CHUNK_ROWS:

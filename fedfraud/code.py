@@ -23,7 +23,7 @@ from rich.console import Console
 
 from client.approval import approve, fab_digest, load_approvals
 from client.runner import flower_clientapp_on_path, supernode_env
-from fedfraud.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
 
 app = typer.Typer(
     help="Hash and approve the app bundles an institution's SuperNode may run.",

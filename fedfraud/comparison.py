@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedfraud.errors import InputError
+from core.errors import InputError
 from fraud.compare import ComparisonResult, ThresholdRule, add_model, run_comparison
 from fraud.features import FEATURE_COLUMNS, load_arrays
 from fraud.model import build_model
@@ -144,7 +144,7 @@ def build_comparison(
     if byo:
         # Bring-your-own data: every model sees the rows encoded with the
         # federation's agreed scaling (kept in the run's scoring file).
-        from fedfraud.scoring import load_scoring
+        from fraud.scoring import load_scoring
         from fraud.byo import encode, load_institution_csv
 
         scoring = load_scoring(run_dir)
@@ -171,7 +171,7 @@ def build_comparison(
             "better there than on test"
         )
     elif byo:
-        from fedfraud.datasets import spec_to_text
+        from fraud.datasets import spec_to_text
         from server.validation import ByoValidation, load_validation
 
         releases = load_validation(Path(config["server-dir"]), scoring.schema)

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from fedfraud.errors import InputError
+from core.errors import InputError
 
 app = typer.Typer(help="Check data files against a schema before any round.", no_args_is_help=True,
                   add_completion=False)

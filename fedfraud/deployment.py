@@ -48,7 +48,7 @@ import typer
 from rich.console import Console
 
 from fedfraud.code import release_folder
-from fedfraud.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
 from fedfraud.gateway import Endpoint, GatewayProcess, GatewaySettings
 from fedfraud.provision import Federation, InstitutionFiles, Layout, load_federation, run_app
 from fedfraud.simulation import (
@@ -682,7 +682,7 @@ def plan_run(
     import datetime as dt
     import secrets
 
-    from fedfraud.settings import RunSettings
+    from federation.settings import RunSettings
 
     run_name = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
     run_dir = (runs_dir / run_name).resolve()

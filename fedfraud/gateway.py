@@ -88,7 +88,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from fedfraud.errors import ConfigError, FedFraudError, InputError, ProtocolError
+from core.errors import ConfigError, FedFraudError, InputError, ProtocolError
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send

@@ -29,7 +29,7 @@ import typer
 from rich.console import Console
 
 from fedfraud.deployment import Deployment, check_own_data, load_provisioned, plan_run, report_run
-from fedfraud.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
 from fedfraud.simulation import RunFailed, pid_alive, terminate_raises
 
 #: The operator's state folder (relative to the working folder) by default.

@@ -60,7 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rich.console import Console
 from rich.markup import escape
 
-from fedfraud.errors import ConfigError, FedFraudError, InputError
+from core.errors import ConfigError, FedFraudError, InputError
 
 #: Version of the output layout, recorded in ``federation.json``.
 LAYOUT_VERSION = 1
@@ -322,7 +322,7 @@ class InstitutionFiles:
     @property
     def schema(self) -> Path:
         """The federation's schema (bring-your-own data), read by the institution's ClientApp."""
-        from fedfraud.datasets import SCHEMA_FILE
+        from fraud.datasets import SCHEMA_FILE
 
         return self.root / SCHEMA_FILE
 
@@ -653,7 +653,7 @@ def _schema_columns(federation: Federation) -> tuple[str, ...] | None:
     """
     if federation.schema is None:
         return None
-    from fedfraud.datasets import model_columns
+    from fraud.datasets import model_columns
     from fraud.byo import load_schema
 
     if not federation.schema.is_file():
@@ -739,7 +739,7 @@ def planned_files(
         if inst.policy is not None:
             paths += [files.policy, layout.server_policy(inst.id)]
         if federation.schema is not None:
-            from fedfraud.datasets import server_schema_file
+            from fraud.datasets import server_schema_file
 
             paths += [files.schema, server_schema_file(layout.server_dir, inst.id)]
     return paths
@@ -864,7 +864,7 @@ def provision(
             write_file(layout.server_policy(inst.id), policy, PUBLIC_MODE, force)
             written.append(Written(files.policy, f"{inst.id} policy (with its public key)"))
         if federation.schema is not None:
-            from fedfraud.datasets import server_schema_file
+            from fraud.datasets import server_schema_file
 
             schema_bytes = federation.schema.read_bytes()
             write_file(files.schema, schema_bytes, PUBLIC_MODE, force)

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fedfraud.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from fraud.byo import Schema

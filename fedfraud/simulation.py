@@ -37,7 +37,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from fedfraud.errors import ConfigError, FedFraudError
+from core.errors import ConfigError, FedFraudError
 
 CONNECTION_NAME = "fedfraud-sim"
 STARTUP_TIMEOUT = 60.0
@@ -74,7 +74,7 @@ def round_problems(run_dir: Path) -> list[str]:
     its evaluation released metrics; a boosted-tree round that grew nothing
     because early stopping ended the boosting counts as finished too.
     """
-    from fedfraud.wire import EARLY_STOPPING
+    from core.wire import EARLY_STOPPING
     from server.rundir import read_rounds
 
     problems: list[str] = []

@@ -35,9 +35,9 @@ from audit.keys import (
     save_private_key,
     save_public_key,
 )
-from fedfraud.datasets import SCHEMA_FILE, server_schema_file
-from fedfraud.errors import ConfigError, InputError
-from fedfraud.settings import PARTNERS_DIR
+from fraud.datasets import SCHEMA_FILE, server_schema_file
+from core.errors import ConfigError, InputError
+from federation.settings import PARTNERS_DIR
 
 TEMPLATE_INSTITUTION = "bank-a"
 
@@ -121,7 +121,7 @@ def prepare_demo_sites(
     """
     allowed = None
     if schema_file is not None:
-        from fedfraud.datasets import model_columns
+        from fraud.datasets import model_columns
         from fraud.byo import load_schema
 
         allowed = model_columns(load_schema(schema_file))

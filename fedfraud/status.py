@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedfraud.errors import InputError
+from core.errors import InputError
 from server.busy import LOCK_FILE
 
 

@@ -63,7 +63,7 @@ The CSV reader is strict: a file must have exactly the schema's columns
 (unknown columns and missing columns are both named), consistent row
 lengths, a binary label with the positive value present and both classes,
 and numbers (or missing markers) in numeric columns. Errors are
-:class:`~fedfraud.errors.InputError` naming the file, the column and, where
+:class:`~core.errors.InputError` naming the file, the column and, where
 one is at fault, the line of the file (1-based, the header is line 1) and
 the value.
 """
@@ -91,7 +91,7 @@ import numpy.typing as npt
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator, model_validator
 
-from fedfraud.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
 
 SCHEMA_FORMAT = "fedfraud-byo-schema/1"
 """Format marker every schema carries."""

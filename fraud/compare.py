@@ -41,7 +41,7 @@ import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 from torch import nn
 
-from fedfraud.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
 from fraud.metrics import (
     SCORE_GRID_BINS,
     Metrics,

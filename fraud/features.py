@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from fedfraud.errors import InputError
+from core.errors import InputError
 from fraud.constants import FEATURE_COLUMNS
 
 LABEL_COLUMN = "is_fraud"

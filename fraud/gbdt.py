@@ -40,7 +40,7 @@ from scipy.special import expit
 
 from fraud.gbdt_scorer import sigmoid
 
-from fedfraud.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
 
 #: Marker and version of a saved ensemble.
 GBDT_FORMAT = "fedfraud-gbdt/1"
@@ -512,7 +512,7 @@ class EarlyStopping:
             self.best_loss, self.best_trees = loss, trees
             return ""
         if trees - self.best_trees >= self.patience:
-            return (  # fedfraud.wire.EARLY_STOPPING starts it
+            return (  # core.wire.EARLY_STOPPING starts it
                 f"early stopping: the validation loss has not improved for {self.patience} trees "
                 f"(best {self.best_loss:.5f} after {self.best_trees} trees)"
             )

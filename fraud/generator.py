@@ -56,7 +56,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from fedfraud.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
 
 GENERATOR_VERSION = "fedfraud-synth/1.0"
 """Bumped whenever the same seed would give different data."""

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import numpy.typing as npt
 
-from fedfraud.errors import InputError
+from core.errors import InputError
 
 SCORE_GRID_BINS = 1000
 """Default number of histogram bins over [0, 1]."""

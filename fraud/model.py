@@ -10,7 +10,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from fedfraud.errors import ConfigError
+from core.errors import ConfigError
 
 
 class FraudMLP(nn.Module):

@@ -41,7 +41,7 @@ matplotlib.use("Agg")  # Headless; must precede pyplot.
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from fedfraud.errors import ConfigError, InputError  # noqa: E402
+from core.errors import ConfigError, InputError  # noqa: E402
 from fraud.compare import ComparisonResult  # noqa: E402
 from fraud.metrics import Metrics, curves_from_histograms  # noqa: E402
 from fraud.synth import SyntheticReport  # noqa: E402

@@ -63,7 +63,7 @@ import numpy.typing as npt
 import pandas as pd
 import torch
 
-from fedfraud.errors import ConfigError, InputError, PolicyViolation
+from core.errors import ConfigError, InputError, PolicyViolation
 from fraud.features import LABEL_COLUMN, RAW_COLUMNS
 
 RELEASE_FORMAT = "fedfraud-synthetic-release/1"

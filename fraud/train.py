@@ -12,7 +12,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from fedfraud.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
 from fraud.constants import MAX_PROX_MU
 
 MAX_POS_WEIGHT = 50.0

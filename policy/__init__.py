@@ -7,7 +7,7 @@ trail must keep. This package validates those files strictly
 plan (:func:`combine`, :class:`RunPlan`), and makes every institution-side
 decision (:func:`check_round`, :func:`release_metrics`).
 
-It imports only the standard library, pydantic and :mod:`fedfraud.errors`
+It imports only the standard library, pydantic and :mod:`core.errors`
 (the CLI in :mod:`policy.cli` also uses typer and rich); it never imports the
 server or the client.
 """

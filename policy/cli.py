@@ -3,11 +3,11 @@
 The product's ``fedfraud`` command mounts :data:`app` as ``fedfraud policy``.
 Readable text by default; ``--json`` prints one JSON document for machines.
 
-Exit codes (from :mod:`fedfraud.errors`): 0 success; 2 a file is not a valid
-policy (:class:`~fedfraud.errors.ConfigError`), or two files name the same
+Exit codes (from :mod:`core.errors`): 0 success; 2 a file is not a valid
+policy (:class:`~core.errors.ConfigError`), or two files name the same
 institution; 3 a file cannot be read or parsed
-(:class:`~fedfraud.errors.InputError`); 4 the policies conflict with each other
-or with the requested run (:class:`~fedfraud.errors.PolicyViolation`).
+(:class:`~core.errors.InputError`); 4 the policies conflict with each other
+or with the requested run (:class:`~core.errors.PolicyViolation`).
 Command-line usage errors are reported by typer/click with its own code 2.
 """
 
@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedfraud.errors import ConfigError, FedFraudError, InputError
+from core.errors import ConfigError, FedFraudError, InputError
 from policy.errors import PlanConflict, PolicyFileError
 from policy.load import load_policy
 from policy.model import AggregationMode, Policy

@@ -26,7 +26,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Final
 
-from fedfraud.errors import ProtocolError
+from core.errors import ProtocolError
 from policy._checks import field_type_problems
 from policy.errors import PolicyRefusal
 from policy.model import COUNT_METRICS, Metric, Policy
@@ -74,7 +74,7 @@ class RoundInstructions:
 
     Raises
     ------
-    fedfraud.errors.ProtocolError
+    core.errors.ProtocolError
         If a field has the wrong type (the instructions are malformed).
     """
 

@@ -1,16 +1,16 @@
 """Errors raised by the policy package.
 
-Both classes extend the product's one hierarchy in :mod:`fedfraud.errors`, so
+Both classes extend the product's one hierarchy in :mod:`core.errors`, so
 the CLI maps them to the exit codes declared there: an invalid policy file is a
-:class:`~fedfraud.errors.ConfigError` (exit 2) and a refusal is a
-:class:`~fedfraud.errors.PolicyViolation` (exit 4).
+:class:`~core.errors.ConfigError` (exit 2) and a refusal is a
+:class:`~core.errors.PolicyViolation` (exit 4).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedfraud.errors import ConfigError, PolicyViolation
+from core.errors import ConfigError, PolicyViolation
 
 
 @dataclass(frozen=True, slots=True)

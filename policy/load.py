@@ -15,8 +15,8 @@ in numbered steps, each failing closed with an error that names the file:
    would be read against the wrong schema;
 8. validate against :class:`~policy.model.Policy`, reporting every problem.
 
-Steps 1-6 raise :class:`fedfraud.errors.InputError`; steps 7-8 raise
-:class:`~policy.errors.PolicyFileError` (a :class:`fedfraud.errors.ConfigError`).
+Steps 1-6 raise :class:`core.errors.InputError`; steps 7-8 raise
+:class:`~policy.errors.PolicyFileError` (a :class:`core.errors.ConfigError`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ValidationError
 
-from fedfraud.errors import InputError
+from core.errors import InputError
 from policy.errors import FieldProblem, PolicyFileError
 from policy.model import SCHEMA_VERSION, Policy
 
@@ -65,7 +65,7 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
 
     Raises
     ------
-    fedfraud.errors.InputError
+    core.errors.InputError
         If the file cannot be read, is not a regular file, is larger than
         :data:`MAX_POLICY_BYTES`, is not UTF-8, is not TOML or is nested too deeply.
     PolicyFileError
@@ -92,7 +92,7 @@ def parse_policy(data: bytes, *, source: str = "<policy>") -> Policy:
 
     Raises
     ------
-    fedfraud.errors.InputError
+    core.errors.InputError
         For oversized, non-UTF-8, non-TOML or too deeply nested input.
     PolicyFileError
         If the TOML does not describe a valid policy.

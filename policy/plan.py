@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from fedfraud.errors import ConfigError
+from core.errors import ConfigError
 from policy._checks import field_type_problems
 from policy.decide import MetricsRelease, RoundInstructions, release_under
 from policy.errors import PlanConflict
@@ -66,7 +66,7 @@ class RunRequest:
 
     Raises
     ------
-    fedfraud.errors.ConfigError
+    core.errors.ConfigError
         If a field has the wrong type.
     """
 
@@ -493,7 +493,7 @@ def combine(policies: Iterable[Policy]) -> RunPlan:
 
     Raises
     ------
-    fedfraud.errors.ConfigError
+    core.errors.ConfigError
         If no policy is given, or two policies belong to the same institution
         (which one would apply is ambiguous).
     """

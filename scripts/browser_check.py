@@ -105,7 +105,7 @@ def _squeeze(text: str) -> str:
 
 def _check_kind(kind: Kind, out: Path) -> None:
     from audit.report_render import format_number
-    from fedfraud.pdf import screenshot
+    from audit.pdf import screenshot
 
     here = out / kind.name
     shutil.rmtree(here, ignore_errors=True)
@@ -192,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Comma-separated run kinds to check (default: %(default)s).")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()  # the runs work in a folder of their own; every path must hold there
-    from fedfraud.errors import ConfigError
-    from fedfraud.pdf import find_chromium
+    from core.errors import ConfigError
+    from audit.pdf import find_chromium
 
     try:
         browser = find_chromium()

@@ -63,7 +63,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from fedfraud.errors import ConfigError, CryptoError, ProtocolError
+from core.errors import ConfigError, CryptoError, ProtocolError
 
 from .masks import Words
 

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from fedfraud.errors import CryptoError, ProtocolError
+from core.errors import CryptoError, ProtocolError
 
 #: Version marker of every derivation in this module (domain separation).
 MASK_DOMAIN = b"fedfraud-secagg/1/mask"

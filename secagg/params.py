@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from fedfraud.errors import ConfigError, ProtocolError
+from core.errors import ConfigError, ProtocolError
 
 from .masks import LIMB_BITS
 

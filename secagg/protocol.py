@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from fedfraud.errors import ProtocolError
+from core.errors import ProtocolError
 
 #: Name of the ConfigRecord carrying the protocol's fields.
 RECORD = "fedfraud.secagg"

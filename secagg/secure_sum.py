@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from fedfraud.errors import ProtocolError
+from core.errors import ProtocolError
 
 from .masks import INTEGER_LIMIT
 

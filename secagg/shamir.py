@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 
-from fedfraud.errors import CryptoError
+from core.errors import CryptoError
 
 #: The field's prime (a Mersenne prime; 2**521 - 1 is prime, Lucas-Lehmer).
 PRIME = (1 << 521) - 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedfraud.settings import RunSettings
+from federation.settings import RunSettings
 
 from .busy import exclusive_run
 from .loop import run_federation

@@ -2,8 +2,8 @@
 
 Flower-free: the round loop hands over what it learned (the final model, the
 agreed feature spec, the round records, the policies, the closed audit log)
-and this module writes ``scoring.json`` (:mod:`fedfraud.scoring`) and
-``model_card.json`` / ``model_card.md`` (:mod:`fedfraud.model_card`).
+and this module writes ``scoring.json`` (:mod:`fraud.scoring`) and
+``model_card.json`` / ``model_card.md`` (:mod:`server.model_card`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from audit.run import RunAuditor
-from fedfraud import __version__
-from fedfraud.datasets import DataFormat, server_schema_file
-from fedfraud.model_card import (
+from core import __version__
+from fraud.datasets import DataFormat, server_schema_file
+from server.model_card import (
     MODEL_CARD_JSON,
     MODEL_CARD_MD,
     AuditFacts,
@@ -24,7 +24,7 @@ from fedfraud.model_card import (
     build_model_card,
     render_markdown,
 )
-from fedfraud.scoring import (
+from fraud.scoring import (
     SCORING_FILE,
     SCORING_FORMAT,
     GbdtModelRecord,
@@ -33,7 +33,7 @@ from fedfraud.scoring import (
     ThresholdRecord,
     model_record,
 )
-from fedfraud.settings import Aggregation, ModelKind, RunSettings
+from federation.settings import Aggregation, ModelKind, RunSettings
 from policy import Policy
 
 from .auditing import AUDIT_FILE

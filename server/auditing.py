@@ -21,9 +21,9 @@ from flwr.supercore import log
 
 from audit.canonical import canonical_dumps, strict_loads
 from audit.run import RunAuditor, config_hash
-from fedfraud import __version__
-from fedfraud.errors import FedFraudError
-from fedfraud.settings import RunSettings
+from core import __version__
+from core.errors import FedFraudError
+from federation.settings import RunSettings
 from policy import Policy
 
 from .secagg_workflow import witness_reply, witness_request

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fedfraud.errors import ConfigError
-from fedfraud.settings import RunSettings
+from core.errors import ConfigError
+from federation.settings import RunSettings
 
 LOCK_FILE = "run.lock"
 

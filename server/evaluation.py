@@ -26,7 +26,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 from flwr.serverapp import Grid
 
-from fedfraud.settings import RunSettings
+from federation.settings import RunSettings
 from fraud.metrics import SCORE_GRID_BINS
 from secagg.secure_sum import LOSS_SCALE, from_fixed_point, split
 

@@ -35,9 +35,9 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from audit.canonical import strict_loads
-from fedfraud.errors import FedFraudError, InputError
-from fedfraud.settings import RunSettings
-from fedfraud.wire import EARLY_STOPPING
+from core.errors import FedFraudError, InputError
+from federation.settings import RunSettings
+from core.wire import EARLY_STOPPING
 from fraud.gbdt import (
     FINE_BINS,
     EarlyStopping,

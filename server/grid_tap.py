@@ -4,7 +4,7 @@ Flower's SecAgg+ workflow keeps the errors of institutions that left a round
 to itself (and drops them when the round halts). Refusals matter for the
 audit trail, so the round loop hands the workflow this wrapper: it forwards
 every call to the real Grid unchanged and reads the refusal tokens in error
-replies on the way back (see :mod:`fedfraud.wire`). It also carries the
+replies on the way back (see :mod:`core.wire`). It also carries the
 roster (each institution's signing key) and the audit hook with which the
 secure-aggregation workflow records every node that took part.
 """
@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-from fedfraud.wire import Refusal, find_refusals
+from core.wire import Refusal, find_refusals
 
 
 #: Reply polling of :meth:`RefusalTap.send_and_receive`: first pull after

@@ -29,11 +29,11 @@ from flwr.supercore import log
 import numpy as np
 
 from audit.keys import load_private_key, public_key_from_b64
-from fedfraud import __version__
-from fedfraud.errors import ConfigError
-from fedfraud.datasets import DataFormat, server_schema
-from fedfraud.settings import Aggregation, ModelKind, RunSettings
-from fedfraud.wire import update_digest
+from core import __version__
+from core.errors import ConfigError
+from fraud.datasets import DataFormat, server_schema
+from federation.settings import Aggregation, ModelKind, RunSettings
+from core.wire import update_digest
 from fraud.features import FEATURE_COLUMNS
 from fraud.byo import feature_names
 from fraud.model import build_model, get_weights, initial_model_seed, max_abs_weight

@@ -12,9 +12,9 @@ import datetime as dt
 import math
 from typing import Any
 
-from fedfraud.datasets import DataFormat, model_columns, server_schema
-from fedfraud.errors import ConfigError
-from fedfraud.settings import UNSAFE_OPT_IN, Aggregation, RunSettings, check_unsafe_opt_in
+from fraud.datasets import DataFormat, model_columns, server_schema
+from core.errors import ConfigError
+from federation.settings import UNSAFE_OPT_IN, Aggregation, RunSettings, check_unsafe_opt_in
 from fraud.features import FEATURE_COLUMNS
 from policy import COUNT_METRICS as POLICY_COUNT_METRICS
 from policy import Policy, RunPlan, RunRequest, combine, load_policy

@@ -25,8 +25,8 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 import numpy as np
 
-from fedfraud.datasets import spec_to_text
-from fedfraud.settings import RunSettings
+from fraud.datasets import spec_to_text
+from federation.settings import RunSettings
 from secagg.secure_sum import STATS_SCALE, split_counts_and_totals
 
 from .evaluation import secure_round

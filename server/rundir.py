@@ -4,8 +4,8 @@
 ``rounds.jsonl`` (one JSON line per finished round, flushed and fsynced so a
 watcher can follow progress), ``model.pt`` and ``model.npz`` (the final global
 model), ``scoring.json`` (what ``fedfraud score`` needs to apply the model to
-new rows, :mod:`fedfraud.scoring`), ``model_card.json`` and ``model_card.md``
-(:mod:`fedfraud.model_card`) and ``summary.json`` (written last; its presence
+new rows, :mod:`fraud.scoring`), ``model_card.json`` and ``model_card.md``
+(:mod:`server.model_card`) and ``summary.json`` (written last; its presence
 means the run finished).
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from fedfraud.errors import ConfigError
+from core.errors import ConfigError
 
 ROUNDS_FILE = "rounds.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -114,7 +114,7 @@ def read_model(path: Path, names: Sequence[str], shapes: Sequence[tuple[int, ...
         If the file cannot be read, or its layers, shapes or values are not
         those of this run's model (the message names the file and the layer).
     """
-    from fedfraud.errors import InputError
+    from core.errors import InputError
 
     try:
         with np.load(path, allow_pickle=False) as archive:

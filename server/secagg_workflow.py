@@ -33,7 +33,7 @@ from flwr.serverapp import Grid
 from flwr.supercore import log
 
 from audit.canonical import canonical_dumps
-from fedfraud.errors import CryptoError, FedFraudError, ProtocolError
+from core.errors import CryptoError, FedFraudError, ProtocolError
 from secagg import hardened as hc
 from secagg import ckks
 from secagg.masks import (

@@ -39,9 +39,9 @@ from flwr.server.strategy import FedAvg
 from flwr.supercore import log
 
 from audit.canonical import strict_loads
-from fedfraud.errors import FedFraudError
-from fedfraud.settings import Aggregation, ModelKind, RunSettings
-from fedfraud.wire import CKKS_INITIAL_MODEL, EARLY_STOPPING, Refusal, update_digest
+from core.errors import FedFraudError
+from federation.settings import Aggregation, ModelKind, RunSettings
+from core.wire import CKKS_INITIAL_MODEL, EARLY_STOPPING, Refusal, update_digest
 from fraud.compare import ThresholdRule
 from fraud.metrics import metrics_from_histograms
 from policy import RunPlan

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedfraud.errors import InputError
+from core.errors import InputError
 from fraud.features import load_arrays
 from fraud.compare import ThresholdRule
 from fraud.metrics import (
@@ -112,7 +112,7 @@ class ByoValidation:
 
     def encoded(self, spec_text: str) -> ValidationSet:
         """The validation set in the model's features (the agreed spec)."""
-        from fedfraud.datasets import spec_from_text
+        from fraud.datasets import spec_from_text
         from fraud.byo import encode
 
         spec = spec_from_text(spec_text)

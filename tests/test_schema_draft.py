@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedfraud.cli import app
-from fedfraud.errors import InputError
+from core.errors import InputError
 from fedfraud.schema_draft import MAX_VOCABULARY, draft_schema
 from fraud.byo import check_institution_data, load_schema, schema_from_toml
 

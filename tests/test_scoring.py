@@ -23,13 +23,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedfraud.datasets import server_schema_file, spec_to_text
-from fedfraud.errors import InputError
-from fedfraud.model_card import AuditFacts, PolicyFacts, build_model_card, render_markdown
-from fedfraud.scoring import SCORING_FILE, load_scoring, score_csv
-from fedfraud.settings import RunSettings
+from fraud.datasets import server_schema_file, spec_to_text
+from core.errors import InputError
+from server.model_card import AuditFacts, PolicyFacts, build_model_card, render_markdown
+from fraud.scoring import SCORING_FILE, load_scoring, score_csv
+from federation.settings import RunSettings
 from fedfraud.simulation import default_run_config
-from fedfraud.wire import update_digest
+from core.wire import update_digest
 from fraud.byo import FeatureSpec, encode, load_institution_csv, load_schema, local_numeric_stats
 from fraud.features import FEATURE_COLUMNS, load_arrays
 from fraud.generator import default_profiles, generate_institution

@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from fedfraud.cli import app
-from fedfraud.settings import RunSettings
+from federation.settings import RunSettings
 from fedfraud.simulation import default_run_config
 from server.busy import exclusive_run
 

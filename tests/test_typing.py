@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("fedfraud", "server", "client", "secagg", "policy", "audit", "fraud")
+PACKAGES = ("core", "federation", "fedfraud", "server", "client", "secagg", "policy", "audit", "fraud")
 
 
 def test_packages_type_check(tmp_path: Path) -> None:

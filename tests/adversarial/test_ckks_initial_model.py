@@ -21,8 +21,8 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
 from client import ckks_mode
 from client.gate import RoundRefused
 from client.node import resolve_node
-from fedfraud.settings import RunSettings
-from fedfraud.wire import CKKS_INITIAL_MODEL
+from federation.settings import RunSettings
+from core.wire import CKKS_INITIAL_MODEL
 from secagg.protocol import Field
 from server.evaluation import EvaluationSums, SecureEvaluation
 

@@ -21,7 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from client.fraud_client import FraudClient
-from fedfraud.wire import find_refusals
+from core.wire import find_refusals
 from secagg import hardened as hc
 from secagg.protocol import Field, Stage
 

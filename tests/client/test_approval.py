@@ -18,7 +18,7 @@ from client.approval import (
 )
 from client.runner import flower_clientapp_on_path, supernode_env
 from fedfraud.code import bundle_bytes
-from fedfraud.errors import InputError
+from core.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 

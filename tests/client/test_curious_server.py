@@ -20,7 +20,7 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.task_identity import TaskIdentity
 
 from client.app import app
-from fedfraud.settings import UNSAFE_OPT_IN, write_unsafe_opt_in
+from federation.settings import UNSAFE_OPT_IN, write_unsafe_opt_in
 from fedfraud.simulation import default_run_config, project_dir
 from fedfraud.sites import prepare_demo_sites
 from fraud.features import FEATURE_COLUMNS

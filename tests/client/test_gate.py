@@ -10,7 +10,7 @@ import pytest
 from client.gate import Institution, RoundRefused, RoundView, check_round
 from client.node import InstitutionNode
 from client.secagg_adapter import ObservedSecAgg
-from fedfraud.settings import RunSettings
+from federation.settings import RunSettings
 from fedfraud.simulation import default_run_config, project_dir
 from fraud.features import FEATURE_COLUMNS
 from policy import load_policy

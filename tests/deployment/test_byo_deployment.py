@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from fedfraud.datasets import model_columns, server_schema_file
+from fraud.datasets import model_columns, server_schema_file
 from fedfraud.deployment import TASK_POLL_ENV
 from fedfraud.party import READY_MARK
 from fedfraud.provision import Layout, load_federation, provision

@@ -42,7 +42,7 @@ from fedfraud.deployment import (
     verify_command,
 )
 from fedfraud.simulation import free_port
-from fedfraud.errors import ConfigError
+from core.errors import ConfigError
 from fedfraud.provision import (
     PRIVATE_MODE,
     Federation,
@@ -645,7 +645,7 @@ def test_receipt_signed_with_a_key_the_operator_could_make_is_rejected(tmp_path:
 
 
 def test_registration_with_anything_private_is_refused(tmp_path: Path) -> None:
-    from fedfraud.errors import InputError
+    from core.errors import InputError
 
     federation = load_federation(_federation_file(tmp_path))
     site = tmp_path / "sites" / "bank-a"

@@ -35,7 +35,7 @@ from fedfraud.deployment import (
     Deployment,
     write_connection,
 )
-from fedfraud.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
 from fedfraud.gateway import (
     DEFAULT_MAX_BODY_BYTES,
     GATEWAY_ID,

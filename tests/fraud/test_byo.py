@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score
 
-from fedfraud.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
 from fraud.byo import (
     MISSING,
     OTHER,

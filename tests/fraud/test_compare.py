@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score
 
-from fedfraud.errors import ConfigError
+from core.errors import ConfigError
 from fraud.compare import (
     POOLED,
     POOLED_HGB,

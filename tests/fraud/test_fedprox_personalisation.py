@@ -10,8 +10,8 @@ import torch
 from sklearn.metrics import average_precision_score
 from torch import nn
 
-from fedfraud.errors import ConfigError, InputError
-from fedfraud.settings import RunSettings
+from core.errors import ConfigError, InputError
+from federation.settings import RunSettings
 from fedfraud.simulation import default_run_config
 from fraud.features import N_FEATURES, to_arrays
 from fraud.model import build_model, get_weights, set_weights

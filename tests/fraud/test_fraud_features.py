@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedfraud.errors import InputError
+from core.errors import InputError
 from fraud.features import FEATURE_COLUMNS, LABEL_COLUMN, feature_frame, to_arrays
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from scipy.stats import chisquare
 
-from fedfraud.errors import ConfigError
+from core.errors import ConfigError
 from fraud.features import FEATURE_COLUMNS, ID_COLUMNS, LABEL_COLUMN, RAW_COLUMNS, to_arrays
 from fraud.generator import (
     DEFAULT_INSTITUTIONS,
@@ -236,7 +236,7 @@ def test_failure_mid_write_keeps_previous_data_and_leaves_no_partial_files(tmp_p
         from pathlib import Path
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
-        from fedfraud.errors import ConfigError
+        from core.errors import ConfigError
         from fraud.generator import write_federation_data
         try:
             write_federation_data(Path({str(out)!r}), ["bank-a", "bank-b", "insurer-c"], 5_000, seed=2)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedfraud.errors import ConfigError
+from core.errors import ConfigError
 from fraud.features import LABEL_COLUMN, TYPOLOGY_COLUMN, to_arrays
 from fraud.generator import (
     DEFAULT_INSTITUTIONS,

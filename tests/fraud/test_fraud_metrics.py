@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedfraud.errors import InputError
+from core.errors import InputError
 from fraud.metrics import (
     SCORE_GRID_BINS,
     Metrics,

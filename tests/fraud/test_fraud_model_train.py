@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from fedfraud.errors import ConfigError
+from core.errors import ConfigError
 from fraud.features import N_FEATURES, to_arrays
 from fraud.generator import split_train_test
 from fraud.model import FraudMLP, build_model, get_weights, max_abs_weight, set_weights

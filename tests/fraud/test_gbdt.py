@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedfraud.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
 from fraud.gbdt import (
     FINE_BINS,
     FINE_HIGH,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fedfraud.errors import InputError
+from core.errors import InputError
 from fraud.compare import ComparisonResult, add_model
 from fraud.features import N_FEATURES
 from fraud.model import build_model

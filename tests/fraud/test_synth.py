@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedfraud.errors import ConfigError, InputError, PolicyViolation
+from core.errors import ConfigError, InputError, PolicyViolation
 from fraud.byo import builtin_schema, load_institution_csv, train_test_split
 from fraud.features import LABEL_COLUMN
 from fraud.generator import default_profiles, generate_institution, institution_seed, split_train_test

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from client.fraud_client import load_split, round_seed
-from fedfraud.settings import RunSettings
+from federation.settings import RunSettings
 from fedfraud.sites import prepare_demo_sites, release_validation_data
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
 from fraud.features import FEATURE_COLUMNS

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fedfraud.errors import ConfigError
-from fedfraud.settings import RunSettings
+from core.errors import ConfigError
+from federation.settings import RunSettings
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
 from fedfraud.sites import prepare_demo_sites, split_byo_demo
 from server.planning import checked_plan
@@ -162,7 +162,7 @@ def test_each_institution_brings_its_own_files_to_the_demo(tmp_path: Path) -> No
 def test_own_files_that_cannot_make_a_federation_are_refused(
     tmp_path: Path, entries: list[str], message: str
 ) -> None:
-    from fedfraud.errors import InputError
+    from core.errors import InputError
     from fedfraud.sites import place_own_sites
 
     folder = tmp_path / "folder"

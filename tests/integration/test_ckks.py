@@ -108,7 +108,7 @@ def test_ckks_audit_log_records_ciphertext_hashes_and_verifies(ckks_run: tuple[P
     assert sorted(ciphertexts["ciphertexts"]) == list(SURVIVORS)
     assert all(len(h) == 64 for hashes in ciphertexts["ciphertexts"].values() for h in hashes)
     summary = json.loads((run_dir / "summary.json").read_text())
-    from fedfraud.wire import update_digest
+    from core.wire import update_digest
 
     stored = sorted((run_dir.parent / "parties" / "sites" / "bank-a" / "state").glob("ckks-model-*.npz"))[0]
     with np.load(stored) as archive:

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from client.fraud_client import load_split
-from fedfraud.errors import ConfigError
-from fedfraud.settings import RunSettings
+from core.errors import ConfigError
+from federation.settings import RunSettings
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
 from fraud.gbdt import Ensemble, GbdtParams, train_pooled
 from policy import load_policy
@@ -132,7 +132,7 @@ def test_gbdt_model_is_usable_without_fedfraud_and_scores_reproduce_the_run(
 
 
 def test_byo_insurance_claims_grow_the_pooled_trees(tmp_path: Path) -> None:
-    from fedfraud.scoring import load_scoring
+    from fraud.scoring import load_scoring
     from fraud.byo import encode, load_institution_csv
 
     config, names = byo_config(tmp_path, rounds=1)

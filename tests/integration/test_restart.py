@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fedfraud.simulation import project_dir
-from fedfraud.wire import update_digest
+from core.wire import update_digest
 from fraud.features import FEATURE_COLUMNS
 from fraud.model import build_model
 from server.rundir import read_rounds

@@ -11,7 +11,7 @@ import pytest
 from client.fraud_client import load_split
 from fedfraud.comparison import write_comparison
 from fedfraud.simulation import RunFailed, require_measurements
-from fedfraud.settings import RunSettings
+from federation.settings import RunSettings
 from fraud.features import FEATURE_COLUMNS
 from fraud.metrics import exact_metrics
 from fraud.model import build_model, set_weights

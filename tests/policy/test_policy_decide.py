@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from fedfraud.errors import PolicyViolation, ProtocolError
+from core.errors import PolicyViolation, ProtocolError
 from policy import Policy, PolicyRefusal, RoundInstructions, check_round, release_metrics
 
 FEATURES = ("amount", "log_amount", "merchant_risk")

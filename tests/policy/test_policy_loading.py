@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fedfraud.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
 from policy import MAX_POLICY_BYTES, Policy, PolicyFileError, load_policy, parse_policy
 
 VECTORS = Path(__file__).resolve().parent / "vectors"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fedfraud.errors import ConfigError, PolicyViolation
+from core.errors import ConfigError, PolicyViolation
 from policy import AggregationMode, Metric, PlanConflict, Policy, Purpose, RunRequest, combine
 
 PARTNERS = {

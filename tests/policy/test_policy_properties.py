@@ -263,8 +263,8 @@ def test_hash_ignores_list_order(policies: list[Policy], rng: Any) -> None:
 
 def _production_settings(request: RunRequest, threshold: int) -> Any:
     """The run settings a real run of ``request`` has (both entry points build these)."""
-    from fedfraud.errors import ConfigError
-    from fedfraud.settings import RunSettings
+    from core.errors import ConfigError
+    from federation.settings import RunSettings
     from fedfraud.simulation import default_run_config
 
     config = default_run_config()

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from fedfraud.errors import ConfigError, CryptoError, ProtocolError
+from core.errors import ConfigError, CryptoError, ProtocolError
 from secagg import ckks
 from secagg.ckks import (
     DEFAULT_PARAMETERS,

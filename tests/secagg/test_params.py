@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedfraud.errors import ConfigError
+from core.errors import ConfigError
 from secagg_settings import BASE, masked_mean
 
 from secagg.params import (
@@ -99,7 +99,7 @@ def test_secagg_mean_is_within_derived_bound_of_fedavg(
 
 def test_threshold_bound_against_a_malicious_server() -> None:
     # Bonawitz et al. 2017: t > (n + n_C) / 2, and t > n_C.
-    from fedfraud.errors import ProtocolError
+    from core.errors import ProtocolError
     from secagg.params import check_threshold, minimum_threshold
 
     assert [minimum_threshold(n) for n in (2, 3, 4, 5, 10)] == [2, 2, 3, 3, 6]

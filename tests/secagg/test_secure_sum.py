@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedfraud.errors import ConfigError, CryptoError, ProtocolError
+from core.errors import ConfigError, CryptoError, ProtocolError
 from secagg_settings import BASE, masked_integer_sum
 
 from secagg.masks import INTEGER_LIMIT, decode_integer_sum, encode_integers

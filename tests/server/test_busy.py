@@ -16,15 +16,15 @@ from pathlib import Path
 import pytest
 from flwr.app import Context, RecordDict
 
-from fedfraud.errors import ConfigError
-from fedfraud.settings import RunSettings
+from core.errors import ConfigError
+from federation.settings import RunSettings
 from fedfraud.simulation import default_run_config
 from server import app as server_app
 from server.busy import LOCK_FILE, exclusive_run
 
 HOLDER = """
 import json, sys
-from fedfraud.settings import RunSettings
+from federation.settings import RunSettings
 from server.busy import exclusive_run
 settings = RunSettings.from_run_config(json.loads(sys.argv[1]))
 with exclusive_run(settings, 4242):

@@ -72,10 +72,10 @@ def test_refusal_without_a_policy_hash_reaches_the_audit_log(tmp_path: Path) -> 
     import json
 
     from audit.keys import load_private_key
-    from fedfraud.settings import RunSettings
+    from federation.settings import RunSettings
     from fedfraud.simulation import default_run_config
     from fedfraud.sites import prepare_demo_sites
-    from fedfraud.wire import Refusal
+    from core.wire import Refusal
     from flwr.common import ndarrays_to_parameters
     from server.auditing import ServerAudit
     from server.planning import checked_plan, load_server_policies, plan_record

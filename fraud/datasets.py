@@ -21,7 +21,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from fedfraud.errors import ConfigError, ProtocolError
+from core.errors import ConfigError, ProtocolError
 
 SCHEMA_FILE = "schema.toml"
 

@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
 
 __all__ = ["CHROMIUM_ENV", "find_chromium", "html_to_pdf", "screenshot"]
 

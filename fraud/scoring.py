@@ -38,8 +38,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from fedfraud.datasets import DataFormat, spec_from_text
-from fedfraud.errors import ConfigError, InputError, ProtocolError
+from fraud.datasets import DataFormat, spec_from_text
+from core.errors import ConfigError, InputError, ProtocolError
 
 SCORING_FILE = "scoring.json"
 """The scoring file's name in a run directory."""
@@ -51,7 +51,7 @@ ARCHITECTURE: Final = "fraud-mlp/1"
 """The model family of :class:`fraud.model.FraudMLP` (hidden widths in the file)."""
 
 MODEL_DIGEST: Final = "sha256 fedfraud/update/v1"
-"""How the model hash is computed (:func:`fedfraud.wire.update_digest`)."""
+"""How the model hash is computed (:func:`core.wire.update_digest`)."""
 
 CHUNK_ROWS = 50_000
 """Rows parsed, encoded and scored at a time."""
@@ -301,7 +301,7 @@ def load_model_arrays(run: ScoringRun, model_path: Path | None = None) -> list[n
         If there is no model file, it cannot be read, its arrays do not fit
         the layout, or its hash is not the run's final model's.
     """
-    from fedfraud.wire import update_digest
+    from core.wire import update_digest
 
     record = run.file.model
     if isinstance(record, GbdtModelRecord):

@@ -14,8 +14,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from fedfraud.datasets import DataFormat
-from fedfraud.errors import ConfigError
+from fraud.datasets import DataFormat
+from core.errors import ConfigError
 from secagg.params import SecAggSettings
 
 

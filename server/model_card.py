@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from fedfraud.scoring import SCORING_FILE, ScoringFile
-from fedfraud.settings import RunSettings
+from fraud.scoring import SCORING_FILE, ScoringFile
+from federation.settings import RunSettings
 
 MODEL_CARD_FORMAT = "fedfraud-model-card/1"
 """Format marker of ``model_card.json``."""
