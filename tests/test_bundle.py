@@ -11,7 +11,7 @@ from pathlib import Path
 from fedfraud.code import bundle_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCT = ("audit/", "client/", "fedfraud/", "fraud/", "policy/", "secagg/", "server/")
+PRODUCT = ("audit/", "client/", "core/", "federation/", "fedfraud/", "fraud/", "policy/", "secagg/", "server/")
 
 
 def bundle_names(folder: Path) -> list[str]:
