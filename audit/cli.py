@@ -39,7 +39,6 @@ from .report import build_compliance_report, render_html, render_markdown
 from .report_render import format_number, visible
 from .summary import summarize_log, summarize_log_data
 from .verify import (
-    EXIT_UNREADABLE_INPUT,
     VerificationReport,
     Verdict,
     read_regular_file,
@@ -205,7 +204,7 @@ def _exit_for_usage_error(exc: AuditUsageError) -> typer.Exit:
 
 def _exit_for_input_error(exc: InputError) -> typer.Exit:
     _console(stderr=True).print(f"[red]error:[/red] {_safe(exc)}", highlight=False)
-    return typer.Exit(EXIT_UNREADABLE_INPUT)
+    return typer.Exit(exc.exit_code)
 
 
 @app.command("verify", help="Verify LOG against trusted keys; print every check and one verdict. " + _EXIT_HELP)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from core.errors import AuditError, InputError
+from core.errors import AuditError, InputError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover - import only for type checkers
     from .verdict import VerificationReport
@@ -82,10 +82,10 @@ class WitnessRefusal(AuditError):
     """An institution refused to countersign a checkpoint (rollback, fork, bad proof)."""
 
 
-class AuditUsageError(AuditError):
+class AuditUsageError(AuditError, UsageError):
     """The verifier was given inputs that do not belong together (e.g. another run's log)."""
 
-    exit_code = 2
+    exit_code = UsageError.exit_code
 
 
 class AuditVerificationError(AuditError):

@@ -23,7 +23,6 @@ from .errors import (
 )
 
 __all__ = [
-    "EXIT_UNREADABLE_INPUT",
     "VERDICT_ERRORS",
     "Verdict",
     "Check",
@@ -31,9 +30,6 @@ __all__ = [
     "RoundSummary",
     "VerificationReport",
 ]
-
-#: Exit code for a log, key or policy file that cannot be read (``InputError``).
-EXIT_UNREADABLE_INPUT = 3
 
 
 class Verdict(str, Enum):

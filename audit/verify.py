@@ -121,7 +121,6 @@ from .lines import MAX_LOG_BYTES, Line, read_regular_file
 from .record import decode_record
 from .signatures import available_cpus, run_with_signature_pool
 from .verdict import (
-    EXIT_UNREADABLE_INPUT,
     VERDICT_ERRORS,
     Check,
     Checks,
@@ -137,7 +136,6 @@ from .verify_policy import check_policies
 
 __all__ = [
     "Verdict",
-    "EXIT_UNREADABLE_INPUT",
     "MAX_LOG_BYTES",
     "PARALLEL_MIN_RECORDS",
     "Check",

@@ -630,25 +630,7 @@ _mount_subcommands()
 
 
 def main() -> None:
-    """Entry point: run the app, turning product errors into clean exits."""
-    try:
-        code = app(standalone_mode=False)
-    except FedFraudError as exc:
-        # The message is text, not markup: brackets in it are shown as they are.
-        err_console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
-        raise SystemExit(exc.exit_code) from None
-    except typer.Abort:
-        err_console.print("aborted")
-        raise SystemExit(130) from None
-    except Exception as exc:  # click usage errors
-        import click
+    """Entry point: run the app, turning product errors into clean exits (:mod:`fedfraud.exits`)."""
+    from fedfraud.exits import run_app
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        if isinstance(exc, click.exceptions.Exit):
-            raise SystemExit(exc.exit_code) from None
-        raise
-    # In non-standalone mode click returns the exit code of typer.Exit.
-    if isinstance(code, int) and code != 0:
-        raise SystemExit(code)
+    run_app(app)

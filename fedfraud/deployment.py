@@ -50,7 +50,8 @@ from rich.console import Console
 from fedfraud.code import release_folder
 from core.errors import ConfigError, InputError
 from fedfraud.gateway import Endpoint, GatewayProcess, GatewaySettings
-from fedfraud.provision import Federation, InstitutionFiles, Layout, load_federation, run_app
+from fedfraud.exits import run_app
+from fedfraud.provision import Federation, InstitutionFiles, Layout, load_federation
 from fedfraud.simulation import (
     RunFailed,
     descendants,
@@ -759,11 +760,7 @@ def _ensure(path: Path) -> Path:
 
 def main() -> None:
     """Entry point for ``python -m fedfraud.deployment``."""
-    try:
-        run_app(app)
-    except KeyboardInterrupt:
-        Console(stderr=True, emoji=False, soft_wrap=True).print("stopped; every Flower process was shut down")
-        raise SystemExit(130) from None
+    run_app(app, interrupted="stopped; every Flower process was shut down")
 
 
 if __name__ == "__main__":

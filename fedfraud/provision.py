@@ -1120,28 +1120,10 @@ def show_command(
 
 
 def main() -> None:
-    """Entry point for ``python -m fedfraud.provision`` (until mounted as ``fedfraud provision``)."""
+    """Entry point for ``python -m fedfraud.provision`` (the same as ``fedfraud provision``)."""
+    from fedfraud.exits import run_app
+
     run_app(app)
-
-
-def run_app(typer_app: typer.Typer) -> None:
-    """Run a typer app, turning product errors into clean exits with their codes."""
-    import click
-
-    err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False, markup=False)
-    try:
-        typer_app(standalone_mode=False)
-    except FedFraudError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", markup=True)
-        raise SystemExit(exc.exit_code) from None
-    except click.exceptions.Abort:
-        err.print("aborted")
-        raise SystemExit(130) from None
-    except click.exceptions.ClickException as exc:
-        exc.show()
-        raise SystemExit(exc.exit_code) from None
-    except click.exceptions.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from core.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError, UsageError
 
 if TYPE_CHECKING:
     from fraud.byo import Schema
@@ -675,7 +675,7 @@ def write_draft(text: str, out: Path, force: bool) -> Path:
         If the file cannot be written.
     """
     if not force and (out.exists() or out.is_symlink()):
-        raise ConfigError(f"{out} exists; pass --force to replace it")
+        raise UsageError(f"{out} exists; pass --force to replace it")
     try:
         fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     except OSError as exc:
@@ -690,7 +690,7 @@ def write_draft(text: str, out: Path, force: bool) -> Path:
         else:
             os.link(tmp, out)  # fails if out appeared meanwhile
     except FileExistsError:
-        raise ConfigError(f"{out} exists; pass --force to replace it") from None
+        raise UsageError(f"{out} exists; pass --force to replace it") from None
     except OSError as exc:
         raise InputError(f"{out}: cannot write: {exc.strerror}") from exc
     finally:
@@ -751,7 +751,7 @@ def draft_command(
     written); exit 2: --out exists (pass --force).
     """
     if out is not None and not force and (out.exists() or out.is_symlink()):
-        raise ConfigError(f"{out} exists; pass --force to replace it")
+        raise UsageError(f"{out} exists; pass --force to replace it")
     draft = draft_schema(csv_file, label, sample_rows)
     # The TOML alone goes to standard output; notes go to standard error then.
     note = typer.echo if out is not None else (lambda text: typer.echo(text, err=True))

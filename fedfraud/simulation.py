@@ -37,16 +37,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from core.errors import ConfigError, FedFraudError
+from core.errors import ConfigError, RunFailed
 
 CONNECTION_NAME = "fedfraud-sim"
 STARTUP_TIMEOUT = 60.0
-
-
-class RunFailed(FedFraudError):
-    """The federation ran but did not finish; the message says where to look."""
-
-    exit_code = 8
 
 
 def require_measurements(run_dir: Path) -> None:

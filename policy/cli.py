@@ -3,12 +3,12 @@
 The product's ``fedfraud`` command mounts :data:`app` as ``fedfraud policy``.
 Readable text by default; ``--json`` prints one JSON document for machines.
 
-Exit codes (from :mod:`core.errors`): 0 success; 2 a file is not a valid
-policy (:class:`~core.errors.ConfigError`), or two files name the same
-institution; 3 a file cannot be read or parsed
+Exit codes (the table in :mod:`core.errors`): 0 success; 2 a command-line
+usage error; 3 a file cannot be read or parsed
 (:class:`~core.errors.InputError`); 4 the policies conflict with each other
-or with the requested run (:class:`~core.errors.PolicyViolation`).
-Command-line usage errors are reported by typer/click with its own code 2.
+or with the requested run (:class:`~core.errors.PolicyViolation`); 9 a file is
+not a valid policy (:class:`~core.errors.ConfigError`), or two files name the
+same institution.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from policy.plan import RunPlan, RunRequest, combine
 __all__ = ["app"]
 
 _EXIT_CODES_HELP = (
-    "Exit codes: 0 ok; 2 invalid policy (or duplicate institution); "
-    "3 unreadable or malformed file; 4 policies conflict with each other or with the run."
+    "Exit codes: 0 ok; 2 usage error; 3 unreadable or malformed file; "
+    "4 policies conflict with each other or with the run; 9 invalid policy (or duplicate institution)."
 )
 
 app = typer.Typer(

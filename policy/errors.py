@@ -2,7 +2,7 @@
 
 Both classes extend the product's one hierarchy in :mod:`core.errors`, so
 the CLI maps them to the exit codes declared there: an invalid policy file is a
-:class:`~core.errors.ConfigError` (exit 2) and a refusal is a
+:class:`~core.errors.ConfigError` (exit 9) and a refusal is a
 :class:`~core.errors.PolicyViolation` (exit 4).
 """
 

@@ -24,7 +24,7 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
 
 def test_bad_secagg_setting_is_refused_before_anything_starts(tmp_path: Path) -> None:
     result = fedfraud("demo", "--set", "reconstruction-threshold=3", cwd=tmp_path)
-    assert result.returncode == 2  # ConfigError
+    assert result.returncode == 9  # ConfigError
     assert "reconstruction-threshold" in result.stderr
     assert not (tmp_path / "runs").exists()  # nothing half written
     assert not (tmp_path / "data").exists()
@@ -33,13 +33,13 @@ def test_bad_secagg_setting_is_refused_before_anything_starts(tmp_path: Path) ->
 
 def test_unknown_run_config_key_is_named(tmp_path: Path) -> None:
     result = fedfraud("demo", "--set", "local-epoch=3", cwd=tmp_path)
-    assert result.returncode == 2
+    assert result.returncode == 9
     assert "local-epoch" in result.stderr
 
 
 def test_unknown_heterogeneity_is_refused_before_anything_starts(tmp_path: Path) -> None:
     result = fedfraud("demo", "--heterogeneity", "extreme", cwd=tmp_path)
-    assert result.returncode == 2
+    assert result.returncode == 9
     assert "--heterogeneity must be one of standard, high, got 'extreme'" in result.stderr
     assert not any(tmp_path.iterdir())  # nothing half written
 
@@ -54,7 +54,7 @@ def test_byo_without_schema_is_a_clear_error(tmp_path: Path) -> None:
     csv = tmp_path / "claims.csv"
     csv.write_text("a,b\n1,2\n")
     result = fedfraud("demo", "--byo-csv", str(csv), cwd=tmp_path)
-    assert result.returncode == 2
+    assert result.returncode == 9
     assert "--schema" in result.stderr
 
 
@@ -69,7 +69,7 @@ def test_error_messages_keep_their_brackets_and_help_is_not_cut_in_a_pipe() -> N
         [sys.executable, "-m", "fedfraud", "demo", "--set", "nope=1"],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )
-    assert error.returncode == 2
+    assert error.returncode == 9
     assert "[tool.flwr.app.config]" in error.stderr
     helptext = subprocess.run(
         [sys.executable, "-m", "fedfraud", "demo", "--help"],
@@ -103,7 +103,7 @@ def test_fixed_max_weight_below_an_institutions_rows_is_refused_before_flower(tm
         "--split-by", "policy_state", "--schema", str(root / "fraud/schemas/insurance_claims.toml"),
         "--set", "max-weight=100", cwd=tmp_path,
     )
-    assert result.returncode == 2
+    assert result.returncode == 9
     assert "max-weight 100 is below the training rows of il (237), in (217), oh (247)" in result.stderr
     assert "max-weight=0" in result.stderr
     assert not (tmp_path / "runs").exists()
@@ -111,7 +111,7 @@ def test_fixed_max_weight_below_an_institutions_rows_is_refused_before_flower(tm
 
 def test_site_and_byo_csv_together_are_refused(tmp_path: Path) -> None:
     result = fedfraud("demo", "--byo-csv", "x.csv", "--site", "a=b", "--schema", "s.toml", cwd=tmp_path)
-    assert result.returncode == 2
+    assert result.returncode == 9
     assert "not both" in result.stderr
 
 
@@ -136,7 +136,7 @@ def test_generate_high_heterogeneity_spans_the_fraud_rates(tmp_path: Path) -> No
     rates = {name: item["fraud_rate"] for name, item in json.loads(result.stdout).items()}
     assert rates == {"bank-a": 0.005, "bank-b": 0.05, "insurer-c": 0.1}
     refused = fedfraud("generate", "--out", str(tmp_path / "other"), "--heterogeneity", "extreme", cwd=tmp_path)
-    assert refused.returncode == 2
+    assert refused.returncode == 9
     assert "heterogeneity must be one of standard, high" in refused.stderr
     assert not (tmp_path / "other").exists()
 

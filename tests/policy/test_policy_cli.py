@@ -45,10 +45,10 @@ def test_check_valid_files_exits_zero(runner: CliRunner, examples: dict[str, Pat
         assert load_policy(path).policy_hash in result.output
 
 
-def test_check_prints_every_error_and_exits_2(runner: CliRunner, broken: Path) -> None:
+def test_check_prints_every_error_and_exits_9(runner: CliRunner, broken: Path) -> None:
     result = runner.invoke(app, ["check", str(broken)])
 
-    assert result.exit_code == 2
+    assert result.exit_code == 9
     lines = result.output.splitlines()
     for field in (
         "protection.max_rounds",
@@ -89,19 +89,19 @@ def test_check_names_the_expected_field_of_every_invalid_vector(
 
     result = runner.invoke(app, ["check", str(path)])
 
-    assert result.exit_code in (2, 3)
+    assert result.exit_code in (9, 3)
     assert field in result.output
 
 
 def test_check_json(runner: CliRunner, broken: Path, examples: dict[str, Path]) -> None:
     result = runner.invoke(app, ["check", "--json", str(examples["bank-b"]), str(broken)])
 
-    assert result.exit_code == 2
+    assert result.exit_code == 9
     report = json.loads(result.stdout)
     assert report[0]["valid"] is True
     assert report[0]["policy_hash"] == load_policy(examples["bank-b"]).policy_hash
     assert report[1]["valid"] is False
-    assert report[1]["exit_code"] == 2
+    assert report[1]["exit_code"] == 9
     assert {p["field"] for p in report[1]["problems"]} >= {"audit.retention_days"}
 
 
@@ -129,10 +129,10 @@ def test_show_json_round_trips_to_the_hash(runner: CliRunner, examples: dict[str
     assert document["policy"] == policy.canonical_document()
 
 
-def test_show_invalid_file_exits_2(runner: CliRunner, broken: Path) -> None:
+def test_show_invalid_file_exits_9(runner: CliRunner, broken: Path) -> None:
     result = runner.invoke(app, ["show", str(broken)])
 
-    assert result.exit_code == 2
+    assert result.exit_code == 9
     assert f"error: {broken}: audit.retention_days" in result.output
 
 
@@ -240,14 +240,14 @@ def test_plan_outside_the_validity_window_exits_4(
     assert "bank-a: identity.valid_until: the policy expired" in result.output
 
 
-def test_plan_with_two_policies_for_one_institution_exits_2(
+def test_plan_with_two_policies_for_one_institution_exits_9(
     runner: CliRunner, examples: dict[str, Path]
 ) -> None:
     result = runner.invoke(
         app, ["plan", str(examples["insurer-c"]), str(examples["insurer-c-strict"])]
     )
 
-    assert result.exit_code == 2
+    assert result.exit_code == 9
     assert "more than one policy for institution(s): insurer-c" in result.output
 
 
@@ -256,7 +256,7 @@ def test_plan_with_an_invalid_file_exits_with_its_code(
 ) -> None:
     result = runner.invoke(app, ["plan", str(examples["bank-a"]), str(broken)])
 
-    assert result.exit_code == 2
+    assert result.exit_code == 9
     assert f"error: {broken}: protection.max_rounds" in result.output
 
 

@@ -59,7 +59,7 @@ def test_invalid_vector_fails_naming_the_field(path: Path) -> None:
     if isinstance(error, PolicyFileError):
         assert field in [problem.field for problem in error.problems], str(error)
         assert isinstance(error, ConfigError)
-        assert error.exit_code == 2
+        assert error.exit_code == 9
         for problem in error.problems:
             assert problem.file == str(path)
             assert "\n" not in problem.reason
