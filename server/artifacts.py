@@ -13,7 +13,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from audit.run import RunAuditor
 from core import __version__
 from fraud.datasets import DataFormat, server_schema_file
 from server.model_card import (
@@ -36,7 +35,6 @@ from fraud.scoring import (
 from federation.settings import Aggregation, ModelKind, RunSettings
 from policy import Policy
 
-from .auditing import AUDIT_FILE
 from .rundir import GBDT_FILE, GBDT_SCORER_FILE, WEIGHTS_FILE, RunDirectory
 
 
@@ -120,20 +118,6 @@ def scoring_file(
             if settings.model is ModelKind.GBDT
             else model_record(model, final_hash, file, held_by)
         ),
-    )
-
-
-def audit_facts(settings: RunSettings, auditor: RunAuditor, witnessed_by: Sequence[str]) -> AuditFacts:
-    """The closed audit log's head, Merkle root and size."""
-    writer = auditor.writer
-    records = writer.records
-    return AuditFacts(
-        log=str(settings.run_dir / AUDIT_FILE),
-        log_id=auditor.log_id.to_dict(),
-        records=writer.size,
-        head_hash=records[-1].hash if records else "",
-        merkle_root=writer.tree_root(),
-        final_checkpoint_witnessed_by=list(witnessed_by),
     )
 
 

@@ -26,6 +26,7 @@ from core.errors import FedFraudError
 from federation.settings import RunSettings
 from policy import Policy
 
+from .model_card import AuditFacts
 from .secagg_workflow import witness_reply, witness_request
 
 AUDIT_FILE = "audit.jsonl"
@@ -115,6 +116,47 @@ class ServerAudit:
     ) -> None:
         """Close the open round: survivors, model hash and the released metrics."""
         self.auditor.round_closed(server_round, surviving_cohort, model_hash, metrics)
+
+    def participants(self, binding: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]) -> None:
+        """Record every node that answered a secure round's first stage, with its signed key."""
+        self.auditor.participants(binding, nodes)
+
+    def gbdt_bins(self, server_round: int, bins: Sequence[int], contributors: Sequence[str]) -> None:
+        """Record a gbdt run's bin agreement: bins per column and who was summed."""
+        self.auditor.gbdt_bins(server_round, bins, contributors)
+
+    def gbdt_sum(
+        self, server_round: int, task: str, shape: Sequence[int], sum_sha256: str, receipts: Sequence[dict[str, Any]]
+    ) -> None:
+        """Record one histogram sum: its task, shape, hash of the totals and the contributors' receipts."""
+        self.auditor.gbdt_sum(server_round, task, shape, sum_sha256, receipts)
+
+    def gbdt_tree(
+        self, server_round: int, index: int, tree_hash: str, nodes: int, smallest: int, floor: int
+    ) -> None:
+        """Record a grown tree: its index, hash, size and smallest node's rows."""
+        self.auditor.gbdt_tree(server_round, index, tree_hash, nodes, smallest, floor)
+
+    def close(self, final_model_hash: str) -> None:
+        """Write the closing record of a completed run (witnessed next, then :meth:`close_file`)."""
+        self.auditor.close("completed", final_model_hash)
+
+    def close_file(self) -> None:
+        """Flush and close the log file."""
+        self.auditor.close_file()
+
+    def facts(self, witnessed_by: Sequence[str]) -> AuditFacts:
+        """The closed log's path, id, size, head hash and Merkle root, for the model card."""
+        writer = self.auditor.writer
+        records = writer.records
+        return AuditFacts(
+            log=str(writer.path),
+            log_id=self.auditor.log_id.to_dict(),
+            records=writer.size,
+            head_hash=records[-1].hash if records else "",
+            merkle_root=writer.tree_root(),
+            final_checkpoint_witnessed_by=list(witnessed_by),
+        )
 
     def witness(self, grid: Grid, node_ids: Iterable[int], server_round: int) -> list[str]:
         """Checkpoint the log and collect every institution's countersignature.

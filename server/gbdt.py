@@ -171,7 +171,7 @@ class GbdtFit:
         self.total_rows, positives = int(total[-2]), int(total[-1])
         edges = edges_from_counts(counts, self.params.max_bins)
         self.ensemble = Ensemble(self.features, edges, base_score(positives, self.total_rows), self.params)
-        self.strategy.audit.auditor.gbdt_bins(
+        self.strategy.audit.gbdt_bins(
             current_round(context), [len(cuts) + 1 for cuts in edges], institutions
         )
 
@@ -201,7 +201,7 @@ class GbdtFit:
                 cohort = institutions
                 shape = (len(summed_nodes(tree)), len(ensemble.edges), self.params.max_bins)
                 sums, parents = level_sums(tree, total, parents, len(ensemble.edges), self.params.max_bins)
-                self.strategy.audit.auditor.gbdt_sum(
+                self.strategy.audit.gbdt_sum(
                     server_round, task, list(shape),
                     hashlib.sha256(np.asarray(total, dtype="<i8").tobytes()).hexdigest(),
                     [strict_loads(r) for r in receipts],
@@ -211,7 +211,7 @@ class GbdtFit:
         finally:
             ensemble.growing = None
         ensemble.trees.append(tree)
-        self.strategy.audit.auditor.gbdt_tree(
+        self.strategy.audit.gbdt_tree(
             server_round, len(ensemble.trees) - 1, tree.digest(), len(tree.feature),
             min(tree.rows), self.params.min_child_rows,
         )

@@ -38,7 +38,7 @@ from fraud.features import FEATURE_COLUMNS
 from fraud.byo import feature_names
 from fraud.model import build_model, get_weights, initial_model_seed, max_abs_weight
 
-from .artifacts import audit_facts, scoring_file, write_run_artifacts
+from .artifacts import scoring_file, write_run_artifacts
 from .auditing import ServerAudit
 from .evaluation import SecureEvaluation
 from .grid_tap import RefusalTap
@@ -117,7 +117,7 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
     # (the institutions' signing keys, as in the genesis); each round's nodes
     # are recorded in the audit log with their signed key advertisements.
     roster = {p.institution_id: public_key_from_b64(p.identity.public_key) for p in policies}
-    tapped = RefusalTap(grid, roster, audit.auditor.participants)
+    tapped = RefusalTap(grid, roster, audit.participants)
     tapped.model_recipients = frozenset(plan.model_recipients)
     strategy = FraudFedAvg(
         settings,
@@ -157,9 +157,9 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
     else:
         run_dir.write_model(strategy.latest, layer_names)
         final_hash = update_digest(strategy.latest)
-    audit.auditor.close("completed", final_hash)
+    audit.close(final_hash)
     final_witnesses = strategy.witness(settings.num_rounds)
-    audit.auditor.close_file()
+    audit.close_file()
     rounds = [_round_record(strategy.rounds[r]) for r in sorted(strategy.rounds)]
     seconds = time.monotonic() - started
 
@@ -175,7 +175,7 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
         rounds,
         policies,
         plan.plan_hash,
-        audit_facts(settings, audit.auditor, final_witnesses),
+        audit.facts(final_witnesses),
         seconds,
     )
     summary = {

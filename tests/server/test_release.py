@@ -105,7 +105,7 @@ def test_refusal_without_a_policy_hash_reaches_the_audit_log(tmp_path: Path) -> 
     )
     audit.round_opened(1, {"server-round": 1}, names, settings.secagg.as_record())
     strategy.close_round(1, None)
-    audit.auditor.close_file()
+    audit.close_file()
     records = [json.loads(line)["record"] for line in (settings.run_dir / "audit.jsonl").read_text().splitlines()]
     dropouts = [r["body"] for r in records if r["kind"] == "dropout"]
     assert any(
