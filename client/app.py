@@ -6,10 +6,8 @@ from flwr.app import Context
 from flwr.client import Client
 from flwr.clientapp import ClientApp
 
-from federation.settings import RunSettings
-
-from .node import resolve_node
 from .secagg_mod import hardened_secagg_mod
+from .session import institution_node, run_settings
 
 
 def client_fn(context: Context) -> Client:
@@ -19,8 +17,8 @@ def client_fn(context: Context) -> Client:
     # (handled by the mod, before this runs) need no torch or pandas.
     from .fraud_client import FraudClient
 
-    settings = RunSettings.from_run_config(context.run_config)
-    node = resolve_node(context.node_config, settings)
+    settings = run_settings(context)
+    node = institution_node(context, settings)
     return FraudClient(context, settings, node).to_client()
 
 

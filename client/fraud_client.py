@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,6 @@ from core.errors import ProtocolError
 from federation.settings import Aggregation, ModelKind, RunSettings
 from core.wire import Refusal, update_digest
 from secagg.secure_sum import LOSS_SCALE, to_counts, to_fixed_point
-from fraud.features import load_arrays
 from fraud.metrics import SCORE_GRID_BINS, score_histograms
 from fraud.model import build_model, get_weights, set_weights
 from fraud.train import TrainConfig, evaluate_loss, predict_scores, train_local
@@ -59,11 +57,6 @@ def _margin_cache() -> Any:
 
         _MARGINS = MarginCache()
     return _MARGINS
-
-
-def load_split(path: Path, what: str) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Read one of the built-in generator's CSV splits into model arrays."""
-    return load_arrays(path, what)
 
 
 def round_seed(settings: RunSettings, institution_id: str, server_round: int) -> int:

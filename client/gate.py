@@ -14,8 +14,11 @@ A refusal raises :class:`RoundRefused`, whose text carries a
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -60,23 +63,47 @@ class Institution:
 def load_institution(
     node: InstitutionNode, settings: RunSettings, now: dt.datetime | None = None
 ) -> Institution:
-    """Load the institution's own policy and keys; refuse to start if invalid or expired."""
+    """Load the institution's own policy and keys; refuse to start if invalid or expired.
+
+    The files are read at every call but parsed only when their bytes differ
+    from the last parse in this process (SHA-256 of each), so the SecAgg+ mod
+    and the client share one parse, and an edited or replaced policy takes
+    effect at the next message. Whether the policy is in force is checked at
+    every call.
+    """
     from .data import LocalData
 
+    digests = tuple(_digest(p) for p in (node.policy_path, node.signing_key_path, node.server_key_path))
+    policy, key, server_key = _load_files(node, digests)
+    policy.ensure_current(now or dt.datetime.now(dt.timezone.utc))
+    features = LocalData(node, settings).policy_features()
+    return Institution(
+        node=node, policy=policy, signing_key=key, server_key=server_key, features=features
+    )
 
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None  # the load below names the missing file
+
+
+@lru_cache(maxsize=16)
+def _load_files(
+    node: InstitutionNode, digests: tuple[str | None, ...]
+) -> tuple[Policy, Ed25519PrivateKey, Ed25519PublicKey]:
+    # ``digests`` is only the cache key: files whose bytes changed are parsed again.
+    del digests
     policy = load_policy(require_file(node.policy_path, "institution policy"))
     if policy.institution_id != node.institution_id:
         raise PolicyViolation(
             f"{node.policy_path}: policy is for {policy.institution_id!r}, "
             f"but this node is {node.institution_id!r}"
         )
-    policy.ensure_current(now or dt.datetime.now(dt.timezone.utc))
     key = load_private_key(require_file(node.signing_key_path, "institution signing key"))
     server_key = load_public_key(require_file(node.server_key_path, "trusted server audit key"))
-    features = LocalData(node, settings).policy_features()
-    return Institution(
-        node=node, policy=policy, signing_key=key, server_key=server_key, features=features
-    )
+    return policy, key, server_key
 
 
 @dataclass(frozen=True)

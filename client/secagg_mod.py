@@ -71,7 +71,8 @@ from secagg.shamir import split_secret
 from . import ckks_mode
 from .gate import Institution, RoundRefused, RoundView, check_round, load_institution
 from .ledger import LedgerRefusal, RoundLedger
-from .node import InstitutionNode, require_file, resolve_node
+from .node import InstitutionNode, require_file
+from .session import institution_node, run_settings
 from .secagg_adapter import load_state, state_parameters
 
 
@@ -83,8 +84,9 @@ class _Party:
     """Everything the mod needs about this institution, loaded at most once per message.
 
     The policy and keys are read from the site folder only by the stages that
-    use them (every message may run in a fresh process, so nothing is kept
-    between messages but the protocol state).
+    use them, through :func:`client.gate.load_institution`, which parses them
+    once per process while their bytes stay the same (the client reuses that
+    parse); the run settings and node come from :mod:`client.session`.
     """
 
     def __init__(self, settings: RunSettings, node: InstitutionNode) -> None:
@@ -114,7 +116,7 @@ def hardened_secagg_mod(msg: Message, ctxt: Context, call_next: ClientAppCallabl
     """Run one stage of the hardened SecAgg+ protocol for this institution."""
     if msg.metadata.message_type != MessageType.TRAIN:
         return call_next(msg, ctxt)
-    settings = RunSettings.from_run_config(ctxt.run_config)
+    settings = run_settings(ctxt)
     if RECORD not in msg.content.config_records:
         if settings.aggregation is Aggregation.UNSAFE_PLAIN:
             # The opted-in benchmark baseline: the client's gate still checks
@@ -123,7 +125,7 @@ def hardened_secagg_mod(msg: Message, ctxt: Context, call_next: ClientAppCallabl
         raise ProtocolError(
             "training requested outside fedfraud's SecAgg+ (no protocol record); refusing"
         )
-    node = resolve_node(ctxt.node_config, settings)
+    node = institution_node(ctxt, settings)
     party = _Party(settings, node)
     fields = dict(msg.content.config_records[RECORD])
     server_round = _round_of(msg)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from client.fraud_client import load_split
+from fraud.features import load_arrays
 from fraud.features import FEATURE_COLUMNS
 from fraud.gbdt import (
     Ensemble,
@@ -47,7 +47,7 @@ def federation(tmp_path: Path) -> dict[str, Any]:
 
 
 def _data(config: dict[str, Any], name: str) -> tuple[np.ndarray, np.ndarray]:
-    return load_split(Path(config["data-dir"]) / name / "train.csv", "training data")
+    return load_arrays(Path(config["data-dir"]) / name / "train.csv", "training data")
 
 
 def _ensemble(config: dict[str, Any]) -> Ensemble:

@@ -64,3 +64,40 @@ def test_decides_threshold_rule_fires_on_the_counted_cohort(tmp_path: Path) -> N
     with pytest.raises(RoundRefused) as info:
         check_round(_view(("bank-a", "bank-b"), threshold=3), _settings(), bank_a, now=NOW)
     assert any("instructions.secagg_threshold" in r for r in info.value.refusal.rules)
+
+
+def _site(tmp_path: Path) -> InstitutionNode:
+    from audit.keys import generate_signing_key, public_key_b64, save_private_key, save_public_key
+
+    node = InstitutionNode("bank-a", tmp_path, tmp_path)
+    key = generate_signing_key()
+    save_private_key(key, node.signing_key_path)
+    save_public_key(generate_signing_key().public_key(), node.server_key_path)
+    text = (project_dir() / "policies" / "bank-a.toml").read_text(encoding="utf-8")
+    own = load_policy(project_dir() / "policies" / "bank-a.toml").identity.public_key
+    node.policy_path.write_text(text.replace(own, public_key_b64(key)), encoding="utf-8")
+    return node
+
+
+def test_policy_and_keys_are_parsed_once_while_their_bytes_stay_the_same(tmp_path: Path) -> None:
+    from client.gate import load_institution
+
+    node = _site(tmp_path)
+    first = load_institution(node, _settings(), now=NOW)
+    again = load_institution(node, _settings(), now=NOW)
+    assert again.policy is first.policy and again.signing_key is first.signing_key
+
+
+def test_an_edited_policy_takes_effect_at_the_next_load(tmp_path: Path) -> None:
+    from client.gate import load_institution
+    from core.errors import PolicyViolation
+
+    node = _site(tmp_path)
+    before = load_institution(node, _settings(), now=NOW)
+    # Same length, same file, written at once: only the bytes tell it changed.
+    text = node.policy_path.read_text(encoding="utf-8")
+    node.policy_path.write_text(text.replace('id = "bank-a"', 'id = "bank-x"'), encoding="utf-8")
+    with pytest.raises(PolicyViolation, match="policy is for 'bank-x'"):
+        load_institution(node, _settings(), now=NOW)
+    node.policy_path.write_text(text, encoding="utf-8")
+    assert load_institution(node, _settings(), now=NOW).policy.policy_hash == before.policy.policy_hash

@@ -415,13 +415,13 @@ def _boosted_trees_through_the_deployment_engine(deployment: Deployment, tmp_pat
     assert only["accepted"] is True and only["cohort"] == sorted(INSTITUTIONS)
     assert only["metrics"]["auc_pr"] > 0.05
     # The tree equals the pooled reference on the institutions' own rows.
-    from client.fraud_client import load_split
+    from fraud.features import load_arrays
     from fraud.gbdt import Ensemble, train_pooled
 
     federated = Ensemble.from_json((run_dir / "model.json").read_bytes())
     kinds = [r["kind"] for r in records_of(run_dir)]
     assert kinds.count("gbdt_bins") == 1 and kinds.count("gbdt_sum") == 1 and kinds.count("gbdt_tree") == 1
-    parts = [load_split(inst.data_dir / "train.csv", "training data") for inst in deployment.federation.institutions]
+    parts = [load_arrays(inst.data_dir / "train.csv", "training data") for inst in deployment.federation.institutions]
     pooled = train_pooled(parts, 1, federated.params, federated.features)
     assert federated.to_json() == pooled.to_json()
     verdict = _verify_with_cli(deployment, run_dir, "gbdt-run")

@@ -14,7 +14,8 @@ import tomli_w
 import numpy as np
 import numpy.typing as npt
 
-from client.fraud_client import load_split, round_seed
+from client.fraud_client import round_seed
+from fraud.features import load_arrays
 from federation.settings import RunSettings
 from fedfraud.sites import prepare_demo_sites, release_validation_data
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
@@ -110,7 +111,7 @@ def plain_fedavg_round_one(
     for member in members:
         model = build_model(len(FEATURE_COLUMNS), seed=settings.seed)
         set_weights(model, initial)
-        features, labels = load_split(data_dir / member / "train.csv", "training data")
+        features, labels = load_arrays(data_dir / member / "train.csv", "training data")
         result = train_local(
             model,
             features,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.fraud_client import load_split
+from fraud.features import load_arrays
 from fedfraud.simulation import project_dir
 from fraud.features import FEATURE_COLUMNS
 from fraud.metrics import SCORE_GRID_BINS, metrics_from_histograms, score_histograms
@@ -151,7 +151,7 @@ def test_ckks_run_reaches_plain_fedavgs_auc_roc(
     set_weights(model, [np.asarray(w, dtype=np.float32) for w in expected.values()])
     pos = neg = np.zeros(SCORE_GRID_BINS, dtype=np.int64)
     for name in ckks_round["evaluated_by"]:
-        features, labels = load_split(dropout_data / name / "test.csv", "test data")
+        features, labels = load_arrays(dropout_data / name / "test.csv", "test data")
         p, n = score_histograms(predict_scores(model, features), labels)
         pos, neg = pos + p, neg + n
     plain = metrics_from_histograms(pos, neg, ckks_round["threshold"])

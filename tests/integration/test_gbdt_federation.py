@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.fraud_client import load_split
+from fraud.features import load_arrays
 from core.errors import ConfigError
 from federation.settings import RunSettings
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
@@ -59,7 +59,7 @@ def test_federated_trees_equal_the_pooled_reference_tree_by_tree(
     federated = _ensemble(run_dir)
     assert len(federated.trees) == 4
     assert federated.params == GbdtParams(max_depth=3, max_bins=32, min_child_rows=20)
-    parts = [load_split(data / name / "train.csv", "training data") for name in INSTITUTIONS]
+    parts = [load_arrays(data / name / "train.csv", "training data") for name in INSTITUTIONS]
     pooled = train_pooled(parts, 4, federated.params, federated.features)
     for mine, reference in zip(federated.trees, pooled.trees, strict=True):
         assert mine.to_dict() == reference.to_dict()
@@ -123,7 +123,7 @@ def test_gbdt_model_is_usable_without_fedfraud_and_scores_reproduce_the_run(
     card = check_model_card(run_dir)
     assert card["model"]["trees"] == 4
     # The numpy-only scorer saved beside the model gives the product's scores.
-    x, _ = load_split(data / "bank-a" / "test.csv", "test data")
+    x, _ = load_arrays(data / "bank-a" / "test.csv", "test data")
     module: dict[str, object] = {}
     exec(compile((run_dir / "score_gbdt.py").read_text(), "score_gbdt.py", "exec"), module)
     model = module["load"](str(run_dir / "model.json"))  # type: ignore[operator]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.fraud_client import load_split
+from fraud.features import load_arrays
 from fedfraud.comparison import write_comparison
 from fedfraud.simulation import RunFailed, require_measurements
 from federation.settings import RunSettings
@@ -38,7 +38,7 @@ def check_pooled_metrics(run_dir: Path, data_dir: Path, record: dict[str, object
     set_weights(model, [weights[name] for name in model.state_dict()])
     scores, labels = [], []
     for name in INSTITUTIONS:
-        x, y = load_split(data_dir / name / "test.csv", "test data")
+        x, y = load_arrays(data_dir / name / "test.csv", "test data")
         scores.append(predict_scores(model, x))
         labels.append(y)
     threshold = float(record["threshold"])  # type: ignore[arg-type]
