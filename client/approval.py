@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import InputError, PolicyViolation
+from federation.layout import APPROVALS_FILE, SiteLayout
 
-#: File name of the approvals in an institution's site folder.
-APPROVALS_FILE = "approved-code.json"
 APPROVALS_VERSION = 1
 #: Largest approvals file read (a list of hashes; anything bigger is hostile).
 MAX_APPROVALS_BYTES = 1 << 20
@@ -73,7 +72,7 @@ def fab_digest(content: bytes) -> str:
 
 def approvals_path(site_dir: Path) -> Path:
     """Where an institution keeps its approvals."""
-    return site_dir / APPROVALS_FILE
+    return SiteLayout(site_dir).approvals
 
 
 def load_approvals(site_dir: Path) -> tuple[Approval, ...]:
@@ -167,8 +166,8 @@ def approve(site_dir: Path, digest: str, label: str) -> Approval:
 
 def record_code_refusal(site_dir: Path, institution: str, digest: str, run_id: int | None) -> None:
     """Write a refused bundle to the institution's own refusal log."""
-    audit_dir = site_dir / "audit"
-    audit_dir.mkdir(parents=True, exist_ok=True)
+    refusals = SiteLayout(site_dir).refusal_log
+    refusals.parent.mkdir(parents=True, exist_ok=True)
     entry = {
         "time": dt.datetime.now(dt.timezone.utc).isoformat(),
         "institution": institution,
@@ -176,5 +175,5 @@ def record_code_refusal(site_dir: Path, institution: str, digest: str, run_id: i
         "rules": ["code-not-approved"],
         "fab_sha256": digest,
     }
-    with (audit_dir / "refusals.jsonl").open("a", encoding="utf-8") as handle:
+    with refusals.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry, sort_keys=True) + "\n")

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fraud.datasets import SCHEMA_FILE, DataFormat, model_columns, spec_from_text
+from fraud.datasets import DataFormat, model_columns, spec_from_text
+from federation.layout import SCHEMA_FILE
 from core.errors import ProtocolError
 from federation.settings import RunSettings
 
@@ -41,7 +42,7 @@ class LocalData:
         self.format = settings.data_format
         self.schema: Any = None
         if self.format is DataFormat.BYO:
-            from fraud.byo import load_schema
+            from fraud.byo_schema import load_schema
 
             self.schema = load_schema(require_file(node.site_dir / SCHEMA_FILE, "institution schema"))
 
@@ -60,7 +61,7 @@ class LocalData:
             _FRAMES.move_to_end(key)
             return cached
         if self.format is DataFormat.BYO:
-            from fraud.byo import load_institution_csv
+            from fraud.byo_read import load_institution_csv
 
             frame = load_institution_csv(path, self.schema)
         else:
@@ -86,7 +87,7 @@ class LocalData:
             from fraud.features import to_arrays
 
             return to_arrays(frame)
-        from fraud.byo import encode
+        from fraud.byo_encode import encode
 
         return encode(frame, self.schema, self.spec(spec_text))
 
@@ -129,7 +130,7 @@ class LocalData:
         if self.format is DataFormat.BUILTIN:
             _, labels = self.arrays("train", None)
             return counts_and_totals([labels.shape[0]], [], STATS_SCALE, "training rows")
-        from fraud.byo import local_numeric_stats
+        from fraud.byo_stats import local_numeric_stats
 
         stats = local_numeric_stats(self._frame("train"), self.schema)
         k = len(stats.columns)

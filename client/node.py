@@ -1,6 +1,7 @@
 """Which institution this ClientApp is, and where its own files live.
 
-An institution keeps everything it controls in its **site folder**:
+An institution keeps everything it controls in its **site folder**
+(:class:`federation.layout.SiteLayout` names every file):
 
 * ``policy.toml``: its own policy, enforced on its side (never taken from the
   server);
@@ -29,65 +30,76 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ConfigError, InputError
-from federation.settings import PARTNERS_DIR, RunSettings
+from federation.layout import DataLayout, SiteLayout
+from federation.settings import RunSettings
 
 
 @dataclass(frozen=True)
 class InstitutionNode:
-    """One institution's identity and private files."""
+    """One institution's identity and private files (named by :mod:`federation.layout`)."""
 
     institution_id: str
     data_dir: Path
     site_dir: Path
 
     @property
+    def site(self) -> SiteLayout:
+        """The institution's site folder."""
+        return SiteLayout(self.site_dir)
+
+    @property
+    def data(self) -> DataLayout:
+        """The institution's data folder."""
+        return DataLayout(self.data_dir)
+
+    @property
     def train_path(self) -> Path:
         """The institution's training split (never leaves the site)."""
-        return self.data_dir / "train.csv"
+        return self.data.train
 
     @property
     def test_path(self) -> Path:
         """The institution's test split (never leaves the site)."""
-        return self.data_dir / "test.csv"
+        return self.data.test
 
     @property
     def policy_path(self) -> Path:
         """The institution's own policy file."""
-        return self.site_dir / "policy.toml"
+        return self.site.policy
 
     @property
     def signing_key_path(self) -> Path:
         """The institution's Ed25519 signing key (private, 0600)."""
-        return self.site_dir / "signing.key"
+        return self.site.audit_key
 
     @property
     def server_key_path(self) -> Path:
         """The server audit public key this institution trusts."""
-        return self.site_dir / "server-audit.pub"
+        return self.site.server_audit_pub
 
     @property
     def audit_dir(self) -> Path:
         """Where this institution keeps its own audit logs."""
-        return self.site_dir / "audit"
+        return self.site.audit_dir
 
     @property
     def refusal_log(self) -> Path:
         """This institution's own record of every round it refused (JSON lines)."""
-        return self.audit_dir / "refusals.jsonl"
+        return self.site.refusal_log
 
     @property
     def partners_dir(self) -> Path:
         """The partner keys this institution pinned (its approved roster)."""
-        return self.site_dir / PARTNERS_DIR
+        return self.site.partners_dir
 
     def partner_key_path(self, institution_id: str) -> Path:
         """The pinned Ed25519 public key of one partner."""
-        return self.partners_dir / f"{institution_id}.pub"
+        return self.site.partner_key(institution_id)
 
     @property
     def ledger_path(self) -> Path:
         """The round ledger (one-time rounds, differencing, max_rounds)."""
-        return self.site_dir / "state" / "secagg-ledger.json"
+        return self.site.ledger
 
 
 def _path(node_config: Mapping[str, object], key: str) -> Path | None:

@@ -43,8 +43,6 @@ class Aggregation(str, Enum):
 #: The file by which a party (the server in its folder, an institution in its
 #: site folder) opts in, itself, to an ``unsafe-plain`` benchmark run.
 UNSAFE_OPT_IN = "UNSAFE-ALLOW-PLAIN"
-#: The folder of an institution's site that holds the partner keys it pinned.
-PARTNERS_DIR = "partners"
 
 
 def write_unsafe_opt_in(

@@ -4,12 +4,15 @@ The demo plays every party on one machine, so it creates, once, what each
 party would create for itself in production (``fedfraud provision`` does the
 production version with TLS and node-authentication keys):
 
-* ``<root>/sites/<institution>/``: ``signing.key`` (Ed25519, mode 0600),
-  ``policy.toml`` (rendered from ``policies/<institution>.toml``, or from the
-  bank-a example for institutions without one, with this site's own public
-  key and the demo's partner list), ``server-audit.pub`` and ``audit/``;
-* ``<root>/server/``: ``audit.key`` (0600), ``audit.pub`` and ``policies/``,
-  the copies of the institutions' policies the server is given.
+* ``<root>/sites/<institution>/``, each institution's site folder
+  (:class:`federation.layout.SiteLayout`): its signing key (Ed25519, mode
+  0600), its policy (rendered from ``policies/<institution>.toml``, or from
+  the bank-a example for institutions without one, with this site's own
+  public key and the demo's partner list), the server audit key it trusts,
+  its audit folder and the partner keys it pins;
+* ``<root>/server/``, the server's folder
+  (:class:`federation.layout.ServerLayout`): its audit key pair and the
+  copies of the institutions' policies the server is given.
 
 Existing keys are reused, never overwritten; policies are re-rendered on every
 call so that they always carry the current keys and partners.
@@ -35,9 +38,8 @@ from audit.keys import (
     save_private_key,
     save_public_key,
 )
-from fraud.datasets import SCHEMA_FILE, server_schema_file
 from core.errors import ConfigError, InputError
-from federation.settings import PARTNERS_DIR
+from federation.layout import DataLayout, ServerLayout, SiteLayout
 
 TEMPLATE_INSTITUTION = "bank-a"
 
@@ -58,9 +60,18 @@ class DemoSites:
         """The server's folder (its audit key and the policies it knows)."""
         return self.root / "server"
 
+    @property
+    def server(self) -> ServerLayout:
+        """What is in :attr:`server_dir`."""
+        return ServerLayout(self.server_dir)
+
     def site(self, institution: str) -> Path:
         """One institution's site folder."""
         return self.sites_dir / institution
+
+    def site_layout(self, institution: str) -> SiteLayout:
+        """What is in one institution's :meth:`site` folder."""
+        return SiteLayout(self.site(institution))
 
 
 def _ensure_key(path: Path) -> Any:
@@ -122,26 +133,26 @@ def prepare_demo_sites(
     allowed = None
     if schema_file is not None:
         from fraud.datasets import model_columns
-        from fraud.byo import load_schema
+        from fraud.byo_schema import load_schema
 
         allowed = model_columns(load_schema(schema_file))
     sites = DemoSites(root)
     template = policy_dir / f"{TEMPLATE_INSTITUTION}.toml"
     if not template.is_file():
         raise ConfigError(f"example policy {template} is missing")
-    server_policies = sites.server_dir / "policies"
+    server = sites.server
     sites.server_dir.mkdir(parents=True, exist_ok=True)
-    if server_policies.exists():
-        shutil.rmtree(server_policies)
-    server_policies.mkdir()
-    server_key = _ensure_key(sites.server_dir / "audit.key")
-    _write_public(server_key, sites.server_dir / "audit.pub")
+    if server.policies_dir.exists():
+        shutil.rmtree(server.policies_dir)
+    server.policies_dir.mkdir()
+    server_key = _ensure_key(server.audit_key)
+    _write_public(server_key, server.audit_pub)
     for institution in institutions:
-        site = sites.site(institution)
-        (site / "audit").mkdir(parents=True, exist_ok=True)
-        os.chmod(site, 0o700)
-        key = _ensure_key(site / "signing.key")
-        _write_public(server_key, site / "server-audit.pub")
+        site = sites.site_layout(institution)
+        site.audit_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(site.root, 0o700)
+        key = _ensure_key(site.audit_key)
+        _write_public(server_key, site.server_audit_pub)
         source = policy_dir / f"{institution}.toml"
         text = render_policy(
             source if source.is_file() else template,
@@ -150,35 +161,35 @@ def prepare_demo_sites(
             institutions,
             allowed,
         )
-        (site / "policy.toml").write_text(text, encoding="utf-8")
-        (server_policies / f"{institution}.toml").write_text(text, encoding="utf-8")
+        site.policy.write_text(text, encoding="utf-8")
+        server.policy(institution).write_text(text, encoding="utf-8")
         if schema_file is not None:
-            shutil.copyfile(schema_file, site / SCHEMA_FILE)
-            server_copy = server_schema_file(sites.server_dir, institution)
+            shutil.copyfile(schema_file, site.schema)
+            server_copy = server.schema(institution)
             server_copy.parent.mkdir(exist_ok=True)
             shutil.copyfile(schema_file, server_copy)
     pin_partner_keys(
         {name: sites.site(name) for name in institutions},
-        {name: load_private_key(sites.site(name) / "signing.key").public_key() for name in institutions},
+        {name: load_private_key(sites.site_layout(name).audit_key).public_key() for name in institutions},
     )
     return sites
 
 
 def pin_partner_keys(site_dirs: Mapping[str, Path], public_keys: Mapping[str, Any]) -> None:
-    """Give every site the public keys of its partners (``partners/<id>.pub``).
+    """Give every site the public keys of its partners (:meth:`SiteLayout.partner_key`).
 
     This is the roster each institution's SecAgg+ checks its peers' signed
     keys against. In production each institution approves its partners' keys
     itself; the demo plays every party and pins them for all.
     """
-    for name, site in site_dirs.items():
-        folder = site / PARTNERS_DIR
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(mode=0o700)
+    for name, site_dir in site_dirs.items():
+        site = SiteLayout(site_dir)
+        if site.partners_dir.exists():
+            shutil.rmtree(site.partners_dir)
+        site.partners_dir.mkdir(mode=0o700)
         for partner, key in public_keys.items():
             if partner != name:
-                save_public_key(key, folder / f"{partner}.pub")
+                save_public_key(key, site.partner_key(partner))
 
 
 def split_byo_demo(
@@ -200,7 +211,7 @@ def split_byo_demo(
     import numpy as np
     import pandas as pd
 
-    from fraud.byo import split_by_column
+    from fraud.byo_split import split_by_column
 
     raw_dir = data_root / "_by_" / column
     # A split of the same file (size, mtime), column, label and seed is
@@ -215,7 +226,7 @@ def split_byo_demo(
         done = json.loads(record.read_text(encoding="utf-8"))
         names = list(done.get("names", []))
         if done.get("key") == key and names and all(
-            (data_root / n / f).is_file() for n in names for f in ("train.csv", "test.csv")
+            split.is_file() for n in names for split in DataLayout(data_root / n).splits
         ):
             if mapping is not None:
                 mapping.update(done["mapping"])
@@ -248,7 +259,7 @@ def split_train_test(
     The file is streamed (:func:`fraud.byo.split_train_test_rows`), so a
     bank-sized export is split without being held in memory.
     """
-    from fraud.byo import split_train_test_rows
+    from fraud.byo_split import split_train_test_rows
 
     split_train_test_rows(csv_path, label, out, rng, test_fraction, source=source)
 
@@ -270,7 +281,7 @@ def place_own_sites(
     """
     import numpy as np
 
-    from fraud.byo import institution_id
+    from fraud.byo_split import institution_id
 
     rng = np.random.default_rng(seed)
     names: list[str] = []
@@ -284,20 +295,20 @@ def place_own_sites(
             raise InputError(f"--site {entry!r}: institution {name!r} is given twice")
         path = Path(path_text).resolve()
         out = data_root / name
+        given, placed = DataLayout(path), DataLayout(out)
         if path.is_dir():
-            missing = [f for f in ("train.csv", "test.csv") if not (path / f).is_file()]
+            missing = [f.name for f in given.splits if not f.is_file()]
             if missing:
                 raise InputError(f"--site {entry!r}: {path} has no {' and no '.join(missing)}")
             out.mkdir(parents=True, exist_ok=True)
-            for split in ("train.csv", "test.csv"):
-                link = out / split
+            for source, link in zip(given.splits, placed.splits):
                 if link.is_symlink() or link.exists():
                     link.unlink()
-                link.symlink_to(path / split)
+                link.symlink_to(source)
         elif path.is_file():
-            for split in ("train.csv", "test.csv"):
-                if (out / split).is_symlink():
-                    (out / split).unlink()
+            for link in placed.splits:
+                if link.is_symlink():
+                    link.unlink()
             split_train_test(path, label, out, rng)
         else:
             raise InputError(f"--site {entry!r}: {path} is no such file or folder")
@@ -305,9 +316,6 @@ def place_own_sites(
     if len(names) < 2:
         raise InputError("a federation needs at least two --site NAME=PATH institutions")
     return names
-
-
-VALIDATION_DIR = "validation"
 
 
 def release_validation_data(
@@ -343,16 +351,17 @@ def release_validation_data(
     manifest = (
         json.loads((data_root / "manifest.json").read_text(encoding="utf-8")) if schema is None else {}
     )
-    out = sites.server_dir / VALIDATION_DIR
+    out = sites.server.validation_dir
     out.mkdir(parents=True, exist_ok=True)
     for stale in [*out.glob("*.csv"), *out.glob("*.json")]:
         if stale.stem not in institutions:
             stale.unlink()  # another federation's release: not this run's validation
     reports: dict[str, dict[str, Any]] = {}
     for institution in institutions:
-        site = sites.site(institution)
+        site = sites.site_layout(institution)
+        data = DataLayout(data_root / institution)
         target = out / f"{institution}.csv"
-        policy = load_policy(site / "policy.toml")
+        policy = load_policy(site.policy)
         if not policy.outputs.synthetic_release_allowed:
             target.unlink(missing_ok=True)
             target.with_suffix(".json").unlink(missing_ok=True)
@@ -362,14 +371,14 @@ def release_validation_data(
             "train_sha256": (
                 manifest["institutions"][institution]["train"]["sha256"]
                 if schema is None
-                else _sha256(data_root / institution / "train.csv")
+                else _sha256(data.train)
             ),
             "rows": rows,
             "seed": seed,
             "fraud_share": fraud_share,
             "schema": schema.fingerprint() if schema is not None else "",
         }
-        release_dir = site / "synthetic"
+        release_dir = site.synthetic_dir
         release_dir.mkdir(exist_ok=True)
         report_path = release_dir / "report.json"
         if report_path.exists() and target.exists() and target.with_suffix(".json").exists():
@@ -378,14 +387,14 @@ def release_validation_data(
                 reports[institution] = cached
                 continue
         if schema is None:
-            train = generator_release_frame(pd.read_csv(data_root / institution / "train.csv"))
-            test = generator_release_frame(pd.read_csv(data_root / institution / "test.csv"))
+            train = generator_release_frame(pd.read_csv(data.train))
+            test = generator_release_frame(pd.read_csv(data.test))
             label = LABEL_COLUMN
         else:
-            from fraud.byo import load_institution_csv
+            from fraud.byo_read import load_institution_csv
 
-            train = load_institution_csv(data_root / institution / "train.csv", schema)
-            test = load_institution_csv(data_root / institution / "test.csv", schema)
+            train = load_institution_csv(data.train, schema)
+            test = load_institution_csv(data.test, schema)
             label = schema.label
         try:
             release = release_synthetic(

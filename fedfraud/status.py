@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
-from server.busy import LOCK_FILE
+from federation.layout import ServerLayout
 
 
 @dataclass
@@ -70,7 +70,7 @@ def newest_run(runs_dir: Path) -> Path:
 
 def lock_holder(server_dir: Path) -> dict[str, Any] | None:
     """Who holds the server folder's run lock now (None if nobody does)."""
-    path = server_dir / LOCK_FILE
+    path = ServerLayout(server_dir).run_lock
     if not path.is_file():
         return None
     fd = os.open(path, os.O_RDONLY)

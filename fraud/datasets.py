@@ -3,10 +3,11 @@
 ``data-format = "builtin"`` uses the generator's transactions, whose features
 are fixed transforms (:mod:`fraud.features`). ``data-format = "byo"`` uses each
 institution's own CSV files read with the federation's **schema**
-(:mod:`fraud.byo`): a ``schema.toml`` in every institution's site folder, and
-the server's copies in ``<server-dir>/schemas/``. All institutions must share
-one schema (checked before the run, naming the columns that differ), and the
-numeric scaling is agreed from securely summed statistics, never per site.
+(:mod:`fraud.byo`): a copy in every institution's site folder, and the
+server's copies in its own folder (both placed as :mod:`federation.layout`
+says). All institutions must share one schema (checked before the run, naming
+the columns that differ), and the numeric scaling is agreed from securely
+summed statistics, never per site.
 
 Policies speak of *columns*: for a BYO run the features a policy must allow
 are the schema's model columns, named in lowercase snake_case
@@ -17,13 +18,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError, ProtocolError
-
-SCHEMA_FILE = "schema.toml"
 
 
 class DataFormat(str, Enum):
@@ -39,32 +39,28 @@ def policy_name(column: str) -> str:
     return name if name and name[0].isalpha() else f"c_{name}"
 
 
-def server_schema_file(server_dir: Path, institution: str) -> Path:
-    """Where the server keeps its copy of an institution's schema."""
-    return server_dir / "schemas" / f"{institution}.toml"
-
-
-def server_schema(server_dir: Path, institutions: tuple[str, ...]) -> object:
+def server_schema(copies: Mapping[str, Path]) -> object:
     """Load the server's schema copies, check they agree, return the shared schema.
 
-    The shared schema is the first institution's copy
-    (:func:`server_schema_file` of ``institutions[0]``).
+    ``copies`` maps each institution, in the run's order, to the server's copy
+    of its schema (:meth:`federation.layout.ServerLayout.schema`); the shared
+    schema is the first institution's copy.
     """
-    from fraud.byo import compare_schemas, load_schema
+    from fraud.byo_schema import compare_schemas, load_schema
 
-    missing = [i for i in institutions if not server_schema_file(server_dir, i).is_file()]
+    missing = [i for i, path in copies.items() if not path.is_file()]
     if missing:
         raise ConfigError(
-            f"the server has no schema for {', '.join(missing)} in {server_dir / 'schemas'}"
+            f"the server has no schema for {', '.join(missing)} in {copies[missing[0]].parent}"
         )
-    schemas = {i: load_schema(server_schema_file(server_dir, i)) for i in institutions}
+    schemas = {i: load_schema(path) for i, path in copies.items()}
     compare_schemas(schemas)
-    return schemas[institutions[0]]
+    return schemas[list(copies)[0]]
 
 
 def model_columns(schema: object) -> tuple[str, ...]:
     """The schema's columns that feed the model, as policies name them."""
-    from fraud.byo import Derive, Schema
+    from fraud.byo_schema import Derive, Schema
 
     if not isinstance(schema, Schema):
         raise ConfigError("not a fedfraud schema")
@@ -88,7 +84,7 @@ def spec_to_text(spec: object) -> str:
 
 def spec_from_text(text: object) -> Any:
     """Parse :func:`spec_to_text` output strictly (ProtocolError otherwise)."""
-    from fraud.byo import FeatureSpec
+    from fraud.byo_encode import FeatureSpec
 
     if not isinstance(text, str) or not text:
         raise ProtocolError("a bring-your-own-data round needs the agreed feature spec")

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from core import __version__
-from fraud.datasets import DataFormat, server_schema_file
+from fraud.datasets import DataFormat
 from server.model_card import (
     MODEL_CARD_JSON,
     MODEL_CARD_MD,
@@ -32,6 +32,7 @@ from fraud.scoring import (
     ThresholdRecord,
     model_record,
 )
+from federation.layout import ServerLayout
 from federation.settings import Aggregation, ModelKind, RunSettings
 from policy import Policy
 
@@ -79,9 +80,10 @@ def scoring_file(
     else:
         file, held_by = WEIGHTS_FILE, f"the run directory ({WEIGHTS_FILE}, also model.pt)"
     if byo:
-        from fraud.byo import feature_names, load_schema
+        from fraud.byo_encode import feature_names
+        from fraud.byo_schema import load_schema
 
-        source = server_schema_file(settings.server_dir, settings.institutions[0])
+        source = ServerLayout(settings.server_dir).schema(settings.institutions[0])
         schema = load_schema(source)
         schema_copy: SchemaCopy | None = SchemaCopy(
             toml=source.read_text(encoding="utf-8"), fingerprint=schema.fingerprint(), source=str(source)

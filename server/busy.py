@@ -25,9 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from core.errors import ConfigError
+from federation.layout import ServerLayout
 from federation.settings import RunSettings
-
-LOCK_FILE = "run.lock"
 
 
 @contextmanager
@@ -44,7 +43,7 @@ def exclusive_run(settings: RunSettings, flower_run_id: int) -> Iterator[None]:
         # (A missing server folder is reported by the run itself, by file.)
         yield
         return
-    path = settings.server_dir / LOCK_FILE
+    path = ServerLayout(settings.server_dir).run_lock
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:

@@ -32,10 +32,11 @@ from audit.keys import load_private_key, public_key_from_b64
 from core import __version__
 from core.errors import ConfigError
 from fraud.datasets import DataFormat, server_schema
+from federation.layout import ServerLayout
 from federation.settings import Aggregation, ModelKind, RunSettings
 from core.wire import update_digest
 from fraud.features import FEATURE_COLUMNS
-from fraud.byo import feature_names
+from fraud.byo_encode import feature_names
 from fraud.model import build_model, get_weights, initial_model_seed, max_abs_weight
 
 from .artifacts import scoring_file, write_run_artifacts
@@ -78,7 +79,7 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
     # 2. The initial global model, deterministic for the run's seed.
     schema = None
     if settings.data_format is DataFormat.BYO:
-        schema = server_schema(settings.server_dir, settings.institutions)
+        schema = server_schema(ServerLayout(settings.server_dir).schemas(settings.institutions))
         n_features = len(feature_names(schema))  # type: ignore[arg-type]
     else:
         n_features = len(FEATURE_COLUMNS)
@@ -101,7 +102,7 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
         )
 
     # 3. The audit log's genesis.
-    server_key = load_private_key(settings.server_dir / "audit.key")
+    server_key = load_private_key(ServerLayout(settings.server_dir).audit_key)
     audit = ServerAudit.start(
         settings, settings.run_dir, server_key, dict(context.run_config), policies, plan_record(plan)
     )

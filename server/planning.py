@@ -14,6 +14,7 @@ from typing import Any
 
 from fraud.datasets import DataFormat, model_columns, server_schema
 from core.errors import ConfigError
+from federation.layout import ServerLayout
 from federation.settings import UNSAFE_OPT_IN, Aggregation, RunSettings, check_unsafe_opt_in
 from fraud.features import FEATURE_COLUMNS
 from policy import COUNT_METRICS as POLICY_COUNT_METRICS
@@ -25,7 +26,7 @@ COUNT_METRICS = frozenset(metric.value for metric in POLICY_COUNT_METRICS)
 
 def load_server_policies(settings: RunSettings) -> list[Policy]:
     """Load the policy copies the server was given, one per institution of the run."""
-    folder = settings.server_dir / "policies"
+    folder = ServerLayout(settings.server_dir).policies_dir
     if not folder.is_dir():
         raise ConfigError(f"the server has no policies folder: {folder}")
     policies = {}
@@ -72,7 +73,7 @@ def run_request(settings: RunSettings) -> RunRequest:
 def run_features(settings: RunSettings) -> tuple[str, ...]:
     """The columns the run's model is trained on, as policies name them."""
     if settings.data_format is DataFormat.BYO:
-        return model_columns(server_schema(settings.server_dir, settings.institutions))
+        return model_columns(server_schema(ServerLayout(settings.server_dir).schemas(settings.institutions)))
     return tuple(FEATURE_COLUMNS)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import InputError
+from federation.layout import ServerLayout
 from fraud.features import load_arrays
 from fraud.compare import ThresholdRule
 from fraud.metrics import (
@@ -113,7 +114,7 @@ class ByoValidation:
     def encoded(self, spec_text: str) -> ValidationSet:
         """The validation set in the model's features (the agreed spec)."""
         from fraud.datasets import spec_from_text
-        from fraud.byo import encode
+        from fraud.byo_encode import encode
 
         spec = spec_from_text(spec_text)
         parts = [encode(frame, self.schema, spec) for frame in self.frames]
@@ -160,7 +161,7 @@ def load_validation(server_dir: Path, schema: Any = None) -> ValidationSet | Byo
     With a bring-your-own ``schema`` the releases are read as typed frames
     (:class:`ByoValidation`), to be encoded with the agreed scaling.
     """
-    folder = server_dir / "validation"
+    folder = ServerLayout(server_dir).validation_dir
     files = sorted(folder.glob("*.csv")) if folder.is_dir() else []
     if not files:
         return None

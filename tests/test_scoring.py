@@ -23,14 +23,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fraud.datasets import server_schema_file, spec_to_text
+from fraud.datasets import spec_to_text
+from federation.layout import server_schema_file
 from core.errors import InputError
 from server.model_card import AuditFacts, PolicyFacts, build_model_card, render_markdown
 from fraud.scoring import SCORING_FILE, load_scoring, score_csv
 from federation.settings import RunSettings
 from fedfraud.simulation import default_run_config
 from core.wire import update_digest
-from fraud.byo import FeatureSpec, encode, load_institution_csv, load_schema, local_numeric_stats
+from fraud.byo_encode import FeatureSpec, encode
+from fraud.byo_read import load_institution_csv
+from fraud.byo_schema import load_schema
+from fraud.byo_stats import local_numeric_stats
 from fraud.features import FEATURE_COLUMNS, load_arrays
 from fraud.generator import default_profiles, generate_institution
 from fraud.metrics import exact_metrics

@@ -27,13 +27,14 @@ from typing import Any
 
 import pytest
 
-from fraud.datasets import model_columns, server_schema_file
+from fraud.datasets import model_columns
+from federation.layout import server_schema_file
 from fedfraud.deployment import TASK_POLL_ENV
 from fedfraud.party import READY_MARK
 from fedfraud.provision import Layout, load_federation, provision
 from fedfraud.simulation import descendants, free_port
 from fedfraud.sites import render_policy, split_byo_demo
-from fraud.byo import load_schema
+from fraud.byo_schema import load_schema
 from policy import load_policy
 from server.rundir import read_rounds
 

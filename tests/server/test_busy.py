@@ -20,7 +20,8 @@ from core.errors import ConfigError
 from federation.settings import RunSettings
 from fedfraud.simulation import default_run_config
 from server import app as server_app
-from server.busy import LOCK_FILE, exclusive_run
+from federation.layout import LOCK_FILE
+from server.busy import exclusive_run
 
 HOLDER = """
 import json, sys
