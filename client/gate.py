@@ -168,8 +168,8 @@ def check_round(
         observed = ObservedSecAgg(
             stage_before="none",
             sample_num=len(view.cohort),
-            share_num=0,
-            threshold=expected.reconstruction_threshold,
+            num_shares=0,
+            reconstruction_threshold=expected.reconstruction_threshold,
             clipping_range=expected.clipping_range,
             quantization_range=expected.quantization_range,
             modulus_range=expected.modulus_range,
@@ -208,7 +208,7 @@ def check_round(
             server_round=view.server_round,
             num_rounds=settings.num_rounds,
             aggregation=aggregation,
-            secagg_threshold=observed.threshold,
+            secagg_threshold=observed.reconstruction_threshold,
             cohort_size=len(partners) + 1,
             local_epochs=settings.local_epochs,
             features=institution.features,
@@ -246,8 +246,8 @@ def _check_secagg(
             f"fewer than {settings.min_cohort}"
         )
     agreed = (
-        ("threshold", observed.threshold, expected.reconstruction_threshold),
-        ("num-shares", observed.share_num, expected.num_shares),
+        ("threshold", observed.reconstruction_threshold, expected.reconstruction_threshold),
+        ("num-shares", observed.num_shares, expected.num_shares),
         ("clipping-range", observed.clipping_range, expected.clipping_range),
         ("quantization-range", observed.quantization_range, expected.quantization_range),
         ("modulus-range", observed.modulus_range, expected.modulus_range),

@@ -24,8 +24,8 @@ class ObservedSecAgg:
 
     stage_before: str
     sample_num: int
-    share_num: int
-    threshold: int
+    num_shares: int
+    reconstruction_threshold: int
     clipping_range: float
     quantization_range: int
     modulus_range: int
@@ -53,8 +53,8 @@ def state_parameters(state: dict[str, Any]) -> ObservedSecAgg:
     return ObservedSecAgg(
         stage_before=str(state["stage"]),
         sample_num=int(state["sample_num"]),
-        share_num=int(state["num_shares"]),
-        threshold=int(state["threshold"]),
+        num_shares=int(state["num_shares"]),
+        reconstruction_threshold=int(state["reconstruction_threshold"]),
         clipping_range=float(state["clipping_range"]),
         quantization_range=int(state["quantization_range"]),
         modulus_range=int(state["modulus_range"]),

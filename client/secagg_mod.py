@@ -237,7 +237,7 @@ def _setup(
         "round": _round_of(msg),
         "task": task_name,
         "num_shares": get_int(fields, Field.NUM_SHARES, 2, 1000),
-        "threshold": get_int(fields, Field.THRESHOLD, 1, 1000),
+        "reconstruction_threshold": get_int(fields, Field.THRESHOLD, 1, 1000),
         "clipping_range": get_float(fields, Field.CLIPPING_RANGE),
         "quantization_range": get_int(fields, Field.QUANTIZATION_RANGE, 1, 2**32),
         "modulus_range": get_int(fields, Field.MODULUS_RANGE, 2, 2**32),
@@ -334,7 +334,7 @@ def _share_keys(
     #    and the threshold bound for its neighbourhood.
     cohort = sorted(verified)
     neighbourhood = hc.neighbours(cohort, me, state["num_shares"])
-    check_threshold(state["threshold"], len(neighbourhood))
+    check_threshold(state["reconstruction_threshold"], len(neighbourhood))
     state["adverts"] = [
         {"node": a.node_id, "institution": a.institution, "seal": a.seal_key.hex(),
          "mask": a.mask_key.hex(), "sig": a.signature.hex()}
@@ -351,8 +351,8 @@ def _share_keys(
     # 4. Share the self-mask seed and the mask key with the neighbourhood.
     digest = hc.cohort_digest(binding, verified.values())
     xs = {name: index + 1 for index, name in enumerate(neighbourhood)}
-    seed_shares = split_secret(keys.seed, state["threshold"], list(xs.values()))
-    mask_shares = split_secret(keys.mask_secret(), state["threshold"], list(xs.values()))
+    seed_shares = split_secret(keys.seed, state["reconstruction_threshold"], list(xs.values()))
+    mask_shares = split_secret(keys.mask_secret(), state["reconstruction_threshold"], list(xs.values()))
     destinations, boxes = [], []
     held: dict[str, list[str]] = {me: [seed_shares[xs[me]].hex(), mask_shares[xs[me]].hex()]}
     for name in neighbourhood:
@@ -444,9 +444,9 @@ def _collect(
             keys, peer.seal_key, binding, digest, peer.institution, me, box
         )
         held[peer.institution] = [seed_share.hex(), mask_share.hex()]
-    if len(held) < state["threshold"]:
+    if len(held) < state["reconstruction_threshold"]:
         raise ProtocolError(
-            f"secagg.threshold: shares from {len(held)} institutions, {state['threshold']} needed"
+            f"secagg.threshold: shares from {len(held)} institutions, {state['reconstruction_threshold']} needed"
         )
     # 2. The task and round of the instructions must be the ones set up, and
     #    the model must not have been summed under another cohort before.
@@ -550,10 +550,10 @@ def _consistency(
         raise ProtocolError("secagg.consistency: this institution is missing from the survivors")
     if (set(survivors) & neighbourhood) - u2:
         raise ProtocolError("secagg.consistency: a claimed survivor never shared keys")
-    if len(set(survivors) & neighbourhood) < state["threshold"]:
+    if len(set(survivors) & neighbourhood) < state["reconstruction_threshold"]:
         raise ProtocolError(
             f"secagg.threshold: {len(set(survivors) & neighbourhood)} surviving neighbours, "
-            f"{state['threshold']} needed"
+            f"{state['reconstruction_threshold']} needed"
         )
     # 2. The sum must still cover the cohort its policy and the run require:
     #    a server that drops partners here would otherwise shrink the cohort
@@ -599,12 +599,12 @@ def _unmask(
     }
     valid = hc.count_consistency_signatures(
         party.pinned_key, _binding(party, state), bytes.fromhex(state["digest"]), survivors, signed,
-        enough=state["threshold"],
+        enough=state["reconstruction_threshold"],
     )
-    if len(valid) < state["threshold"]:
+    if len(valid) < state["reconstruction_threshold"]:
         raise CryptoError(
             f"secagg.consistency: {len(valid)} valid signatures of the survivor set, "
-            f"{state['threshold']} needed"
+            f"{state['reconstruction_threshold']} needed"
         )
     # 2. The lists must be exactly what the signed set implies: disjoint, this
     #    institution not dead, survivors active, neighbours lost after sharing dead.
