@@ -89,7 +89,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from fraud.byo import load_schema
+from fraud.byo_schema import load_schema
 
 REPORT_FORMAT = "fedfraud-bench-bank-scale/1"
 """Format marker of the JSON report."""

@@ -215,7 +215,8 @@ def load_train_sets(run_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     root = Path(config["data-dir"])
     if str(config.get("data-format", "builtin")) == "byo":
         from fraud.scoring import load_scoring
-        from fraud.byo import encode, load_institution_csv
+        from fraud.byo_encode import encode
+        from fraud.byo_read import load_institution_csv
 
         scoring = load_scoring(run_dir)
         return {

@@ -80,15 +80,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fraud.byo import (  # noqa: E402
-    FeatureSpec,
-    builtin_schema,
-    encode,
-    load_institution_csv,
-    local_numeric_stats,
-    split_by_column,
-    train_test_split,
-)
+from fraud.byo_encode import FeatureSpec, encode  # noqa: E402
+from fraud.byo_read import load_institution_csv, train_test_split  # noqa: E402
+from fraud.byo_schema import builtin_schema  # noqa: E402
+from fraud.byo_split import split_by_column  # noqa: E402
+from fraud.byo_stats import local_numeric_stats  # noqa: E402
 from fraud.compare import XY, LOCAL_PREFIX, POOLED, POOLED_HGB, add_model, evaluate_model_scores, run_comparison  # noqa: E402
 from fraud.features import to_arrays  # noqa: E402
 from fraud.generator import (  # noqa: E402

@@ -228,7 +228,7 @@ def demo(
         raise ConfigError("--heterogeneity shapes the built-in data; it does not apply to --byo-csv or --site")
     if byo_csv is not None or site:
         from fedfraud.sites import place_own_sites, split_byo_demo
-        from fraud.byo import load_schema
+        from fraud.byo_schema import load_schema
 
         if schema is None:
             raise ConfigError(
@@ -249,7 +249,7 @@ def demo(
                 names = place_own_sites(site, label, data_root, seed)
         # Every institution's files, read as the federation will, before any
         # round: a problem stops the demo here, naming file, column and line.
-        from fraud.byo import check_institution_data
+        from fraud.byo_read import check_institution_data
 
         with console.status(f"checking the files of {', '.join(names)} against the schema..."):
             checked_rows = check_institution_data(

@@ -145,7 +145,8 @@ def build_comparison(
         # Bring-your-own data: every model sees the rows encoded with the
         # federation's agreed scaling (kept in the run's scoring file).
         from fraud.scoring import load_scoring
-        from fraud.byo import encode, load_institution_csv
+        from fraud.byo_encode import encode
+        from fraud.byo_read import load_institution_csv
 
         scoring = load_scoring(run_dir)
 

@@ -55,7 +55,8 @@ def check_command(
     (a folder with train.csv and test.csv, or one CSV file). Exit 3 lists
     every problem with its institution, file, column and line.
     """
-    from fraud.byo import check_institution_data, load_schema
+    from fraud.byo_read import check_institution_data
+    from fraud.byo_schema import load_schema
 
     parsed = load_schema(schema)
     files: dict[str, list[Path]] = {}

@@ -722,7 +722,8 @@ def check_own_data(federation: Federation, layout: Layout) -> None:
     InputError
         Listing every problem, or naming a site whose schema differs from the federation's.
     """
-    from fraud.byo import check_institution_data, load_schema
+    from fraud.byo_read import check_institution_data
+    from fraud.byo_schema import load_schema
 
     if federation.schema is None:
         raise ConfigError(f"{federation.source}: names no schema; there is no own data to check")

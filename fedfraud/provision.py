@@ -654,7 +654,7 @@ def _schema_columns(federation: Federation) -> tuple[str, ...] | None:
     if federation.schema is None:
         return None
     from fraud.datasets import model_columns
-    from fraud.byo import load_schema
+    from fraud.byo_schema import load_schema
 
     if not federation.schema.is_file():
         raise InputError(f"{federation.source}: [federation] schema not found: {federation.schema}")

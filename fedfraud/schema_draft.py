@@ -60,7 +60,7 @@ import typer
 from core.errors import ConfigError, InputError, UsageError
 
 if TYPE_CHECKING:
-    from fraud.byo import Schema
+    from fraud.byo_schema import Schema
 
 app = typer.Typer(help="Draft a schema from a CSV file.", no_args_is_help=True, add_completion=False)
 
@@ -518,7 +518,7 @@ def _array(key: str, items: Sequence[str], notes: Sequence[str] | None = None, w
 
 def _render(file_name: str, rows: int, more: bool, label: _Column, guesses: dict[str, _Guess],
             markers: list[str], marker_columns: Counter[str]) -> str:
-    from fraud.byo import SCHEMA_FORMAT
+    from fraud.byo_schema import SCHEMA_FORMAT
 
     positive, why = _positive(label)
     of_file = "the file has more rows, not read" if more else "the whole file"
@@ -636,7 +636,7 @@ def draft_schema(csv_path: str | Path, label: str | None = None,
         data rows, ``label`` is not a column, no label can be guessed, or the
         label has missing values or not exactly two values.
     """
-    from fraud.byo import Schema, schema_from_toml
+    from fraud.byo_schema import Schema, schema_from_toml
 
     if not isinstance(sample_rows, int) or isinstance(sample_rows, bool) or not 1 <= sample_rows <= MAX_SAMPLE_ROWS:
         raise ConfigError(f"sample rows must be an int in 1..{MAX_SAMPLE_ROWS}, got {sample_rows!r}")
@@ -707,7 +707,7 @@ def check_draft(schema: Schema, csv_path: Path, where: str) -> int:
         Saying that the draft (``where``) was made but the file does not pass
         it, with every problem the check found.
     """
-    from fraud.byo import check_institution_data
+    from fraud.byo_read import check_institution_data
 
     try:
         rows = check_institution_data(schema, {"draft": [csv_path]})
@@ -763,7 +763,7 @@ def draft_command(
     else:
         write_draft(draft.text, out, force)
         where = f"the draft {out}"
-        from fraud.byo import load_schema
+        from fraud.byo_schema import load_schema
 
         schema = load_schema(out)
     for line in _summary(draft):

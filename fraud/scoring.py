@@ -211,7 +211,8 @@ def _check_data(scoring: ScoringFile) -> tuple[Any, Any]:
             raise InputError("label or identifier column differ from the built-in format's")
         return None, None
     # 2. Bring-your-own data: schema, spec and features agree.
-    from fraud.byo import feature_names, schema_from_toml
+    from fraud.byo_encode import feature_names
+    from fraud.byo_schema import schema_from_toml
 
     if scoring.byo_schema is None or scoring.feature_spec is None:
         raise InputError("a bring-your-own-data run needs byo_schema and feature_spec")
@@ -395,7 +396,7 @@ class _Rows:
         self._byo: Any = None
         self._frame: Any = None
         if run.schema is not None:
-            from fraud.byo import RowsToScore
+            from fraud.byo_read import RowsToScore
 
             self._byo = RowsToScore(path, run.schema)
             self.labelled, self.id_column, self.total = self._byo.labelled, self._byo.id_column, len(self._byo)
@@ -428,7 +429,7 @@ class _Rows:
     def chunks(self, rows: int) -> Iterator[_Chunk]:
         """Model inputs, labels (zeros without labels) and identifiers, ``rows`` at a time."""
         if self._byo is not None:
-            from fraud.byo import encode
+            from fraud.byo_encode import encode
 
             for frame, ids in self._byo.chunks(rows):
                 x, y = encode(frame, self.run.schema, self.run.spec)

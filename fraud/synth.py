@@ -8,7 +8,7 @@ releases (:func:`union_releases`).
 
 Columns: the model's raw, readable inputs before any transform, plus the
 label; identifiers never. For a bring-your-own-data frame that is exactly
-what :func:`fraud.byo.load_institution_csv` returns (numeric, categorical,
+what :func:`fraud.byo_read.load_institution_csv` returns (numeric, categorical,
 calendar timestamps, label 0/1); for the built-in generator use
 :func:`generator_release_frame` (:data:`fraud.features.RAW_COLUMNS` and
 ``is_fraud``). Metadata is declared, not detected: text columns, the label

@@ -81,7 +81,8 @@ class PreprocessThenFit:
             if set_bound is not None:
                 set_bound(self.total_rows)
             if self.schema is not None:
-                from fraud.byo import FeatureSpec, NumericStats
+                from fraud.byo_encode import FeatureSpec
+                from fraud.byo_stats import NumericStats
 
                 stats = NumericStats.from_vector(columns, np.concatenate([counts, totals]))
                 self.on_spec(spec_to_text(FeatureSpec.from_stats(self.schema, stats)))

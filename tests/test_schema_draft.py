@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from fedfraud.cli import app
 from core.errors import InputError
 from fedfraud.schema_draft import MAX_VOCABULARY, draft_schema
-from fraud.byo import check_institution_data, load_schema, schema_from_toml
+from fraud.byo_read import check_institution_data
+from fraud.byo_schema import load_schema, schema_from_toml
 
 INSURANCE_CSV = Path("/work/shared/data/insurance_claims/insurance_claims.csv")
 

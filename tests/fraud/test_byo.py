@@ -12,22 +12,11 @@ from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score
 
 from core.errors import ConfigError, InputError
-from fraud.byo import (
-    MISSING,
-    OTHER,
-    FeatureSpec,
-    NumericStats,
-    Schema,
-    builtin_schema,
-    compare_schemas,
-    encode,
-    feature_names,
-    load_institution_csv,
-    load_schema,
-    local_numeric_stats,
-    split_by_column,
-    train_test_split,
-)
+from fraud.byo_encode import FeatureSpec, encode, feature_names
+from fraud.byo_read import load_institution_csv, train_test_split
+from fraud.byo_schema import MISSING, OTHER, Schema, builtin_schema, compare_schemas, load_schema
+from fraud.byo_split import split_by_column
+from fraud.byo_stats import NumericStats, local_numeric_stats
 from fraud.model import build_model
 from fraud.train import TrainConfig, predict_scores, train_local
 from secagg.secure_sum import STATS_SCALE, counts_and_totals, fixed_point_error, split_counts_and_totals
@@ -356,7 +345,7 @@ def test_insurance_claims_federated_preprocessing_trains_end_to_end(tmp_path: Pa
 def test_split_values_become_valid_institution_ids_and_the_mapping_is_given(tmp_path: Path) -> None:
     # Before: "Single Vehicle Collision" became "single_vehicle_collision",
     # which the policy's id rule refuses, so the demo could not go on.
-    from fraud.byo import institution_id
+    from fraud.byo_split import institution_id
     from policy.model import _SLUG
 
     mapping: dict[str, str] = {}

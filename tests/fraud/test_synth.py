@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from core.errors import ConfigError, InputError, PolicyViolation
-from fraud.byo import builtin_schema, load_institution_csv, train_test_split
+from fraud.byo_read import load_institution_csv, train_test_split
+from fraud.byo_schema import builtin_schema
 from fraud.features import LABEL_COLUMN
 from fraud.generator import default_profiles, generate_institution, institution_seed, split_train_test
 from fraud.synth import (

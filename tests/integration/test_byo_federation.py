@@ -13,7 +13,7 @@ from federation.settings import RunSettings
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
 from fedfraud.sites import prepare_demo_sites, split_byo_demo
 from server.planning import checked_plan
-from fraud.byo import load_schema
+from fraud.byo_schema import load_schema
 from server.rundir import read_rounds
 
 from .federation import check_model_card, check_scoring_reproduces_the_run
@@ -108,7 +108,7 @@ def test_each_institution_brings_its_own_files_to_the_demo(tmp_path: Path) -> No
 
     import numpy as np
 
-    from fraud.byo import split_by_column
+    from fraud.byo_split import split_by_column
     from fedfraud.sites import split_train_test
 
     own = tmp_path / "own"

@@ -133,7 +133,8 @@ def test_gbdt_model_is_usable_without_fedfraud_and_scores_reproduce_the_run(
 
 def test_byo_insurance_claims_grow_the_pooled_trees(tmp_path: Path) -> None:
     from fraud.scoring import load_scoring
-    from fraud.byo import encode, load_institution_csv
+    from fraud.byo_encode import encode
+    from fraud.byo_read import load_institution_csv
 
     config, names = byo_config(tmp_path, rounds=1)
     config.update({**GBDT, "gbdt-max-depth": 2})
