@@ -113,6 +113,7 @@ from client.secagg_mod import hardened_secagg_mod  # noqa: E402
 from fedfraud.simulation import default_run_config, project_dir  # noqa: E402
 from fedfraud.sites import prepare_demo_sites  # noqa: E402
 from fraud.generator import ensure_federation_data  # noqa: E402
+from federation.settings import secagg_settings
 from secagg.masks import mask_stream  # noqa: E402
 from secagg.params import SecAggSettings, aggregation_error_bound  # noqa: E402
 from secagg.protocol import RECORD as HARDENED_RECORD  # noqa: E402
@@ -258,7 +259,7 @@ def make_federation(root: Path, n: int, rows: int, params: int) -> Federation:
             "max-weight": 100000.0,
         }
     )
-    settings = SecAggSettings.from_run_config(config, n)
+    settings = secagg_settings(config, n)
     settings.validate_for(n)  # raises ConfigError naming the problem
     updates = make_updates(n, params)
     workflows: dict[str, Callable[..., None]] = {

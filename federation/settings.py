@@ -196,7 +196,7 @@ class RunSettings:
             recall_target=_fraction(config, "recall-target"),
             aggregation=aggregation,
             data_format=_data_format(config),
-            secagg=SecAggSettings.from_run_config(config, len(institutions)),
+            secagg=secagg_settings(config, len(institutions)),
             concurrent_runs=_bool(config, "concurrent-runs"),
             model=_model(config),
             gbdt_trees_per_round=_int(config, "gbdt-trees-per-round", minimum=1)
@@ -238,6 +238,26 @@ class RunSettings:
             )
         settings.secagg.validate_for(len(institutions), dropouts_tolerated=settings.min_cohort < len(institutions))
         return settings
+
+
+def secagg_settings(config: Mapping[str, object], cohort_size: int | None = None) -> SecAggSettings:
+    """The run's SecAgg+ settings from its run config (the seven keys of :class:`SecAggSettings`).
+
+    Raises
+    ------
+    ConfigError
+        Naming the key whose value has the wrong type, or every problem of the settings.
+    """
+    return SecAggSettings.resolve(
+        num_shares=_int(config, "num-shares"),
+        reconstruction_threshold=_int(config, "reconstruction-threshold"),
+        clipping_range=_number(config, "clipping-range"),
+        quantization_range=_int(config, "quantization-range"),
+        modulus_range=_int(config, "modulus-range"),
+        max_weight=_number(config, "max-weight"),
+        timeout=_number(config, "timeout"),
+        cohort_size=cohort_size,
+    )
 
 
 def _model(config: Mapping[str, object]) -> ModelKind:
@@ -315,11 +335,19 @@ def _bool(config: Mapping[str, object], key: str) -> bool:
     return value
 
 
-def _int(config: Mapping[str, object], key: str, minimum: int) -> int:
+def _int(config: Mapping[str, object], key: str, minimum: int | None = None) -> int:
     value = config.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"run config {key!r} must be an integer >= {minimum}, found {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise ConfigError(f"run config {key!r} must be an integer{bound}, found {value!r}")
     return value
+
+
+def _number(config: Mapping[str, object], key: str) -> float:
+    value = config.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"run config {key!r} must be a number, found {value!r}")
+    return float(value)
 
 
 def _positive(config: Mapping[str, object], key: str) -> float:

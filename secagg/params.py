@@ -22,7 +22,7 @@ module turns each into a loud error or a documented bound:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,33 +85,41 @@ class SecAggSettings:
         return self.max_weight == AUTO_WEIGHT
 
     @classmethod
-    def from_run_config(
-        cls, config: Mapping[str, object], cohort_size: int | None = None
+    def resolve(
+        cls,
+        *,
+        num_shares: int,
+        reconstruction_threshold: int,
+        clipping_range: float,
+        quantization_range: int,
+        modulus_range: int,
+        max_weight: float,
+        timeout: float,
+        cohort_size: int | None = None,
     ) -> SecAggSettings:
-        """Build settings from Flower's run config, checking every key's type.
+        """Build checked settings, deriving the shares the run left to *auto*.
 
-        ``num-shares`` and ``reconstruction-threshold`` of 0 mean *auto*: the
+        ``num_shares`` and ``reconstruction_threshold`` of 0 mean *auto*: the
         values :func:`auto_shares` derives from ``cohort_size`` (the number of
         institutions of the run), so any federation size runs with the defaults.
+        Reading them from Flower's run config is :mod:`federation.settings`'s job.
         """
-        num_shares = _int(config, "num-shares")
-        threshold = _int(config, "reconstruction-threshold")
-        if AUTO in (num_shares, threshold):
+        if AUTO in (num_shares, reconstruction_threshold):
             if cohort_size is None:
                 raise ConfigError("num-shares or reconstruction-threshold is auto (0) but the cohort is unknown")
-            auto_k, auto_t = auto_shares(cohort_size)
+            auto_k, _ = auto_shares(cohort_size)
             if num_shares == AUTO:
                 num_shares = auto_k
-            if threshold == AUTO:
-                threshold = minimum_threshold(min(cohort_size, num_shares // 2 * 2 + 1))
+            if reconstruction_threshold == AUTO:
+                reconstruction_threshold = minimum_threshold(min(cohort_size, num_shares // 2 * 2 + 1))
         settings = cls(
             num_shares=num_shares,
-            reconstruction_threshold=threshold,
-            clipping_range=_float(config, "clipping-range"),
-            quantization_range=_int(config, "quantization-range"),
-            modulus_range=_int(config, "modulus-range"),
-            max_weight=_float(config, "max-weight"),
-            timeout=_float(config, "timeout"),
+            reconstruction_threshold=reconstruction_threshold,
+            clipping_range=clipping_range,
+            quantization_range=quantization_range,
+            modulus_range=modulus_range,
+            max_weight=max_weight,
+            timeout=timeout,
         )
         settings.check()
         return settings
@@ -276,20 +284,6 @@ def aggregation_error_bound(
     if n == 0 or total <= 0:
         raise ConfigError("error bound needs at least one institution with examples")
     return 3.0 * n * settings.clipping_range / (q * total)
-
-
-def _int(config: Mapping[str, object], key: str) -> int:
-    value = config.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"run config {key!r} must be an integer, found {value!r}")
-    return value
-
-
-def _float(config: Mapping[str, object], key: str) -> float:
-    value = config.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"run config {key!r} must be a number, found {value!r}")
-    return float(value)
 
 
 #: Colluding institutions the default threshold bound assumes (besides an

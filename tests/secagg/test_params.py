@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from federation.settings import secagg_settings
 from core.errors import ConfigError
 from secagg_settings import BASE, masked_mean
 
 from secagg.params import (
-    SecAggSettings,
     UpdateOutOfRange,
     aggregation_error_bound,
     check_update_in_range,
@@ -21,7 +21,7 @@ from secagg.params import (
 
 
 def test_defaults_build_and_tolerate_one_dropout_of_three() -> None:
-    settings = SecAggSettings.from_run_config(BASE)
+    settings = secagg_settings(BASE)
     settings.validate_for(3)
     assert settings.reconstruction_threshold <= 3 - 1
 
@@ -40,23 +40,23 @@ def test_defaults_build_and_tolerate_one_dropout_of_three() -> None:
 )
 def test_bad_setting_is_named(key: str, value: object, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
-        SecAggSettings.from_run_config({**BASE, key: value})
+        secagg_settings({**BASE, key: value})
 
 
 def test_overflow_and_cohort_checks() -> None:
-    settings = SecAggSettings.from_run_config({**BASE, "quantization-range": 2**30})
+    settings = secagg_settings({**BASE, "quantization-range": 2**30})
     with pytest.raises(ConfigError, match="overflow"):
         settings.validate_for(4)
     with pytest.raises(ConfigError, match="no room for one dropped"):
-        SecAggSettings.from_run_config(BASE).validate_for(2)
-    full = SecAggSettings.from_run_config({**BASE, "reconstruction-threshold": 3})
+        secagg_settings(BASE).validate_for(2)
+    full = secagg_settings({**BASE, "reconstruction-threshold": 3})
     with pytest.raises(ConfigError, match="no room for one dropped institution out of 3"):
         full.validate_for(3)
     # A run that tolerates no dropout (min-cohort = every institution) may
     # need every share, as a policy demanding threshold = cohort asks.
     full.validate_for(3, dropouts_tolerated=False)
     with pytest.raises(ConfigError, match="exceeds the neighbourhood of 3"):
-        SecAggSettings.from_run_config({**BASE, "num-shares": 5, "reconstruction-threshold": 5}).validate_for(3, False)
+        secagg_settings({**BASE, "num-shares": 5, "reconstruction-threshold": 5}).validate_for(3, False)
 
 
 def test_clipping_guard_refuses_and_names_layer_without_values() -> None:
@@ -87,7 +87,7 @@ def test_weight_guard() -> None:
 def test_secagg_mean_is_within_derived_bound_of_fedavg(
     n: int, size: int, seed: int, counts: list[int]
 ) -> None:
-    settings = SecAggSettings.from_run_config(BASE)
+    settings = secagg_settings(BASE)
     rng = np.random.default_rng(seed)
     updates = [rng.uniform(-8.0, 8.0, size=size) for _ in range(n)]
     used = counts[:n]
@@ -110,10 +110,10 @@ def test_threshold_bound_against_a_malicious_server() -> None:
     with pytest.raises(ProtocolError, match="exceeds the neighbourhood"):
         check_threshold(4, 3)
     # The run settings refuse it before anything starts: 5 of 5 shares, t = 2.
-    settings = SecAggSettings.from_run_config({**BASE, "num-shares": 5, "reconstruction-threshold": 2})
+    settings = secagg_settings({**BASE, "num-shares": 5, "reconstruction-threshold": 2})
     with pytest.raises(ConfigError, match="below the bound"):
         settings.validate_for(5)
-    SecAggSettings.from_run_config({**BASE, "num-shares": 5, "reconstruction-threshold": 3}).validate_for(5)
+    secagg_settings({**BASE, "num-shares": 5, "reconstruction-threshold": 3}).validate_for(5)
 
 
 def test_auto_shares_grow_with_the_log_of_the_cohort_and_keep_a_majority_threshold() -> None:
@@ -125,8 +125,8 @@ def test_auto_shares_grow_with_the_log_of_the_cohort_and_keep_a_majority_thresho
         k, t = auto_shares(n)
         assert k % 2 == 1 and k <= n and t == minimum_threshold(k) and t < k
         # The defaults (0 = auto) fit every such federation with dropouts tolerated.
-        settings = SecAggSettings.from_run_config({**BASE, "num-shares": 0, "reconstruction-threshold": 0}, n)
+        settings = secagg_settings({**BASE, "num-shares": 0, "reconstruction-threshold": 0}, n)
         assert (settings.num_shares, settings.reconstruction_threshold) == (k, t)
         settings.validate_for(n)
     with pytest.raises(ConfigError, match="cohort is unknown"):
-        SecAggSettings.from_run_config({**BASE, "num-shares": 0})
+        secagg_settings({**BASE, "num-shares": 0})
