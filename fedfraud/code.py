@@ -226,19 +226,20 @@ def _run_from_site(site: Path, superlink: str, runtime_port: int, env: dict[str,
     import sys
 
     from fedfraud.deployment import ManagedProcess, supernode_command as flower_supernode
-    from fedfraud.provision import InstitutionFiles, split_address
+    from federation.layout import SiteLayout
+    from fedfraud.federation_file import split_address
     from fedfraud.simulation import free_port, terminate_raises
 
     try:
         split_address(superlink)
     except ValueError as exc:
         raise ConfigError(f"--superlink {superlink!r}: {exc}") from None
-    files = InstitutionFiles(site)
+    files = SiteLayout(site)
     missing = [p for p in (files.ca_cert, files.auth_key, files.node_config) if not p.is_file()]
     if missing:
         raise InputError(f"{site}: not a provisioned site folder (missing {', '.join(p.name for p in missing)})")
     command = flower_supernode(files, superlink, runtime_port or free_port())
-    log_path = site / "logs" / "supernode.log"
+    log_path = files.logs_dir / "supernode.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     console.print(f"SuperNode of {site.name} dialing {superlink}; log: {log_path}")
     process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell

@@ -1,7 +1,8 @@
 """Run a federation on Flower's Deployment Engine: SuperLink, SuperNodes, ``flwr run``.
 
 This is the production path, runnable on one machine over loopback for tests
-and rehearsals. It uses only the files written by :mod:`fedfraud.provision`
+and rehearsals. It uses only the files written by ``fedfraud provision``
+(:mod:`fedfraud.provisioning`, placed as :class:`federation.layout.Layout` says)
 and Flower's own commands:
 
 1. the SuperLink starts with TLS (``--ssl-ca-certfile/--ssl-certfile/
@@ -51,7 +52,8 @@ from fedfraud.code import release_folder
 from core.errors import ConfigError, InputError
 from fedfraud.gateway import Endpoint, GatewayProcess, GatewaySettings
 from fedfraud.exits import run_app
-from fedfraud.provision import Federation, InstitutionFiles, Layout, load_federation
+from federation.layout import DataLayout, Layout, SiteLayout
+from fedfraud.federation_file import Federation, load_federation
 from fedfraud.simulation import (
     RunFailed,
     descendants,
@@ -126,7 +128,7 @@ def superlink_command(
 
 
 def supernode_command(
-    files: InstitutionFiles,
+    files: SiteLayout,
     superlink: str,
     runtime_port: int,
     auth_key: Path | None = None,
@@ -732,7 +734,7 @@ def check_own_data(federation: Federation, layout: Layout) -> None:
         site_schema = layout.institution(name).schema
         if not site_schema.is_file() or site_schema.read_bytes() != federation.schema.read_bytes():
             raise InputError(f"{site_schema}: not the federation's schema {federation.schema}; provision again")
-    files = {inst.id: [inst.data_dir / "train.csv", inst.data_dir / "test.csv"] for inst in federation.institutions}
+    files = {inst.id: list(DataLayout(inst.data_dir).splits) for inst in federation.institutions}
     rows = check_institution_data(schema, files)
     console.print("own data fits the schema: " + ", ".join(f"{where} {count} rows" for where, count in rows.items()))
 

@@ -83,7 +83,7 @@ def superlink_command(
     fleet gateway. Logs: STATE/logs/. Stop with Ctrl-C or SIGTERM: every
     Flower process stops with it. Exits non-zero if a process dies.
     """
-    from fedfraud.provision import split_address
+    from fedfraud.federation_file import split_address
 
     federation, layout = load_provisioned(federation_file, keys)
     state = state.resolve()

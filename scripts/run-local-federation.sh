@@ -31,7 +31,7 @@ if [[ ! -f "$KEYS/federation.json" ]]; then
     mkdir -p "$REGISTRATIONS"
     # 1a. Each institution makes its own keys (on its own machine in production;
     #     here its site folder is its folder under $KEYS/institutions).
-    for id in $("$PYTHON" -c 'import sys; from pathlib import Path; from fedfraud.provision import load_federation; print(" ".join(load_federation(Path(sys.argv[1])).names))' "$FEDERATION"); do
+    for id in $("$PYTHON" -c 'import sys; from pathlib import Path; from fedfraud.federation_file import load_federation; print(" ".join(load_federation(Path(sys.argv[1])).names))' "$FEDERATION"); do
         "$PYTHON" -m fedfraud.provision institution "$FEDERATION" "$id" --out "$KEYS/institutions/$id"
         cp "$KEYS/institutions/$id/registration.json" "$REGISTRATIONS/$id.json"
     done

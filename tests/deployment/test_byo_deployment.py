@@ -31,7 +31,9 @@ from fraud.datasets import model_columns
 from federation.layout import server_schema_file
 from fedfraud.deployment import TASK_POLL_ENV
 from fedfraud.party import READY_MARK
-from fedfraud.provision import Layout, load_federation, provision
+from federation.layout import Layout
+from fedfraud.federation_file import load_federation
+from fedfraud.provisioning import provision
 from fedfraud.simulation import descendants, free_port
 from fedfraud.sites import render_policy, split_byo_demo
 from fraud.byo_schema import load_schema

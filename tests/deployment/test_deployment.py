@@ -43,17 +43,11 @@ from fedfraud.deployment import (
 )
 from fedfraud.simulation import free_port
 from core.errors import ConfigError
-from fedfraud.provision import (
-    PRIVATE_MODE,
-    Federation,
-    InstitutionFiles,
-    Layout,
-    load_federation,
-    make_supernode_auth_key,
-    provision,
-    provision_institution,
-    write_file,
-)
+from federation.layout import Layout
+from federation.layout import SiteLayout as InstitutionFiles
+from fedfraud.federation_file import Federation, load_federation
+from fedfraud.pki import PRIVATE_MODE, make_supernode_auth_key, write_file
+from fedfraud.provisioning import provision, provision_institution
 from fraud.generator import ensure_federation_data
 from server.rundir import read_rounds
 
@@ -655,7 +649,7 @@ def test_registration_with_anything_private_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "registrations" / "bank-a.json"
     bad.parent.mkdir()
     bad.write_text(json.dumps(registration))
-    from fedfraud.provision import load_registration
+    from fedfraud.provisioning import load_registration
 
     with pytest.raises(InputError, match="public keys only"):
         load_registration(bad, federation, "bank-a")

@@ -45,7 +45,9 @@ from fedfraud.gateway import (
     PathPolicy,
     Refusal,
 )
-from fedfraud.provision import Federation, Layout, load_federation, make_supernode_auth_key
+from federation.layout import Layout
+from fedfraud.federation_file import Federation, load_federation
+from fedfraud.pki import make_supernode_auth_key
 from fedfraud.simulation import flower_env, flower_tool, free_port
 from fraud.generator import ensure_federation_data
 # Imported under the name pytest gives the module (its rootdir-relative
