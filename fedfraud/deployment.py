@@ -14,8 +14,8 @@ and Flower's own commands:
    ``flwr supernode register`` (with authentication on, a SuperNode can no
    longer register itself; an unknown key is refused);
 3. each SuperNode starts with its private auth key, the CA certificate and
-   its own node config file (``institution-id``, ``site-dir``, ``data-dir``,
-   ``policy-file``, ``signing-key``);
+   its own node config file (``institution-id``, ``site-dir``, ``data-dir``;
+   the ClientApp finds the policy and keys in the site folder);
 4. ``flwr run`` submits the project's app with the run config, through a
    connection file in a ``FLWR_HOME`` of its own that names the CA
    certificate as ``root-certificates``.

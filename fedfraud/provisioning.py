@@ -158,8 +158,6 @@ def node_config_toml(institution: Institution, files: SiteLayout) -> bytes:
         "institution-id": institution.id,
         "site-dir": str(files.root),
         "data-dir": str(institution.data_dir),
-        "policy-file": str(files.policy) if institution.policy else "",
-        "signing-key": str(files.audit_key),
     }
     lines = ["# Node config of this institution's SuperNode; written by fedfraud provision.\n"]
     for key, value in entries.items():

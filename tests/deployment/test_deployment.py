@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,7 +201,13 @@ def test_provisioned_keys_are_in_flower_form_and_private(
             assert stat.S_IMODE(secret.stat().st_mode) == PRIVATE_MODE
         node_config = files.node_config.read_text(encoding="utf-8")
         assert f'institution-id = "{name}"' in node_config
-        assert "signing-key" in node_config and "policy-file" in node_config
+        written = tomllib.loads(node_config)
+        # Only the keys client/node.py reads: it finds the policy and keys in site-dir.
+        assert written == {
+            "institution-id": name,
+            "site-dir": str(files.root),
+            "data-dir": str(federation.institutions[federation.names.index(name)].data_dir),
+        }
     for secret in (layout.ca_key, layout.server_key, layout.server_audit_key):
         assert stat.S_IMODE(secret.stat().st_mode) == PRIVATE_MODE
     cert = x509.load_pem_x509_certificate(layout.server_cert.read_bytes())
