@@ -57,8 +57,8 @@ from secagg.protocol import (
     ShareKind,
     Stage,
     Task,
+    read_announced,
     get_bytes,
-    get_float,
     get_int,
     get_list,
     get_stage,
@@ -236,12 +236,7 @@ def _setup(
         "run": msg.metadata.run_id,
         "round": _round_of(msg),
         "task": task_name,
-        "num_shares": get_int(fields, Field.NUM_SHARES, 2, 1000),
-        "reconstruction_threshold": get_int(fields, Field.THRESHOLD, 1, 1000),
-        "clipping_range": get_float(fields, Field.CLIPPING_RANGE),
-        "quantization_range": get_int(fields, Field.QUANTIZATION_RANGE, 1, 2**32),
-        "modulus_range": get_int(fields, Field.MODULUS_RANGE, 2, 2**32),
-        "max_weight": get_float(fields, Field.MAX_WEIGHT),
+        **read_announced(fields),
         "sample_num": get_int(fields, Field.SAMPLE_NUM, 0, 1000),
     }
     # 1-2. The parameters must be exactly the run's agreed values (the server

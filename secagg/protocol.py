@@ -170,6 +170,42 @@ def get_float(fields: Mapping[str, Any], name: Field) -> float:
     return value
 
 
+#: The SecAgg+ settings a round's first stage announces, one row each: the
+#: :class:`secagg.params.SecAggSettings` attribute, its wire field, its type
+#: and the bounds an institution accepts before it compares the value with
+#: its own settings. The server writes them with :func:`announce`, the
+#: institution reads them with :func:`read_announced`: one table for both.
+ANNOUNCED: tuple[tuple[str, Field, type, int, int], ...] = (
+    ("num_shares", Field.NUM_SHARES, int, 2, 1000),
+    ("reconstruction_threshold", Field.THRESHOLD, int, 1, 1000),
+    ("clipping_range", Field.CLIPPING_RANGE, float, 0, 0),
+    ("quantization_range", Field.QUANTIZATION_RANGE, int, 1, 2**32),
+    ("modulus_range", Field.MODULUS_RANGE, int, 2, 2**32),
+    ("max_weight", Field.MAX_WEIGHT, float, 0, 0),
+)
+
+
+def announce(settings: Any, max_weight: float) -> dict[str, Any]:
+    """The fields announcing ``settings`` (a ``SecAggSettings``), with the round's weight bound."""
+    values = {name: getattr(settings, name) for name, *_ in ANNOUNCED}
+    values["max_weight"] = max_weight
+    return {field: float(values[name]) if kind is float else int(values[name]) for name, field, kind, *_ in ANNOUNCED}
+
+
+def read_announced(fields: Mapping[str, Any]) -> dict[str, int | float]:
+    """The announced settings, by attribute name, each checked for type and bounds.
+
+    Raises
+    ------
+    ProtocolError
+        Naming the first field that is missing, of the wrong type or out of bounds.
+    """
+    return {
+        name: get_int(fields, field, low, high) if kind is int else get_float(fields, field)
+        for name, field, kind, low, high in ANNOUNCED
+    }
+
+
 def get_str(fields: Mapping[str, Any], name: Field, max_len: int = 200) -> str:
     """A short str field."""
     value = fields.get(name)

@@ -54,6 +54,7 @@ from secagg.protocol import (
     ShareKind,
     Stage,
     Task,
+    announce,
     get_bytes,
     get_int,
     get_list,
@@ -212,15 +213,9 @@ class HardenedSecAggWorkflow:
         return replies
 
     def _base_fields(self, state: _Round, sample_num: int) -> dict[str, Any]:
-        s = self.secagg
         return {
             Field.TASK: state.binding.task,
-            Field.NUM_SHARES: s.num_shares,
-            Field.THRESHOLD: s.reconstruction_threshold,
-            Field.CLIPPING_RANGE: float(s.clipping_range),
-            Field.QUANTIZATION_RANGE: s.quantization_range,
-            Field.MODULUS_RANGE: s.modulus_range,
-            Field.MAX_WEIGHT: float(self.weight_bound),
+            **announce(self.secagg, self.weight_bound),
             Field.SAMPLE_NUM: sample_num,
         }
 

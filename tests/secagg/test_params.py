@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from federation.settings import secagg_settings
-from core.errors import ConfigError
+from core.errors import ConfigError, ProtocolError
 from secagg_settings import BASE, masked_mean
 
 from secagg.params import (
@@ -130,3 +130,22 @@ def test_auto_shares_grow_with_the_log_of_the_cohort_and_keep_a_majority_thresho
         settings.validate_for(n)
     with pytest.raises(ConfigError, match="cohort is unknown"):
         secagg_settings({**BASE, "num-shares": 0})
+
+
+def test_the_institution_reads_back_exactly_what_the_server_announces() -> None:
+    from secagg.protocol import Field, announce, read_announced
+
+    settings = secagg_settings(BASE)
+    fields = announce(settings, 12345.0)
+    assert read_announced(fields) == {
+        "num_shares": settings.num_shares,
+        "reconstruction_threshold": settings.reconstruction_threshold,
+        "clipping_range": settings.clipping_range,
+        "quantization_range": settings.quantization_range,
+        "modulus_range": settings.modulus_range,
+        "max_weight": 12345.0,
+    }
+    with pytest.raises(ProtocolError, match="'threshold' must be an integer in \\[1, 1000\\]"):
+        read_announced({**fields, Field.THRESHOLD: 0})
+    with pytest.raises(ProtocolError, match="'clipping-range' must be a finite float"):
+        read_announced({**fields, Field.CLIPPING_RANGE: float("nan")})
