@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from audit.record import RecordKind
 from core.errors import InputError
 from fraud.compare import ComparisonResult, ThresholdRule, add_model, run_comparison
 from fraud.features import FEATURE_COLUMNS, load_arrays
@@ -122,10 +123,10 @@ def _closing_hash(log: Path) -> str:
     try:
         with log.open(encoding="utf-8") as fh:
             for line in fh:
-                if '"run_closed"' not in line:
+                if f'"{RecordKind.RUN_CLOSED.value}"' not in line:
                     continue
                 record = json.loads(line).get("record", {})
-                if record.get("kind") == "run_closed":
+                if record.get("kind") == RecordKind.RUN_CLOSED.value:
                     return str(record.get("body", {}).get("final_model_hash") or "")
     except (OSError, ValueError, AttributeError):
         return ""

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from audit.record import RecordKind
 from core.errors import InputError
 from federation.layout import ServerLayout
 
@@ -103,10 +104,10 @@ def _audit(run_dir: Path) -> tuple[list[dict[str, Any]], int, list[str]]:
     witnesses: list[str] = []
     for record in records:
         body = record.get("body", {})
-        if record.get("kind") == "checkpoint":
+        if record.get("kind") == RecordKind.CHECKPOINT.value:
             size = int(body.get("checkpoint", {}).get("tree_size", 0))
             witnesses = []
-        elif record.get("kind") == "witness":
+        elif record.get("kind") == RecordKind.WITNESS.value:
             signed = body.get("countersignature", body)
             who = signed.get("institution") if isinstance(signed, dict) else None
             if isinstance(who, str) and who not in witnesses:
@@ -118,7 +119,7 @@ def _node_names(records: list[dict[str, Any]]) -> dict[int, str]:
     """Node id -> institution, as proved by signed advertisements in the audit log."""
     names: dict[int, str] = {}
     for record in records:
-        if record.get("kind") != "participants":
+        if record.get("kind") != RecordKind.PARTICIPANTS.value:
             continue
         for node in record.get("body", {}).get("nodes", []):
             if node.get("verified") is True:
