@@ -66,6 +66,7 @@ from fedfraud.simulation import (
     project_dir,
     require_every_round,
     require_measurements,
+    spawn_logged,
     write_run_config,
 )
 
@@ -314,16 +315,7 @@ class Deployment:
 
     def _spawn(self, name: str, command: list[str], home: Path, log_path: Path) -> ManagedProcess:
         home.mkdir(parents=True, exist_ok=True)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as handle:
-            process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                command,
-                env=self._env(home),
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=self.work_dir,
-            )
+        process = spawn_logged(command, self._env(home), log_path, cwd=self.work_dir)
         managed = ManagedProcess(name, process, log_path)
         self.processes.append(managed)
         return managed

@@ -76,7 +76,6 @@ import os
 import re
 import socket
 import ssl
-import subprocess
 import sys
 import time
 import urllib.error
@@ -966,15 +965,9 @@ def gateway_command(settings: GatewaySettings, log_level: str = "INFO") -> list[
 def _spawn_own_session(name: str, command: list[str], log_path: Path) -> ManagedProcess:
     from fedfraud.deployment import ManagedProcess
 
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as handle:
-        process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            command,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    from fedfraud.simulation import spawn_logged
+
+    process = spawn_logged(command, {**os.environ, "PYTHONUNBUFFERED": "1"}, log_path)
     return ManagedProcess(name, process, log_path)
 
 

@@ -280,14 +280,7 @@ def simulation_superlink(flwr_home: Path, log_path: Path) -> Iterator[int]:
         "--port",
         str(port),
     ]
-    with log_path.open("ab") as log_handle:
-        process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-            command,
-            env=flower_env(flwr_home),
-            stdout=log_handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = spawn_logged(command, flower_env(flwr_home), log_path)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while not _healthy(port):
@@ -392,23 +385,31 @@ def _submit(
             "--federation-config",
             federation,
         ]
-        with flower_log.open("ab") as log_handle:
-            process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
-                command,
-                env=flower_env(flwr_home),
-                stdout=log_handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            try:
-                while process.poll() is None:
-                    if on_poll is not None:
-                        on_poll()
-                    time.sleep(poll_seconds)
-            finally:
-                _stop(process)
+        process = spawn_logged(command, flower_env(flwr_home), flower_log)
+        try:
+            while process.poll() is None:
+                if on_poll is not None:
+                    on_poll()
+                time.sleep(poll_seconds)
+        finally:
+            _stop(process)
         if on_poll is not None:
             on_poll()
+
+
+def spawn_logged(
+    command: list[str], env: Mapping[str, str], log_path: Path, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in its own session, appending its output to ``log_path``.
+
+    Its own session (process group) lets a launcher stop it and every process
+    it starts; the log folder is created if needed.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as handle:
+        return subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            command, env=dict(env), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
+        )
 
 
 def _ensure_dir(path: Path) -> Path:

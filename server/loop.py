@@ -15,7 +15,6 @@ steps, in order:
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict
 from typing import Any
@@ -47,7 +46,7 @@ from .preprocess import PreprocessThenFit
 from .validation import load_validation
 from .secagg_workflow import secagg_workflow
 from .planning import checked_plan, load_server_policies, plan_record, run_features
-from .rundir import SUMMARY_FILE, RunDirectory, read_model
+from .rundir import SUMMARY_FILE, RunDirectory, finite, read_model
 from .strategy import FraudFedAvg, RoundLog
 
 # The initial model must sit well inside the clipping range: weights grow
@@ -254,15 +253,4 @@ def _round_record(round_log: RoundLog) -> dict[str, Any]:
     record["seconds"] = round(time.monotonic() - round_log.started, 3)
     for key in ("started", "fit_started", "fit_done"):
         record.pop(key)
-    return _finite(record)
-
-
-def _finite(value: Any) -> Any:
-    """Replace NaN/inf (e.g. AUC with no positives) by None for strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+    return finite(record)

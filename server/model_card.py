@@ -13,13 +13,14 @@ names and policy hashes.
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from fraud.scoring import SCORING_FILE, ScoringFile
 from federation.settings import RunSettings
+
+from .rundir import finite
 
 MODEL_CARD_FORMAT = "fedfraud-model-card/1"
 """Format marker of ``model_card.json``."""
@@ -148,18 +149,8 @@ def build_model_card(
             + (" --model MODEL.npz" if model.file is None else ""),
         },
     }
-    finite: dict[str, Any] = _finite(card)
-    return finite
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+    finite_card: dict[str, Any] = finite(card)
+    return finite_card
 
 
 _METRIC_ROWS = (

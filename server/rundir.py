@@ -12,6 +12,7 @@ means the run finished).
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -103,6 +104,17 @@ class RunDirectory:
             tmp = self.path / (name + ".tmp")
             tmp.write_bytes(data)
             os.replace(tmp, self.path / name)
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity (e.g. an AUC without positives) as None, for strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
 
 
 def read_model(path: Path, names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> list[npt.NDArray[np.float32]]:
