@@ -145,21 +145,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
-    raise ConfigError(f"run config value {value!r} is not a TOML scalar")
-
-
 def write_run_config(path: Path, config: Mapping[str, Any]) -> Path:
-    """Write run-config overrides as a flat TOML file for ``flwr run -c``."""
-    lines = [f'"{key}" = {_toml_value(value)}' for key, value in sorted(config.items())]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    """Write run-config overrides as a flat TOML file for ``flwr run -c`` (scalars only)."""
+    import tomli_w
+
+    for key, value in config.items():
+        if not isinstance(value, (str, bool, int, float)):
+            raise ConfigError(f"run config {key!r}: {value!r} is not a TOML scalar")
+    path.write_text(tomli_w.dumps(dict(sorted(config.items()))), encoding="utf-8")
     return path
 
 

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from fedfraud.cli import app
@@ -210,3 +212,17 @@ def test_a_file_that_breaks_the_draft_after_the_sample_is_reported(tmp_path: Pat
     assert result.returncode == 3
     assert out.exists()  # the draft is written; the file does not pass it as drafted
     assert "does not pass it" in result.stderr and "'amount'" in result.stderr and "line 301" in result.stderr
+
+
+@given(st.text())
+def test_written_strings_read_back_as_written(text: str) -> None:
+    # The draft is hand-formatted TOML (tomli-w writes no comments): every
+    # string it quotes must read back unchanged with Python's own TOML reader,
+    # as a value, as a key and inside a comment line.
+    import tomllib
+
+    from fedfraud.schema_draft import _toml_key, _toml_str
+
+    assert tomllib.loads(f"v = {_toml_str(text)}")["v"] == text
+    assert tomllib.loads(f"{_toml_key(text or 'x')} = 1") == {text or "x": 1}
+    assert tomllib.loads(f"# {_toml_str(text)}\nv = 1") == {"v": 1}
