@@ -34,7 +34,7 @@ import datetime as dt
 from federation.settings import UNSAFE_OPT_IN, write_unsafe_opt_in
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
 from fedfraud.sites import prepare_demo_sites, release_validation_data
-from fraud.generator import ensure_federation_data
+from fraud.generator_files import ensure_federation_data
 
 NAMES = ["bank-a", "bank-b", "insurer-c"]
 

@@ -112,7 +112,7 @@ from _inprocess_grid import Delivery, InProcessGrid  # noqa: E402
 from client.secagg_mod import hardened_secagg_mod  # noqa: E402
 from fedfraud.simulation import default_run_config, project_dir  # noqa: E402
 from fedfraud.sites import prepare_demo_sites  # noqa: E402
-from fraud.generator import ensure_federation_data  # noqa: E402
+from fraud.generator_files import ensure_federation_data  # noqa: E402
 from federation.settings import secagg_settings
 from secagg.masks import mask_stream  # noqa: E402
 from secagg.params import SecAggSettings, aggregation_error_bound  # noqa: E402

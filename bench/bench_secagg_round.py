@@ -24,7 +24,7 @@ import datetime as dt
 
 from federation.settings import write_unsafe_opt_in
 from fedfraud.sites import prepare_demo_sites
-from fraud.generator import ensure_federation_data
+from fraud.generator_files import ensure_federation_data
 
 from server.rundir import read_rounds
 

@@ -111,7 +111,7 @@ import bench_hardened_secagg as base  # noqa: E402
 import bench_secagg_round  # noqa: E402
 from _inprocess_grid import InProcessGrid, _stage_hint  # noqa: E402
 
-from fraud.generator import ensure_federation_data  # noqa: E402
+from fraud.generator_files import ensure_federation_data  # noqa: E402
 
 PLAIN, STOCK, HARDENED, CKKS = "plain", base.STOCK, base.HARDENED, bench_ckks_round.CKKS
 MODES = (PLAIN, STOCK, HARDENED, CKKS)

@@ -212,7 +212,8 @@ def demo(
         require_measurements,
         run_simulation,
     )
-    from fraud.generator import Heterogeneity, ensure_federation_data
+    from fraud.generator import Heterogeneity
+    from fraud.generator_files import ensure_federation_data
 
     from fedfraud.sites import DemoSites, prepare_demo_sites, release_validation_data
 
@@ -589,7 +590,7 @@ def generate(
     ] = "standard",
 ) -> None:
     """Generate (or reuse) the built-in synthetic institutions' transactions."""
-    from fraud.generator import ensure_federation_data
+    from fraud.generator_files import ensure_federation_data
 
     names = [name.strip() for name in institutions.split(",") if name.strip()]
     manifest = ensure_federation_data(out.resolve(), names, rows, seed, heterogeneity=heterogeneity)

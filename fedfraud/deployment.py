@@ -619,7 +619,7 @@ def local_command(
 ) -> None:
     """Run a whole production federation on this machine over 127.0.0.1, then stop it."""
     from fedfraud.cli import parse_overrides, RoundProgress
-    from fraud.generator import ensure_federation_data
+    from fraud.generator_files import ensure_federation_data
 
     federation, layout = load_provisioned(federation_file, keys)
     run_dir, run_name, config, settings = plan_run(

@@ -29,7 +29,7 @@ from client.app import app
 from fedfraud.simulation import default_run_config, project_dir
 from fedfraud.sites import prepare_demo_sites
 from fraud.features import FEATURE_COLUMNS
-from fraud.generator import ensure_federation_data
+from fraud.generator_files import ensure_federation_data
 from fraud.model import build_model, get_weights
 from secagg import hardened as hc
 from secagg.masks import add_mod, decode_integer_sum, mask_stream, unpack

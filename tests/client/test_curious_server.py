@@ -24,7 +24,7 @@ from federation.settings import UNSAFE_OPT_IN, write_unsafe_opt_in
 from fedfraud.simulation import default_run_config, project_dir
 from fedfraud.sites import prepare_demo_sites
 from fraud.features import FEATURE_COLUMNS
-from fraud.generator import ensure_federation_data
+from fraud.generator_files import ensure_federation_data
 from fraud.model import build_model, get_weights
 
 NAMES = ("bank-a", "bank-b", "insurer-c")

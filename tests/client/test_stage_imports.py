@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fedfraud.simulation import default_run_config, project_dir
 from fedfraud.sites import prepare_demo_sites
-from fraud.generator import ensure_federation_data
+from fraud.generator_files import ensure_federation_data
 from secagg.protocol import Field
 
 NAMES = ("bank-a", "bank-b", "insurer-c")

@@ -49,7 +49,7 @@ from federation.layout import SiteLayout as InstitutionFiles
 from fedfraud.federation_file import Federation, load_federation
 from fedfraud.pki import PRIVATE_MODE, make_supernode_auth_key, write_file
 from fedfraud.provisioning import provision, provision_institution
-from fraud.generator import ensure_federation_data
+from fraud.generator_files import ensure_federation_data
 from server.rundir import read_rounds
 
 INSTITUTIONS = ("bank-a", "bank-b", "insurer-c")

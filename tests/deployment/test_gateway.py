@@ -49,7 +49,7 @@ from federation.layout import Layout
 from fedfraud.federation_file import Federation, load_federation
 from fedfraud.pki import make_supernode_auth_key
 from fedfraud.simulation import flower_env, flower_tool, free_port
-from fraud.generator import ensure_federation_data
+from fraud.generator_files import ensure_federation_data
 # Imported under the name pytest gives the module (its rootdir-relative
 # package, "deployment"), so it works with `pytest` and `python -m pytest`
 # alike and is never imported twice.

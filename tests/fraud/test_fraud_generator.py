@@ -20,13 +20,11 @@ from fraud.generator import (
     DEFAULT_INSTITUTIONS,
     FRAUD_TYPOLOGIES,
     GENERATOR_VERSION,
-    MANIFEST_NAME,
     InstitutionProfile,
     default_profiles,
-    ensure_federation_data,
     generate_institution,
-    write_federation_data,
 )
+from fraud.generator_files import MANIFEST_NAME, ensure_federation_data, write_federation_data
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -237,7 +235,7 @@ def test_failure_mid_write_keeps_previous_data_and_leaves_no_partial_files(tmp_p
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
         from core.errors import ConfigError
-        from fraud.generator import write_federation_data
+        from fraud.generator_files import write_federation_data
         try:
             write_federation_data(Path({str(out)!r}), ["bank-a", "bank-b", "insurer-c"], 5_000, seed=2)
         except ConfigError as exc:

@@ -16,14 +16,12 @@ from fraud.features import LABEL_COLUMN, TYPOLOGY_COLUMN, to_arrays
 from fraud.generator import (
     DEFAULT_INSTITUTIONS,
     FRAUD_TYPOLOGIES,
-    MANIFEST_NAME,
     Heterogeneity,
     default_profiles,
-    ensure_federation_data,
     generate_institution,
     institution_seed,
-    write_federation_data,
 )
+from fraud.generator_files import MANIFEST_NAME, ensure_federation_data, write_federation_data
 
 # sha256 of generate_institution(profile, 1000, 5) as CSV, for the default
 # profiles, computed with the generator as released before the heterogeneity

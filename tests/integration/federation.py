@@ -20,7 +20,7 @@ from federation.settings import RunSettings
 from fedfraud.sites import prepare_demo_sites, release_validation_data
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
 from fraud.features import FEATURE_COLUMNS
-from fraud.generator import ensure_federation_data
+from fraud.generator_files import ensure_federation_data
 from fraud.model import build_model, get_weights, initial_model_seed, set_weights
 from fraud.train import TrainConfig, train_local
 
