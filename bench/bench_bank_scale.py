@@ -15,7 +15,7 @@ What is measured
    differs by issuer, so the signal is learnable and partly issuer-specific.
    The file and its schema (same format as
    ``fraud/schemas/insurance_claims.toml``; it is loaded with
-   :func:`fraud.byo.load_schema` before use) are generated with vectorised
+   :func:`fraud.byo_schema.load_schema` before use) are generated with vectorised
    numpy in chunks (little memory) and cached under ``--work``; a cached file
    is reused while rows, seed and generator version match.
 2. **Federation.** ``fedfraud demo --byo-csv CSV --split-by issuer --schema

@@ -8,11 +8,11 @@ Two data sets, each over several seeds (default 3; medians reported):
     distributions; 20,000 rows each, split 70/15/15 (train / validation /
     test) per institution, as ``bench/bench_compare.py`` does.
 (b) ``insurance``: ``../shared/data/insurance_claims/insurance_claims.csv``
-    split into institutions by ``policy_state`` (:func:`fraud.byo.split_by_column`),
+    split into institutions by ``policy_state`` (:func:`fraud.byo_split.split_by_column`),
     read with the shipped schema ``fraud/schemas/insurance_claims.toml``,
-    split 70/30 per institution (:func:`fraud.byo.train_test_split`) and
-    encoded with the federation-wide scaling (:class:`fraud.byo.NumericStats`
-    summed, :meth:`fraud.byo.FeatureSpec.from_stats`). The file is small
+    split 70/30 per institution (:func:`fraud.byo_read.train_test_split`) and
+    encoded with the federation-wide scaling (:class:`fraud.byo_stats.NumericStats`
+    summed, :meth:`fraud.byo_encode.FeatureSpec.from_stats`). The file is small
     (about 240 training rows per state), so it trains with mini-batches of 32;
     the threshold is chosen on the training rows (no rows to spare for a
     validation split; AUC-PR does not depend on the threshold).

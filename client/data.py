@@ -2,7 +2,7 @@
 
 Built-in data: the generator's CSV files and fixed transforms. Bring-your-own
 data: the institution's CSV files read strictly with its ``schema.toml``, and
-encoded with the federation's agreed :class:`fraud.byo.FeatureSpec` (sent by
+encoded with the federation's agreed :class:`fraud.byo_encode.FeatureSpec` (sent by
 the server after the secure statistics round; checked against this
 institution's own schema before use).
 """
@@ -123,7 +123,7 @@ class LocalData:
         Built-in data: the training row count alone (for ``max-weight`` auto).
         Bring-your-own data: the row count, then per numeric column the count
         of present values, the sum and the sum of squares of the transformed
-        values (:class:`fraud.byo.NumericStats`), totals in fixed point.
+        values (:class:`fraud.byo_stats.NumericStats`), totals in fixed point.
         """
         from secagg.secure_sum import STATS_SCALE, counts_and_totals
 

@@ -4,9 +4,9 @@ Writing a schema by hand for a file of forty columns is slow and easy to get
 wrong. :func:`draft_schema` reads a sample of the file (its first
 ``--sample-rows`` rows, 200 000 by default, streamed chunk by chunk, so a file
 of several GB is fine), guesses every column's role and writes TOML that
-:func:`fraud.byo.load_schema` accepts, with a ``# REVIEW:`` note on every
+:func:`fraud.byo_schema.load_schema` accepts, with a ``# REVIEW:`` note on every
 guess. The command then reads the draft back and checks the file against it
-exactly as ``fedfraud data check`` does (:func:`fraud.byo.check_institution_data`).
+exactly as ``fedfraud data check`` does (:func:`fraud.byo_read.check_institution_data`).
 
 How a column's role is guessed, in this order (values are stripped of
 surrounding white space, as the reader does; a value in
@@ -33,7 +33,7 @@ A guess is a guess: the first rows of a file sorted by date or label may not
 show every value, and names mislead. The header of the draft says so; the
 check after writing catches what the sample missed (it reads the whole file,
 so it is bounded like ``fedfraud data check``: files up to
-:data:`fraud.byo.MAX_BYTES`). Statistics of the sample (counts per value) are
+:data:`fraud.byo_read.MAX_BYTES`). Statistics of the sample (counts per value) are
 printed nowhere and written nowhere: the draft is meant to be shared once
 reviewed.
 """
@@ -564,7 +564,7 @@ def _render(file_name: str, rows: int, more: bool, label: _Column, guesses: dict
         *_array("missing_markers", markers),
         "",
         "# Numbers: every value in the sample parses as a number (or is missing). They go through",
-        "# the fixed signed log1p and the federation-wide standardization (fraud/byo.py).",
+        "# the fixed signed log1p and the federation-wide standardization (fraud/byo_stats.py, fraud/byo_encode.py).",
         *_array("numeric", by_role[Role.NUMERIC], [guesses[c].note for c in by_role[Role.NUMERIC]]),
         "",
     ]
@@ -625,7 +625,7 @@ def draft_schema(csv_path: str | Path, label: str | None = None,
     Returns
     -------
     SchemaDraft
-        The TOML text (validated: it loads as a :class:`~fraud.byo.Schema`).
+        The TOML text (validated: it loads as a :class:`~fraud.byo_schema.Schema`).
 
     Raises
     ------

@@ -205,7 +205,7 @@ def split_byo_demo(
 
     Rows keep their original text (the schema reads them, as it would read an
     institution's own files); the split is stratified by ``label`` and seeded.
-    Returns the institution ids (:func:`fraud.byo.institution_id` of the
+    Returns the institution ids (:func:`fraud.byo_split.institution_id` of the
     column's values); ``mapping`` receives ``{value: id}``.
     """
     import numpy as np
@@ -256,7 +256,7 @@ def split_train_test(
 
     Stratified by ``label`` and seeded by ``rng``; rows keep their original
     text (the schema reads them later, as it reads any institution's files).
-    The file is streamed (:func:`fraud.byo.split_train_test_rows`), so a
+    The file is streamed (:func:`fraud.byo_split.split_train_test_rows`), so a
     bank-sized export is split without being held in memory.
     """
     from fraud.byo_split import split_train_test_rows

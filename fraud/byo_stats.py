@@ -43,9 +43,6 @@ import pandas as pd
 from core.errors import ConfigError, InputError
 from fraud.byo_schema import Schema
 
-STATS_FORMAT = "fedfraud-numeric-stats/1"
-"""Version of the :class:`NumericStats` vector layout."""
-
 MAX_TRANSFORMED = 64.0
 """Largest ``|sign(x) log1p(|x|)|`` accepted (``|x|`` up to about 6e27)."""
 

@@ -3,7 +3,7 @@
 ``data-format = "builtin"`` uses the generator's transactions, whose features
 are fixed transforms (:mod:`fraud.features`). ``data-format = "byo"`` uses each
 institution's own CSV files read with the federation's **schema**
-(:mod:`fraud.byo`): a copy in every institution's site folder, and the
+(:mod:`fraud.byo_schema`): a copy in every institution's site folder, and the
 server's copies in its own folder (both placed as :mod:`federation.layout`
 says). All institutions must share one schema (checked before the run, naming
 the columns that differ), and the numeric scaling is agreed from securely
@@ -70,7 +70,7 @@ def model_columns(schema: object) -> tuple[str, ...]:
 
 
 def spec_to_text(spec: object) -> str:
-    """Serialize a :class:`fraud.byo.FeatureSpec` for the fit and evaluation configs."""
+    """Serialize a :class:`fraud.byo_encode.FeatureSpec` for the fit and evaluation configs."""
     return json.dumps(
         {
             "schema_fingerprint": spec.schema_fingerprint,  # type: ignore[attr-defined]

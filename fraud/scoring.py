@@ -6,7 +6,7 @@ federation encoded and judged its own:
 
 * the data format; for bring-your-own data the federation's schema (a copy
   of its TOML text and its fingerprint) and the agreed
-  :class:`fraud.byo.FeatureSpec` (the securely summed scaling);
+  :class:`fraud.byo_encode.FeatureSpec` (the securely summed scaling);
 * the feature order, the label and identifier columns;
 * the operating threshold the server chose in the final round, and how;
 * the model's architecture, layer names and shapes, the final model's hash
@@ -70,7 +70,7 @@ class SchemaCopy(_Strict):
     """The federation's schema, as the server held it."""
 
     toml: StrictStr = Field(description="the schema file's text")
-    fingerprint: Hex64 = Field(description="fraud.byo.Schema.fingerprint() of that text")
+    fingerprint: Hex64 = Field(description="fraud.byo_schema.Schema.fingerprint() of that text")
     source: StrictStr = Field(description="the server's copy it came from")
 
 

@@ -8,7 +8,7 @@ them it derives
 
 * the training weight bound when ``max-weight`` is auto (the total row count,
   so weights ``n_i / N`` sum to 1), and
-* for bring-your-own data the :class:`fraud.byo.FeatureSpec` (global means
+* for bring-your-own data the :class:`fraud.byo_encode.FeatureSpec` (global means
   and standard deviations; the categorical vocabularies come from the schema),
   sent with every round. No institution scales its data with statistics of
   its own.
