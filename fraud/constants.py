@@ -12,14 +12,9 @@ from __future__ import annotations
 #: beyond it local training barely moves.
 MAX_PROX_MU = 100.0
 
-FEATURE_COLUMNS: tuple[str, ...] = (
-    "log_amount",
-    "hour_sin",
-    "hour_cos",
-    "is_weekend",
-    "channel_card_present",
-    "channel_card_not_present",
-    "channel_online_banking",
+#: Columns of the built-in transactions that reach the model as they are
+#: (after scaling): the same name in the CSV file and in ``X``.
+AS_IS_COLUMNS: tuple[str, ...] = (
     "merchant_risk",
     "terminal_fraud_rate_28d",
     "customer_tx_count_1d",
@@ -32,5 +27,16 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "seconds_since_last_tx",
     "new_device",
     "foreign_country",
+)
+
+FEATURE_COLUMNS: tuple[str, ...] = (
+    "log_amount",
+    "hour_sin",
+    "hour_cos",
+    "is_weekend",
+    "channel_card_present",
+    "channel_card_not_present",
+    "channel_online_banking",
+    *AS_IS_COLUMNS,
 )
 """Model inputs, in the column order of ``X``."""

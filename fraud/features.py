@@ -35,7 +35,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from core.errors import InputError
-from fraud.constants import FEATURE_COLUMNS
+from fraud.constants import AS_IS_COLUMNS, FEATURE_COLUMNS
 
 LABEL_COLUMN = "is_fraud"
 TYPOLOGY_COLUMN = "typology"
@@ -44,24 +44,7 @@ ID_COLUMNS: tuple[str, ...] = ("transaction_id", "customer_id", "terminal_id")
 
 CHANNEL_VALUES: tuple[str, ...] = ("card_present", "card_not_present", "online_banking")
 
-RAW_COLUMNS: tuple[str, ...] = (
-    "amount",
-    "hour",
-    "is_weekend",
-    "channel",
-    "merchant_risk",
-    "terminal_fraud_rate_28d",
-    "customer_tx_count_1d",
-    "customer_tx_count_7d",
-    "customer_tx_count_30d",
-    "customer_mean_amount_1d",
-    "customer_mean_amount_7d",
-    "customer_mean_amount_30d",
-    "amount_to_mean_30d",
-    "seconds_since_last_tx",
-    "new_device",
-    "foreign_country",
-)
+RAW_COLUMNS: tuple[str, ...] = ("amount", "hour", "is_weekend", "channel", *AS_IS_COLUMNS)
 """Columns :func:`to_arrays` reads (besides the label)."""
 
 
