@@ -178,8 +178,7 @@ def decrypt_model(
 
 
 def _model_paths(node: InstitutionNode, run: int) -> tuple[Path, Path]:
-    folder = node.site_dir / "state"
-    return folder / f"ckks-model-{run}.npz", folder / f"ckks-model-{run}.json"
+    return node.site.ckks_model(run), node.site.ckks_model_meta(run)
 
 
 def save_model(node: InstitutionNode, run: int, server_round: int, model_id: str, arrays: Arrays) -> str:

@@ -134,6 +134,18 @@ class SiteLayout:
         """The round ledger (one-time rounds, differencing, max_rounds)."""
         return self.state_dir / "secagg-ledger.json"
 
+    def ckks_model(self, run: int) -> Path:
+        """The global model of ``ckks`` run ``run``, decrypted here and kept here only (0600)."""
+        return self.state_dir / f"ckks-model-{run}.npz"
+
+    def ckks_model_meta(self, run: int) -> Path:
+        """Round, model id and hash of :meth:`ckks_model`."""
+        return self.state_dir / f"ckks-model-{run}.json"
+
+    def newest_ckks_model(self) -> Path | None:
+        """The most recently written :meth:`ckks_model`, if any."""
+        return max(self.state_dir.glob("ckks-model-*.npz"), key=lambda p: p.stat().st_mtime, default=None)
+
     @property
     def synthetic_dir(self) -> Path:
         """The synthetic validation releases it made (``fedfraud`` demo)."""

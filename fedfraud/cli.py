@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.errors import ConfigError, FedFraudError
+from federation.layout import TRAIN_FILE, DataLayout
 
 app = typer.Typer(
     name="fedfraud",
@@ -255,7 +256,7 @@ def demo(
         with console.status(f"checking the files of {', '.join(names)} against the schema..."):
             checked_rows = check_institution_data(
                 load_schema(byo_schema),
-                {name: [data_root / name / "train.csv", data_root / name / "test.csv"] for name in names},
+                {name: list(DataLayout(data_root / name).splits) for name in names},
             )
         console.print(
             f"data of {len(names)} institutions split and checked in {time.monotonic() - started:.1f}s"
@@ -300,7 +301,7 @@ def demo(
         too_large = {
             key.split(": ", 1)[0]: n
             for key, n in checked_rows.items()
-            if key.endswith("train.csv") and n > settings.secagg.max_weight
+            if key.endswith(TRAIN_FILE) and n > settings.secagg.max_weight
         }
         if too_large:
             raise ConfigError(
@@ -384,8 +385,7 @@ def demo(
             + (
                 # The demo plays every party: the first institution's own copy.
                 " --model "
-                + str(max((sites.site(names[0]) / "state").glob("ckks-model-*.npz"),
-                          key=lambda p: p.stat().st_mtime, default="<site>/state/ckks-model-<run>.npz"))
+                + str(sites.site_layout(names[0]).newest_ckks_model() or "<site>/state/ckks-model-<run>.npz")
                 if settings.aggregation.value == "ckks"
                 else ""
             )
@@ -397,7 +397,7 @@ def demo(
             # In ckks mode the server holds no model: the comparison uses the
             # copy the first institution decrypted (the demo plays every party).
             model = (
-                max((sites.site(names[0]) / "state").glob("ckks-model-*.npz"), key=lambda p: p.stat().st_mtime)
+                sites.site_layout(names[0]).newest_ckks_model()
                 if settings.aggregation.value == "ckks"
                 else None
             )
@@ -407,12 +407,12 @@ def demo(
         f"signed audit log: {run_dir / 'audit.jsonl'} (final checkpoint witnessed by "
         f"{', '.join(summary['final_checkpoint_witnessed_by']) or 'nobody'})\n"
         f"verify it: fedfraud audit verify {run_dir / 'audit.jsonl'} "
-        f"--server-key {sites.server_dir / 'audit.pub'} "
-        + " ".join(f"--policy {sites.site(n) / 'policy.toml'}" for n in names)
+        f"--server-key {sites.server.audit_pub} "
+        + " ".join(f"--policy {sites.site_layout(n).policy}" for n in names)
         + " "
         + " ".join(
             f"--institution-log {log}"
-            for log in (sites.site(n) / "audit" / f"{run_name}.jsonl" for n in names)
+            for log in (sites.site_layout(n).audit_dir / f"{run_name}.jsonl" for n in names)
             # An institution that never witnessed a checkpoint has no log; the
             # verifier would report the missing file (INCOMPLETE).
             if log.exists()

@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from audit.record import RecordKind
 from core.errors import InputError
+from federation.layout import DataLayout, ServerLayout
 from fraud.compare import ComparisonResult, ThresholdRule, add_model, run_comparison
 from fraud.features import FEATURE_COLUMNS, load_arrays
 from fraud.model import build_model
@@ -140,7 +141,7 @@ def build_comparison(
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["run_config"]
     names = [n.strip() for n in str(config["institutions"]).split(",") if n.strip()]
     data_root = Path(config["data-dir"])
-    validation_dir = Path(config["server-dir"]) / "validation"
+    validation_dir = ServerLayout(Path(config["server-dir"])).validation_dir
     byo = str(config.get("data-format", "builtin")) == "byo"
     if byo:
         # Bring-your-own data: every model sees the rows encoded with the
@@ -157,8 +158,8 @@ def build_comparison(
         n_features = int(scoring.spec.n_features)
     else:
         split_of, n_features = _split, len(FEATURE_COLUMNS)
-    train = {n: split_of(data_root / n / "train.csv") for n in names}
-    test = {n: split_of(data_root / n / "test.csv") for n in names}
+    train = {n: split_of(DataLayout(data_root / n).train) for n in names}
+    test = {n: split_of(DataLayout(data_root / n).test) for n in names}
     if byo and not any(validation_dir.glob("*.csv")):
         # No synthetic releases: every model's threshold is chosen on the
         # institutions' pooled training rows, the data the federation's own

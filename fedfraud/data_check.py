@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from core.errors import InputError
+from federation.layout import DataLayout
 
 app = typer.Typer(help="Check data files against a schema before any round.", no_args_is_help=True,
                   add_completion=False)
@@ -33,7 +34,7 @@ def files_of(entry: str) -> tuple[str, list[Path]]:
         raise InputError(f"{entry!r}: expected NAME=PATH (a CSV file or a folder with train.csv, test.csv)")
     path = Path(path_text)
     if path.is_dir():
-        found = [path / f for f in ("train.csv", "test.csv") if (path / f).is_file()]
+        found = [p for p in DataLayout(path).splits if p.is_file()]
         if not found:
             raise InputError(f"{path}: no train.csv or test.csv in this folder")
         return name, found

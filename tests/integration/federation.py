@@ -17,7 +17,7 @@ import numpy.typing as npt
 from client.fraud_client import round_seed
 from fraud.features import load_arrays
 from federation.settings import RunSettings
-from fedfraud.sites import prepare_demo_sites, release_validation_data
+from fedfraud.sites import DemoSites, prepare_demo_sites, release_validation_data
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
 from fraud.features import FEATURE_COLUMNS
 from fraud.generator_files import ensure_federation_data
@@ -61,7 +61,7 @@ def run_federation(
     run_dir = tmp_path / "run"
     sites = prepare_demo_sites(tmp_path / "parties", names, policy_dir or project_dir() / "policies")
     for institution, edit in (site_edits or {}).items():
-        edit_site_policy(sites.site(institution) / "policy.toml", edit)
+        edit_site_policy(sites.site_layout(institution).policy, edit)
     if validation_rows:
         release_validation_data(sites, data_dir, names, validation_rows, 7)
     config = default_run_config()
@@ -146,17 +146,13 @@ def verify_with_cli(
     """
     command = [
         sys.executable, "-m", "fedfraud", "audit", action, str(run_dir / "audit.jsonl"),
-        "--server-key", str(parties / "server" / "audit.pub"),
+        "--server-key", str(DemoSites(parties).server.audit_pub),
     ]
     for institution in INSTITUTIONS:
-        site = parties / "sites" / institution
-        policy = (
-            parties / "server" / "policies" / f"{institution}.toml"
-            if server_copies
-            else site / "policy.toml"
-        )
+        site = DemoSites(parties).site_layout(institution)
+        policy = DemoSites(parties).server.policy(institution) if server_copies else site.policy
         command += ["--policy", str(policy)]
-        command += ["--institution-log", str(site / "audit" / f"{run_name}.jsonl")]
+        command += ["--institution-log", str(site.audit_dir / f"{run_name}.jsonl")]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
