@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import InputError, PolicyViolation
-from federation.layout import APPROVALS_FILE, SiteLayout
+from core.layout import APPROVALS_FILE, SiteLayout
 
 APPROVALS_VERSION = 1
 #: Largest approvals file read (a list of hashes; anything bigger is hostile).

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fraud.datasets import DataFormat, model_columns, spec_from_text
-from federation.layout import SCHEMA_FILE
+from core.layout import SCHEMA_FILE
 from core.errors import ProtocolError
 from federation.settings import RunSettings
 

@@ -1,7 +1,7 @@
 """Which institution this ClientApp is, and where its own files live.
 
 An institution keeps everything it controls in its **site folder**
-(:class:`federation.layout.SiteLayout` names every file):
+(:class:`core.layout.SiteLayout` names every file):
 
 * ``policy.toml``: its own policy, enforced on its side (never taken from the
   server);
@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import ConfigError, InputError
-from federation.layout import DataLayout, SiteLayout
+from core.layout import DataLayout, SiteLayout
 from federation.settings import RunSettings
 
 
 @dataclass(frozen=True)
 class InstitutionNode:
-    """One institution's identity and private files (named by :mod:`federation.layout`)."""
+    """One institution's identity and private files (named by :mod:`core.layout`)."""
 
     institution_id: str
     data_dir: Path

@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.errors import ConfigError, FedFraudError
-from federation.layout import TRAIN_FILE, DataLayout
+from core.layout import TRAIN_FILE, DataLayout, RunLayout
 
 app = typer.Typer(
     name="fedfraud",
@@ -366,7 +366,7 @@ def demo(
     )
     console.print(final_table(run_dir))
     require_measurements(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    summary = json.loads(RunLayout(run_dir).summary.read_text(encoding="utf-8"))
     console.print(
         f"done in {summary['seconds']:.1f}s: {summary['rounds_completed']}/"
         f"{summary['rounds_requested']} rounds aggregated; model at "
@@ -378,9 +378,9 @@ def demo(
             else f"each institution's site folder only ({sites.site(names[0]) / 'state'}/ckks-model-*.npz)"
         )
     )
-    if (run_dir / "model_card.md").exists():
+    if RunLayout(run_dir).model_card_md.exists():
         console.print(
-            f"model card: {run_dir / 'model_card.md'}\n"
+            f"model card: {RunLayout(run_dir).model_card_md}\n"
             f"score new rows: fedfraud score {run_dir} --csv NEW.csv --out scores.csv"
             + (
                 # The demo plays every party: the first institution's own copy.
@@ -404,9 +404,9 @@ def demo(
             report = write_comparison(run_dir, model)
         console.print(f"comparison report: {report}")
     console.print(
-        f"signed audit log: {run_dir / 'audit.jsonl'} (final checkpoint witnessed by "
+        f"signed audit log: {RunLayout(run_dir).audit_log} (final checkpoint witnessed by "
         f"{', '.join(summary['final_checkpoint_witnessed_by']) or 'nobody'})\n"
-        f"verify it: fedfraud audit verify {run_dir / 'audit.jsonl'} "
+        f"verify it: fedfraud audit verify {RunLayout(run_dir).audit_log} "
         f"--server-key {sites.server.audit_pub} "
         + " ".join(f"--policy {sites.site_layout(n).policy}" for n in names)
         + " "

@@ -226,7 +226,7 @@ def _run_from_site(site: Path, superlink: str, runtime_port: int, env: dict[str,
     import sys
 
     from fedfraud.deployment import ManagedProcess, supernode_command as flower_supernode
-    from federation.layout import SiteLayout
+    from core.layout import SiteLayout
     from fedfraud.federation_file import split_address
     from fedfraud.simulation import free_port, terminate_raises
 

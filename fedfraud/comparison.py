@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from audit.record import RecordKind
 from core.errors import InputError
-from federation.layout import DataLayout, ServerLayout
+from core.layout import DataLayout, RunLayout, ServerLayout
 from fraud.compare import ComparisonResult, ThresholdRule, add_model, run_comparison
 from fraud.features import FEATURE_COLUMNS, load_arrays
 from fraud.model import build_model
@@ -69,7 +69,7 @@ def _add_gbdt(
     """
     from fraud.gbdt import Ensemble, train_pooled
 
-    path = model or run_dir / "model.json"
+    path = model or RunLayout(run_dir).gbdt_model
     if not path.is_file():
         raise InputError(f"{path}: the run saved no boosted-tree model (no round grew a tree)")
     federated = Ensemble.from_json(path.read_bytes())
@@ -90,7 +90,7 @@ def write_comparison(run_dir: Path, model: Path | None = None) -> Path:
 
 def provenance(run_dir: Path) -> dict[str, str]:
     """The run, its federated model's hash and its audit log, from the run's model card (empty without one)."""
-    path = run_dir / "model_card.json"
+    path = RunLayout(run_dir).model_card_json
     try:
         card = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -138,7 +138,7 @@ def build_comparison(
     run_dir: Path, model: Path | None = None
 ) -> tuple[ComparisonResult, list[dict[str, Any]], dict[str, SyntheticReport]]:
     """Train and evaluate every model for a finished run (see the module docstring)."""
-    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["run_config"]
+    config = json.loads(RunLayout(run_dir).config.read_text(encoding="utf-8"))["run_config"]
     names = [n.strip() for n in str(config["institutions"]).split(",") if n.strip()]
     data_root = Path(config["data-dir"])
     validation_dir = ServerLayout(Path(config["server-dir"])).validation_dir
@@ -210,7 +210,7 @@ def build_comparison(
         result = _add_gbdt(result, run_dir, config, train, model)
     else:
         layer_names = list(build_model(n_features, seed=0).state_dict().keys())
-        with np.load(model or run_dir / "model.npz") as archive:
+        with np.load(model or RunLayout(run_dir).weights) as archive:
             keys = layer_names if model is None else [f"arr_{i}" for i in range(len(layer_names))]
             weights = [np.asarray(archive[name]) for name in keys]
         result = add_model(result, f"federated ({mode})", weights)

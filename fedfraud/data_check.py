@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from core.errors import InputError
-from federation.layout import DataLayout
+from core.layout import DataLayout
 
 app = typer.Typer(help="Check data files against a schema before any round.", no_args_is_help=True,
                   add_completion=False)

@@ -2,7 +2,7 @@
 
 This is the production path, runnable on one machine over loopback for tests
 and rehearsals. It uses only the files written by ``fedfraud provision``
-(:mod:`fedfraud.provisioning`, placed as :class:`federation.layout.Layout` says)
+(:mod:`fedfraud.provisioning`, placed as :class:`core.layout.Layout` says)
 and Flower's own commands:
 
 1. the SuperLink starts with TLS (``--ssl-ca-certfile/--ssl-certfile/
@@ -52,7 +52,7 @@ from fedfraud.code import release_folder
 from core.errors import ConfigError, InputError
 from fedfraud.gateway import Endpoint, GatewayProcess, GatewaySettings
 from fedfraud.exits import run_app
-from federation.layout import DataLayout, Layout, SiteLayout
+from core.layout import DataLayout, Layout, RunLayout, SiteLayout
 from fedfraud.federation_file import Federation, load_federation
 from fedfraud.simulation import (
     RunFailed,
@@ -494,7 +494,7 @@ class Deployment:
         # Only the project's tracked files go to the SuperNodes (and the
         # institutions approved the hash of exactly that bundle).
         app = release_folder(project or project_dir(), self.work_dir / f"app-{run_dir.name}")
-        flower_log = run_dir / "flower.log"
+        flower_log = RunLayout(run_dir).flower_log
         managed = self._spawn(
             "flwr-run",
             [
@@ -517,7 +517,7 @@ class Deployment:
             shutil.rmtree(app, ignore_errors=True)
         if on_poll is not None:
             on_poll()
-        if not (run_dir / "summary.json").exists():
+        if not RunLayout(run_dir).summary.exists():
             raise RunFailed(
                 f"the run did not finish (no summary.json in {run_dir}); "
                 f"last lines of {flower_log}:\n{log_tail(flower_log)}"
@@ -737,7 +737,7 @@ def verify_command(layout: Layout, names: Sequence[str], run_dir: Path, run_name
     Each institution's own policy and own log (an institution that witnessed
     no checkpoint has no log; the verifier would report it missing).
     """
-    parts = ["fedfraud", "audit", "verify", str(run_dir / "audit.jsonl"),
+    parts = ["fedfraud", "audit", "verify", str(RunLayout(run_dir).audit_log),
              "--server-key", str(layout.server_audit_pub)]
     for name in names:
         site = layout.institution(name)

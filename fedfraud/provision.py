@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from core.errors import InputError
-from federation.layout import Layout
+from core.layout import Layout
 from fedfraud.federation_file import load_federation
 from fedfraud.pki import cert_fingerprint
 from fedfraud.provisioning import Written, provision, provision_institution

@@ -1,7 +1,7 @@
 """What ``fedfraud provision`` writes: a federation's keys, certificates, policies and node configs.
 
 :func:`provision` (``provision init``) writes, under the output folder
-(:class:`federation.layout.Layout` names every path)::
+(:class:`core.layout.Layout` names every path)::
 
     ca/ca.pem, ca/ca.key                     private CA (keep ca.key offline)
     superlink/server.pem, server.key         the SuperLink's TLS certificate
@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from core.errors import ConfigError, FedFraudError, InputError
-from federation.layout import Layout, SiteLayout
+from core.layout import Layout, SiteLayout
 from fedfraud.federation_file import Federation, Institution
 from fedfraud.pki import (
     PRIVATE_MODE,

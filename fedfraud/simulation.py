@@ -38,6 +38,7 @@ from types import FrameType
 from typing import Any
 
 from core.errors import ConfigError, RunFailed
+from core.layout import RunLayout
 
 CONNECTION_NAME = "fedfraud-sim"
 STARTUP_TIMEOUT = 60.0
@@ -73,7 +74,7 @@ def round_problems(run_dir: Path) -> list[str]:
 
     problems: list[str] = []
     rounds = read_rounds(run_dir)
-    summary_path = run_dir / "summary.json"
+    summary_path = RunLayout(run_dir).summary
     if summary_path.exists():
         import json
 
@@ -334,7 +335,7 @@ def run_simulation(
         tempfile.mkdtemp(prefix="home-", dir=_ensure_dir(request.project_dir / ".flwr"))
     )
     request.run_dir.mkdir(parents=True, exist_ok=True)
-    flower_log = request.run_dir / "flower.log"
+    flower_log = RunLayout(request.run_dir).flower_log
     overrides = write_run_config(request.run_dir / "run-config.toml", request.run_config)
     federation = (
         f"num-supernodes={request.num_institutions} "
@@ -345,7 +346,7 @@ def run_simulation(
             _submit(request, flwr_home, flower_log, overrides, federation, on_poll, poll_seconds)
     finally:
         shutil.rmtree(flwr_home, ignore_errors=True)
-    if not (request.run_dir / "summary.json").exists():
+    if not RunLayout(request.run_dir).summary.exists():
         raise RunFailed(
             f"the run did not finish (no summary.json in {request.run_dir}); "
             f"last lines of {flower_log}:\n{log_tail(flower_log)}"

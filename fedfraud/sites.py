@@ -5,13 +5,13 @@ party would create for itself in production (``fedfraud provision`` does the
 production version with TLS and node-authentication keys):
 
 * ``<root>/sites/<institution>/``, each institution's site folder
-  (:class:`federation.layout.SiteLayout`): its signing key (Ed25519, mode
+  (:class:`core.layout.SiteLayout`): its signing key (Ed25519, mode
   0600), its policy (rendered from ``policies/<institution>.toml``, or from
   the bank-a example for institutions without one, with this site's own
   public key and the demo's partner list), the server audit key it trusts,
   its audit folder and the partner keys it pins;
 * ``<root>/server/``, the server's folder
-  (:class:`federation.layout.ServerLayout`): its audit key pair and the
+  (:class:`core.layout.ServerLayout`): its audit key pair and the
   copies of the institutions' policies the server is given.
 
 Existing keys are reused, never overwritten; policies are re-rendered on every
@@ -39,7 +39,7 @@ from audit.keys import (
     save_public_key,
 )
 from core.errors import ConfigError, InputError
-from federation.layout import DataLayout, ServerLayout, SiteLayout
+from core.layout import DataLayout, ServerLayout, SiteLayout
 
 TEMPLATE_INSTITUTION = "bank-a"
 

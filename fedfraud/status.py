@@ -29,7 +29,7 @@ from typing import Any
 
 from audit.record import RecordKind
 from core.errors import InputError
-from federation.layout import ServerLayout
+from core.layout import RunLayout, ServerLayout
 
 
 @dataclass
@@ -63,10 +63,10 @@ def newest_run(runs_dir: Path) -> Path:
     """The most recently started run directory under ``runs_dir``."""
     if not runs_dir.is_dir():
         raise InputError(f"{runs_dir}: no such folder of runs")
-    runs = [p for p in runs_dir.iterdir() if (p / "config.json").is_file()]
+    runs = [p for p in runs_dir.iterdir() if RunLayout(p).config.is_file()]
     if not runs:
         raise InputError(f"{runs_dir}: holds no run directory (no */config.json)")
-    return max(runs, key=lambda p: (p / "config.json").stat().st_mtime)
+    return max(runs, key=lambda p: RunLayout(p).config.stat().st_mtime)
 
 
 def lock_holder(server_dir: Path) -> dict[str, Any] | None:
@@ -92,7 +92,7 @@ def lock_holder(server_dir: Path) -> dict[str, Any] | None:
 
 def _audit(run_dir: Path) -> tuple[list[dict[str, Any]], int, list[str]]:
     """(records, last checkpoint's size, institutions that witnessed it) of the run's log."""
-    path = run_dir / "audit.jsonl"
+    path = RunLayout(run_dir).audit_log
     records: list[dict[str, Any]] = []
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -166,7 +166,7 @@ def run_status(run_dir: Path, server_dir: Path | None = None, connection: str | 
     """Read a run directory (and its server folder) into a :class:`RunStatus`."""
     from server.rundir import read_rounds
 
-    config_path = run_dir / "config.json"
+    config_path = RunLayout(run_dir).config
     if not config_path.is_file():
         raise InputError(f"{run_dir}: not a run directory (no config.json)")
     try:
@@ -177,7 +177,7 @@ def run_status(run_dir: Path, server_dir: Path | None = None, connection: str | 
     server = server_dir or Path(str(run_config.get("server-dir", "")))
     run_name = str(config.get("run_name") or run_config.get("run-name") or run_dir.name)
     holder = lock_holder(server) if str(server) else None
-    if (run_dir / "summary.json").is_file():
+    if RunLayout(run_dir).summary.is_file():
         state = "finished"
     elif holder is not None and holder.get("run_name") == run_name:
         state = "running"
@@ -219,7 +219,7 @@ def run_status(run_dir: Path, server_dir: Path | None = None, connection: str | 
 def _resume(run_dir: Path, state: str, rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """For a stopped run: the model its last accepted round left, to start a new run from."""
     accepted = [int(r.get("server_round", 0)) for r in rounds if r.get("accepted")]
-    model = run_dir / "model.npz"
+    model = RunLayout(run_dir).weights
     if not state.startswith("stopped") or not accepted or not model.is_file():
         return {}
     return {"resume_model": str(model.resolve()), "resume_round": max(accepted)}

@@ -4,7 +4,7 @@
 are fixed transforms (:mod:`fraud.features`). ``data-format = "byo"`` uses each
 institution's own CSV files read with the federation's **schema**
 (:mod:`fraud.byo_schema`): a copy in every institution's site folder, and the
-server's copies in its own folder (both placed as :mod:`federation.layout`
+server's copies in its own folder (both placed as :mod:`core.layout`
 says). All institutions must share one schema (checked before the run, naming
 the columns that differ), and the numeric scaling is agreed from securely
 summed statistics, never per site.
@@ -43,7 +43,7 @@ def server_schema(copies: Mapping[str, Path]) -> object:
     """Load the server's schema copies, check they agree, return the shared schema.
 
     ``copies`` maps each institution, in the run's order, to the server's copy
-    of its schema (:meth:`federation.layout.ServerLayout.schema`); the shared
+    of its schema (:meth:`core.layout.ServerLayout.schema`); the shared
     schema is the first institution's copy.
     """
     from fraud.byo_schema import compare_schemas, load_schema

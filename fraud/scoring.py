@@ -40,9 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 
 from fraud.datasets import DataFormat, spec_from_text
 from core.errors import ConfigError, InputError, ProtocolError
-
-SCORING_FILE = "scoring.json"
-"""The scoring file's name in a run directory."""
+from core.layout import SCORING_FILE, RunLayout
 
 SCORING_FORMAT: Final = "fedfraud-scoring/1"
 """Format marker every scoring file carries."""
@@ -170,7 +168,7 @@ def load_scoring(run_dir: Path) -> ScoringRun:
     if not path.is_file():
         why = (
             "the run was written by a fedfraud that kept none"
-            if (run_dir / "summary.json").is_file()
+            if RunLayout(run_dir).summary.is_file()
             else "the run did not finish (no summary.json either)"
         )
         raise InputError(f"{path}: no scoring file; {why}")

@@ -16,15 +16,12 @@ from typing import Any
 from core import __version__
 from fraud.datasets import DataFormat
 from server.model_card import (
-    MODEL_CARD_JSON,
-    MODEL_CARD_MD,
     AuditFacts,
     PolicyFacts,
     build_model_card,
     render_markdown,
 )
 from fraud.scoring import (
-    SCORING_FILE,
     SCORING_FORMAT,
     GbdtModelRecord,
     SchemaCopy,
@@ -32,11 +29,11 @@ from fraud.scoring import (
     ThresholdRecord,
     model_record,
 )
-from federation.layout import ServerLayout
+from core.layout import GBDT_FILE, GBDT_SCORER_FILE, MODEL_CARD_JSON, MODEL_CARD_MD, SCORING_FILE, WEIGHTS_FILE, ServerLayout
 from federation.settings import Aggregation, ModelKind, RunSettings
 from policy import Policy
 
-from .rundir import GBDT_FILE, GBDT_SCORER_FILE, WEIGHTS_FILE, RunDirectory
+from .rundir import RunDirectory
 
 
 def scoring_file(

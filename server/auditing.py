@@ -23,13 +23,13 @@ from audit.canonical import canonical_dumps, strict_loads
 from audit.run import RunAuditor, config_hash
 from core import __version__
 from core.errors import FedFraudError
+from core.layout import AUDIT_FILE
 from federation.settings import RunSettings
 from policy import Policy
 
 from .model_card import AuditFacts
 from .secagg_workflow import witness_reply, witness_request
 
-AUDIT_FILE = "audit.jsonl"
 WARNING = 30
 
 

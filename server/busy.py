@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from core.errors import ConfigError
-from federation.layout import ServerLayout
+from core.layout import ServerLayout
 from federation.settings import RunSettings
 
 

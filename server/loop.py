@@ -31,7 +31,7 @@ from audit.keys import load_private_key, public_key_from_b64
 from core import __version__
 from core.errors import ConfigError
 from fraud.datasets import DataFormat, server_schema
-from federation.layout import ServerLayout
+from core.layout import AUDIT_FILE, CONFIG_FILE, SUMMARY_FILE, ServerLayout
 from federation.settings import Aggregation, ModelKind, RunSettings
 from core.wire import update_digest
 from fraud.features import FEATURE_COLUMNS
@@ -46,7 +46,7 @@ from .preprocess import PreprocessThenFit
 from .validation import load_validation
 from .secagg_workflow import secagg_workflow
 from .planning import checked_plan, load_server_policies, plan_record, run_features
-from .rundir import SUMMARY_FILE, RunDirectory, finite, read_model
+from .rundir import RunDirectory, finite, read_model
 from .strategy import FraudFedAvg, RoundLog
 
 # The initial model must sit well inside the clipping range: weights grow
@@ -64,7 +64,7 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
     policies = load_server_policies(settings)
     run_dir = RunDirectory(settings.run_dir)
     run_dir.write_json(
-        "config.json",
+        CONFIG_FILE,
         {
             "fedfraud_version": __version__,
             "run_name": settings.run_name,
@@ -186,7 +186,7 @@ def run_federation(grid: Grid, context: Context) -> dict[str, Any]:
         "final_metrics": rounds[-1]["metrics"] if rounds else {},
         "final_model_hash": final_hash,
         "institutions": list(settings.institutions),
-        "audit_log": str(settings.run_dir / "audit.jsonl"),
+        "audit_log": str(settings.run_dir / AUDIT_FILE),
         "final_checkpoint_witnessed_by": final_witnesses,
         # Where the run started: the seeded model, or an earlier run's (initial-model).
         "initial_model": (

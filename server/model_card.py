@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from fraud.scoring import SCORING_FILE, ScoringFile
+from core.layout import MODEL_CARD_JSON, SCORING_FILE
+from fraud.scoring import ScoringFile
 from federation.settings import RunSettings
 
 from .rundir import finite
@@ -25,8 +26,6 @@ from .rundir import finite
 MODEL_CARD_FORMAT = "fedfraud-model-card/1"
 """Format marker of ``model_card.json``."""
 
-MODEL_CARD_JSON = "model_card.json"
-MODEL_CARD_MD = "model_card.md"
 
 EVALUATION_SET = (
     "the union of the institutions' test splits, scored by each institution on its own "

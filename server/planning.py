@@ -14,7 +14,7 @@ from typing import Any
 
 from fraud.datasets import DataFormat, model_columns, server_schema
 from core.errors import ConfigError
-from federation.layout import ServerLayout
+from core.layout import ServerLayout
 from federation.settings import UNSAFE_OPT_IN, Aggregation, RunSettings, check_unsafe_opt_in
 from fraud.features import FEATURE_COLUMNS
 from policy import COUNT_METRICS as POLICY_COUNT_METRICS

@@ -23,15 +23,7 @@ import numpy.typing as npt
 import torch
 
 from core.errors import ConfigError
-
-ROUNDS_FILE = "rounds.jsonl"
-SUMMARY_FILE = "summary.json"
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.pt"
-WEIGHTS_FILE = "model.npz"
-#: ``model = "gbdt"``: the ensemble as JSON, and a numpy-only scorer for it.
-GBDT_FILE = "model.json"
-GBDT_SCORER_FILE = "score_gbdt.py"
+from core.layout import GBDT_FILE, GBDT_SCORER_FILE, MODEL_FILE, ROUNDS_FILE, WEIGHTS_FILE
 
 
 class RunDirectory:

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from core.errors import InputError
-from federation.layout import ServerLayout
+from core.layout import ServerLayout
 from fraud.features import load_arrays
 from fraud.compare import ThresholdRule
 from fraud.metrics import (

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from fraud.datasets import spec_to_text
-from federation.layout import server_schema_file
+from core.layout import server_schema_file
 from core.errors import InputError
 from server.model_card import AuditFacts, PolicyFacts, build_model_card, render_markdown
 from fraud.scoring import SCORING_FILE, load_scoring, score_csv

@@ -28,10 +28,10 @@ from typing import Any
 import pytest
 
 from fraud.datasets import model_columns
-from federation.layout import server_schema_file
+from core.layout import server_schema_file
 from fedfraud.deployment import TASK_POLL_ENV
 from fedfraud.party import READY_MARK
-from federation.layout import Layout
+from core.layout import Layout
 from fedfraud.federation_file import load_federation
 from fedfraud.provisioning import provision
 from fedfraud.simulation import descendants, free_port

@@ -44,8 +44,8 @@ from fedfraud.deployment import (
 )
 from fedfraud.simulation import free_port
 from core.errors import ConfigError
-from federation.layout import Layout
-from federation.layout import SiteLayout as InstitutionFiles
+from core.layout import Layout
+from core.layout import SiteLayout as InstitutionFiles
 from fedfraud.federation_file import Federation, load_federation
 from fedfraud.pki import PRIVATE_MODE, make_supernode_auth_key, write_file
 from fedfraud.provisioning import provision, provision_institution

@@ -45,7 +45,7 @@ from fedfraud.gateway import (
     PathPolicy,
     Refusal,
 )
-from federation.layout import Layout
+from core.layout import Layout
 from fedfraud.federation_file import Federation, load_federation
 from fedfraud.pki import make_supernode_auth_key
 from fedfraud.simulation import flower_env, flower_tool, free_port

@@ -20,7 +20,7 @@ from core.errors import ConfigError
 from federation.settings import RunSettings
 from fedfraud.simulation import default_run_config
 from server import app as server_app
-from federation.layout import LOCK_FILE
+from core.layout import LOCK_FILE
 from server.busy import exclusive_run
 
 HOLDER = """

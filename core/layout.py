@@ -10,6 +10,10 @@ Three folders make a federation on disk:
 * the **server's folder** (:class:`ServerLayout`, run config ``server-dir``):
   its audit key and its copies of the institutions' policies and schemas.
 
+Each run writes a **run directory** (:class:`RunLayout`, run config
+``run-dir``): its config, rounds, audit log, model and the files that let
+an institution use the model.
+
 ``fedfraud provision init`` writes all of them under one output folder
 (:class:`Layout`): the CA, the SuperLink's TLS files, ``server/`` and
 ``institutions/<id>/``. The names here are what existing folders hold: change
@@ -301,3 +305,76 @@ class Layout:
     def institution(self, institution_id: str) -> SiteLayout:
         """One institution's site folder."""
         return SiteLayout(self.root / "institutions" / institution_id)
+
+
+#: The files of a run directory (run config ``run-dir``), by name.
+CONFIG_FILE = "config.json"
+ROUNDS_FILE = "rounds.jsonl"
+SUMMARY_FILE = "summary.json"
+AUDIT_FILE = "audit.jsonl"
+MODEL_FILE = "model.pt"
+WEIGHTS_FILE = "model.npz"
+#: ``model = "gbdt"``: the ensemble as JSON, and a numpy-only scorer for it.
+GBDT_FILE = "model.json"
+GBDT_SCORER_FILE = "score_gbdt.py"
+SCORING_FILE = "scoring.json"
+MODEL_CARD_JSON = "model_card.json"
+MODEL_CARD_MD = "model_card.md"
+FLOWER_LOG = "flower.log"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """One run's directory on the server: what the ServerApp writes, and the launcher's Flower log."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        """The run config and plan, written first (a run directory is one that holds it)."""
+        return self.root / CONFIG_FILE
+
+    @property
+    def rounds(self) -> Path:
+        """One JSON line per finished round."""
+        return self.root / ROUNDS_FILE
+
+    @property
+    def summary(self) -> Path:
+        """Written last: the run finished."""
+        return self.root / SUMMARY_FILE
+
+    @property
+    def audit_log(self) -> Path:
+        """The server's signed audit log."""
+        return self.root / AUDIT_FILE
+
+    @property
+    def weights(self) -> Path:
+        """The MLP's weights by layer name (the last accepted model while the run goes on)."""
+        return self.root / WEIGHTS_FILE
+
+    @property
+    def gbdt_model(self) -> Path:
+        """``model = "gbdt"``: the ensemble as JSON."""
+        return self.root / GBDT_FILE
+
+    @property
+    def scoring(self) -> Path:
+        """What ``fedfraud score`` needs to apply the model to new rows."""
+        return self.root / SCORING_FILE
+
+    @property
+    def model_card_json(self) -> Path:
+        """The model card, for machines."""
+        return self.root / MODEL_CARD_JSON
+
+    @property
+    def model_card_md(self) -> Path:
+        """The model card, for people."""
+        return self.root / MODEL_CARD_MD
+
+    @property
+    def flower_log(self) -> Path:
+        """Flower's own output for the run (written by the launcher)."""
+        return self.root / FLOWER_LOG
