@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from core.errors import ConfigError, FedFraudError
+from fedfraud.progress import METRIC_COLUMNS, RoundProgress, final_table, fmt, parse_overrides
 from core.layout import TRAIN_FILE, DataLayout, RunLayout
 
 app = typer.Typer(
@@ -43,88 +44,6 @@ if not sys.stdout.isatty():
 # survive copy-paste, also in a pipe or a narrow terminal).
 console = Console(highlight=False, soft_wrap=True, emoji=False, markup=False)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False, markup=False)
-
-METRIC_COLUMNS = (
-    ("precision", "Prec.", "{:.3f}"),
-    ("recall", "Recall", "{:.3f}"),
-    ("f1", "F1", "{:.3f}"),
-    ("auc_roc", "AUC-ROC", "{:.4f}"),
-    ("auc_pr", "AUC-PR", "{:.4f}"),
-    ("false_negatives", "FN", "{}"),
-)
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """Turn ``key=value`` strings into typed run-config overrides."""
-    import tomllib
-
-    result: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects KEY=VALUE, found {pair!r}")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw  # a bare word is a string
-        result[key.strip()] = value
-    return result
-
-
-def _fmt(value: object, pattern: str) -> str:
-    if value is None:
-        return "n/a"
-    return pattern.format(value)
-
-
-class RoundProgress:
-    """Prints one line per finished round, read from the run directory."""
-
-    def __init__(self, run_dir: Path, total: int) -> None:
-        self.run_dir = run_dir
-        self.total = total
-        self.seen = 0
-
-    def __call__(self) -> None:
-        from server.rundir import read_rounds
-
-        rounds = read_rounds(self.run_dir)
-        for record in rounds[self.seen :]:
-            metrics = record.get("metrics", {})
-            cohort = record.get("cohort", [])
-            status = "" if record.get("accepted") else f"  not aggregated: {record.get('refusal')}"
-            dropped = record.get("dropouts") or []
-            drop_text = f"  dropped: {', '.join(dropped)}" if dropped else ""
-            console.print(
-                f"round {record['server_round']:>3}/{self.total}  "
-                f"cohort {len(cohort)}  loss {_fmt(metrics.get('loss'), '{:.4f}')}  "
-                f"AUC-PR {_fmt(metrics.get('auc_pr'), '{:.4f}')}  "
-                f"recall {_fmt(metrics.get('recall'), '{:.3f}')}  "
-                f"FN {_fmt(metrics.get('false_negatives'), '{}')}  "
-                f"({record.get('seconds', 0):.1f}s){drop_text}{status}"
-            )
-        self.seen = len(rounds)
-
-
-def final_table(run_dir: Path) -> Table:
-    from server.rundir import read_rounds
-
-    table = Table(title=f"Federated model on the combined test set ({run_dir.name})")
-    table.add_column("Round", justify="right")
-    table.add_column("Cohort", justify="right")
-    table.add_column("Loss", justify="right")
-    for _, title, _ in METRIC_COLUMNS:
-        table.add_column(title, justify="right")
-    for record in read_rounds(run_dir):
-        metrics = record.get("metrics", {})
-        table.add_row(
-            str(record["server_round"]),
-            str(len(record.get("cohort", []))),
-            _fmt(metrics.get("loss"), "{:.4f}"),
-            *(_fmt(metrics.get(key), pattern) for key, _, pattern in METRIC_COLUMNS),
-        )
-    return table
-
 
 @app.command()
 def demo(
@@ -567,7 +486,7 @@ def score_command(
     # card); counts at the threshold are the same, AUCs differ within a bin.
     for name, metrics in (("these scores", report.metrics), ("on the run's score grid", report.grid_metrics)):
         values = {**metrics.to_dict(), "false_negatives": metrics.fn}
-        table.add_row(name, *(_fmt(_finite_or_none(values[key]), pattern) for key, _, pattern in METRIC_COLUMNS))
+        table.add_row(name, *(fmt(_finite_or_none(values[key]), pattern) for key, _, pattern in METRIC_COLUMNS))
     console.print(table)
 
 

@@ -12,7 +12,6 @@ runs only approved bundles: see :mod:`client.runner`.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -24,6 +23,7 @@ from rich.console import Console
 from client.approval import approve, fab_digest, load_approvals
 from client.runner import flower_clientapp_on_path, supernode_env
 from core.errors import ConfigError, InputError
+from fedfraud.release import release_folder, tracked_files
 
 app = typer.Typer(
     help="Hash and approve the app bundles an institution's SuperNode may run.",
@@ -31,54 +31,6 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(soft_wrap=True, emoji=False, markup=False, highlight=False)
-
-
-def _git(project: Path, *args: str) -> bytes | None:
-    try:
-        result = subprocess.run(  # noqa: S603, S607 - fixed argv, no shell
-            ["git", *args], cwd=project, capture_output=True, check=False, timeout=60
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout if result.returncode == 0 else None
-
-
-def tracked_files(project: Path) -> list[str] | None:
-    """The files git tracks in ``project`` (relative paths), or None unless it is a checkout's top.
-
-    A folder inside another checkout (an export under ``.flwr/``, a test's
-    scratch folder) is not a checkout of its own: None, and it is used as it is.
-    """
-    top = _git(project, "rev-parse", "--show-toplevel")
-    if top is None or Path(top.decode("utf-8").strip()).resolve() != project.resolve():
-        return None
-    listed = _git(project, "ls-files", "-z", "--cached")
-    if listed is None:
-        return None
-    return [name for name in listed.decode("utf-8").split("\0") if name]
-
-
-def release_folder(project: Path, dest: Path) -> Path:
-    """The folder to send with ``flwr run``: the project's tracked files only.
-
-    In a git checkout, the tracked files (as they are in the working tree) are
-    copied into a fresh ``dest``, so nothing untracked in the working folder
-    (notes, logs, a stray module) can reach a SuperNode. Outside a checkout
-    (an unpacked release) the folder is used as it is.
-    """
-    names = tracked_files(project)
-    if names is None:
-        return project
-    if dest.exists():
-        shutil.rmtree(dest)
-    for name in names:
-        source = project / name
-        if not source.is_file() or source.is_symlink():
-            continue  # deleted in the working tree, or a link: never followed
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-    return dest
 
 
 def bundle_bytes(project: Path) -> bytes:
@@ -225,7 +177,8 @@ def _run_from_site(site: Path, superlink: str, runtime_port: int, env: dict[str,
     """flower-supernode with the site's own files; its output to the terminal and SITE/logs/supernode.log."""
     import sys
 
-    from fedfraud.deployment import ManagedProcess, supernode_command as flower_supernode
+    from fedfraud.deployment import supernode_command as flower_supernode
+    from fedfraud.simulation import ManagedProcess
     from core.layout import SiteLayout
     from fedfraud.federation_file import split_address
     from fedfraud.simulation import free_port, terminate_raises

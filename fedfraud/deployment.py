@@ -48,7 +48,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from fedfraud.code import release_folder
+from fedfraud.release import release_folder
 from core.errors import ConfigError, InputError
 from fedfraud.gateway import Endpoint, GatewayProcess, GatewaySettings
 from fedfraud.exits import run_app
@@ -67,6 +67,7 @@ from fedfraud.simulation import (
     require_every_round,
     require_measurements,
     spawn_logged,
+    ManagedProcess,
     write_run_config,
 )
 
@@ -75,7 +76,6 @@ CONNECTION_NAME = "fedfraud"
 LOOPBACK = "127.0.0.1"
 STARTUP_TIMEOUT = 60.0
 ONLINE_TIMEOUT = 90.0
-STOP_GRACE = 10.0
 #: Flower 1.42's SuperExec (the SuperLink's, for the ServerApp, and each
 #: SuperNode's, for its ClientApp processes) asks for new work this often,
 #: in seconds (default 1.0), read from this environment variable.
@@ -86,7 +86,6 @@ ACTIVATED_MARK = "SuperNode ID: "
 __all__ = [
     "CONNECTION_NAME",
     "Deployment",
-    "ManagedProcess",
     "RunFailed",
     "deployment_run_config",
     "superlink_command",
@@ -206,54 +205,6 @@ def deployment_run_config(
 # ---------------------------------------------------------------------------
 # Processes
 # ---------------------------------------------------------------------------
-
-
-@dataclass
-class ManagedProcess:
-    """A Flower process started by us, in a session of its own."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        """The process id (also its process group id)."""
-        return self.process.pid
-
-    def alive(self) -> bool:
-        """Whether the process is still running."""
-        return self.process.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the whole tree at once: a machine dying, not a shutdown."""
-        self._signal_tree(signal.SIGKILL)
-        self.process.wait(timeout=STOP_GRACE)
-
-    def stop(self) -> None:
-        """SIGTERM the process group and descendants; SIGKILL what remains."""
-        if not self.alive():
-            self._signal_tree(signal.SIGKILL)  # orphans of a dead parent
-            return
-        self._signal_tree(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            pass
-        self._signal_tree(signal.SIGKILL)
-        self.process.wait(timeout=STOP_GRACE)
-
-    def _signal_tree(self, sig: signal.Signals) -> None:
-        targets = descendants(self.pid) if self.alive() else []
-        try:
-            os.killpg(self.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-        for pid in targets:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
 
 
 @dataclass
@@ -618,7 +569,7 @@ def local_command(
     ] = [],  # noqa: B006 - typer needs a literal default
 ) -> None:
     """Run a whole production federation on this machine over 127.0.0.1, then stop it."""
-    from fedfraud.cli import parse_overrides, RoundProgress
+    from fedfraud.progress import RoundProgress, parse_overrides
     from fraud.generator_files import ensure_federation_data
 
     federation, layout = load_provisioned(federation_file, keys)
@@ -694,7 +645,7 @@ def report_run(layout: Layout, federation: Federation, run_dir: Path, run_name: 
     RunFailed
         If a round released no metrics or was not aggregated (exit 8).
     """
-    from fedfraud.cli import final_table
+    from fedfraud.progress import final_table
 
     console.print(final_table(run_dir))
     require_measurements(run_dir)

@@ -92,7 +92,7 @@ from core.errors import ConfigError, FedFraudError, InputError, ProtocolError
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
-    from fedfraud.deployment import ManagedProcess
+    from fedfraud.simulation import ManagedProcess
 
 __all__ = [
     "DEFAULT_ALLOW",
@@ -963,7 +963,7 @@ def gateway_command(settings: GatewaySettings, log_level: str = "INFO") -> list[
 
 
 def _spawn_own_session(name: str, command: list[str], log_path: Path) -> ManagedProcess:
-    from fedfraud.deployment import ManagedProcess
+    from fedfraud.simulation import ManagedProcess
 
     from fedfraud.simulation import spawn_logged
 

@@ -157,7 +157,7 @@ def run_command(
     `fedfraud audit verify` command. Exits 0 only if every round finished
     with its metrics; otherwise non-zero, naming the cause and the log.
     """
-    from fedfraud.cli import RoundProgress, parse_overrides
+    from fedfraud.progress import RoundProgress, parse_overrides
 
     federation, layout = load_provisioned(federation_file, keys)
     state = state.resolve()

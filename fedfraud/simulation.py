@@ -363,7 +363,7 @@ def _submit(
     poll_seconds: float,
 ) -> None:
     """Start the SuperLink, submit the run with ``flwr run`` and wait for it."""
-    from fedfraud.code import release_folder
+    from fedfraud.release import release_folder
 
     # Only the project's tracked files go into the app bundle.
     app = release_folder(request.project_dir, flwr_home / "app")
@@ -389,6 +389,58 @@ def _submit(
             _stop(process)
         if on_poll is not None:
             on_poll()
+
+
+#: Seconds a stopped Flower process gets to exit before it is killed.
+STOP_GRACE = 10.0
+
+
+@dataclass
+class ManagedProcess:
+    """A Flower process started by us, in a session of its own."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        """The process id (also its process group id)."""
+        return self.process.pid
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole tree at once: a machine dying, not a shutdown."""
+        self._signal_tree(signal.SIGKILL)
+        self.process.wait(timeout=STOP_GRACE)
+
+    def stop(self) -> None:
+        """SIGTERM the process group and descendants; SIGKILL what remains."""
+        if not self.alive():
+            self._signal_tree(signal.SIGKILL)  # orphans of a dead parent
+            return
+        self._signal_tree(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            pass
+        self._signal_tree(signal.SIGKILL)
+        self.process.wait(timeout=STOP_GRACE)
+
+    def _signal_tree(self, sig: signal.Signals) -> None:
+        targets = descendants(self.pid) if self.alive() else []
+        try:
+            os.killpg(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for pid in targets:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
 
 
 def spawn_logged(
