@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from audit.keys import load_private_key, load_public_key
 from core.errors import PolicyViolation
-from federation.settings import UNSAFE_OPT_IN, Aggregation, RunSettings, check_unsafe_opt_in
+from federation.settings import Aggregation, RunSettings, check_unsafe_opt_in
 from core.wire import Refusal
 from secagg.params import MAX_AUTO_WEIGHT
 from policy import Policy, PolicyRefusal, RoundInstructions, load_policy
@@ -186,7 +186,7 @@ def check_round(
         # of its policy still applies.
         broken.extend(
             check_unsafe_opt_in(
-                institution.node.site_dir / UNSAFE_OPT_IN, settings, moment
+                institution.node.site.unsafe_opt_in, settings, moment
             )
         )
         required = institution.policy.protection.required_aggregation

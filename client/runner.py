@@ -35,12 +35,8 @@ from typing import Any
 
 from client.approval import CodeNotApproved, check_approved, record_code_refusal
 from core.errors import ConfigError
+from core.layout import SiteLayout
 
-#: Folder of the site in which the ``flwr-clientapp`` shim is written.
-SHIM_DIR = "bin"
-#: ``FLWR_HOME`` of the institution's Flower processes, inside its site folder
-#: (installed bundles, SuperNode state): nothing is written under ``~/.flwr``.
-FLOWER_HOME_DIR = "flower-home"
 _SHIM_NAME = "flwr-clientapp"
 
 
@@ -117,7 +113,7 @@ def main() -> None:
 def write_shim(site_dir: Path, python: str | None = None) -> Path:
     """Write ``<site>/bin/flwr-clientapp`` (this module, under ``python``); return the folder."""
     interpreter = python or sys.executable
-    folder = site_dir / SHIM_DIR
+    folder = SiteLayout(site_dir).shim_dir
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     shim = folder / _SHIM_NAME
     text = (
@@ -143,7 +139,8 @@ def supernode_env(site_dir: Path, base: Mapping[str, str] | None = None) -> dict
     shim_dir = write_shim(site_dir)
     tools = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([str(shim_dir), tools, env.get("PATH", "")])
-    home = site_dir / FLOWER_HOME_DIR
+    # Nothing is written under ``~/.flwr``: Flower's home is inside the site folder.
+    home = SiteLayout(site_dir).flower_home
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     env["FLWR_HOME"] = str(home)
     return env

@@ -10,6 +10,9 @@ Three folders make a federation on disk:
 * the **server's folder** (:class:`ServerLayout`, run config ``server-dir``):
   its audit key and its copies of the institutions' policies and schemas.
 
+``fedfraud demo`` plays every party on one machine under one folder
+(:class:`DemoSites`): ``sites/<id>/`` and ``server/``.
+
 Each run writes a **run directory** (:class:`RunLayout`, run config
 ``run-dir``): its config, rounds, audit log, model and the files that let
 an institution use the model.
@@ -35,6 +38,9 @@ APPROVALS_FILE = "approved-code.json"
 #: An institution's two data splits, in its data folder.
 TRAIN_FILE = "train.csv"
 TEST_FILE = "test.csv"
+#: The file by which a party (the server in its folder, an institution in its
+#: site folder) opts in, itself, to an ``unsafe-plain`` benchmark run.
+UNSAFE_OPT_IN = "UNSAFE-ALLOW-PLAIN"
 #: The run lock in the server's folder (one run per federation at a time).
 LOCK_FILE = "run.lock"
 
@@ -151,6 +157,21 @@ class SiteLayout:
         return max(self.state_dir.glob("ckks-model-*.npz"), key=lambda p: p.stat().st_mtime, default=None)
 
     @property
+    def unsafe_opt_in(self) -> Path:
+        """Its own bounded consent to an ``unsafe-plain`` benchmark run, if it gave one."""
+        return self.root / UNSAFE_OPT_IN
+
+    @property
+    def shim_dir(self) -> Path:
+        """Where the ``flwr-clientapp`` shim behind its approved-code check is written."""
+        return self.root / "bin"
+
+    @property
+    def flower_home(self) -> Path:
+        """``FLWR_HOME`` of its Flower processes (installed bundles, SuperNode state)."""
+        return self.root / "flower-home"
+
+    @property
     def synthetic_dir(self) -> Path:
         """The synthetic validation releases it made (``fedfraud`` demo)."""
         return self.root / "synthetic"
@@ -227,6 +248,11 @@ class ServerLayout:
         return self.root / "validation"
 
     @property
+    def unsafe_opt_in(self) -> Path:
+        """The server's own bounded consent to an ``unsafe-plain`` benchmark run, if it gave one."""
+        return self.root / UNSAFE_OPT_IN
+
+    @property
     def run_lock(self) -> Path:
         """The lock a run holds while it runs (one run per federation at a time)."""
         return self.root / LOCK_FILE
@@ -235,6 +261,36 @@ class ServerLayout:
 def server_schema_file(server_dir: Path, institution_id: str) -> Path:
     """Where the server in ``server_dir`` keeps its copy of an institution's schema."""
     return ServerLayout(server_dir).schema(institution_id)
+
+
+@dataclass(frozen=True)
+class DemoSites:
+    """Where the demo's parties keep their files (``fedfraud demo``: one machine plays every party)."""
+
+    root: Path
+
+    @property
+    def sites_dir(self) -> Path:
+        """Parent of every institution's site folder."""
+        return self.root / "sites"
+
+    @property
+    def server_dir(self) -> Path:
+        """The server's folder (its audit key and the policies it knows)."""
+        return self.root / "server"
+
+    @property
+    def server(self) -> ServerLayout:
+        """What is in :attr:`server_dir`."""
+        return ServerLayout(self.server_dir)
+
+    def site(self, institution: str) -> Path:
+        """One institution's site folder."""
+        return self.sites_dir / institution
+
+    def site_layout(self, institution: str) -> SiteLayout:
+        """What is in one institution's :meth:`site` folder."""
+        return SiteLayout(self.site(institution))
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 from fraud.datasets import DataFormat
 from core.errors import ConfigError
+from core.layout import UNSAFE_OPT_IN
 from secagg.params import SecAggSettings
 
 
@@ -40,9 +41,6 @@ class Aggregation(str, Enum):
     UNSAFE_PLAIN = "unsafe-plain"
 
 
-#: The file by which a party (the server in its folder, an institution in its
-#: site folder) opts in, itself, to an ``unsafe-plain`` benchmark run.
-UNSAFE_OPT_IN = "UNSAFE-ALLOW-PLAIN"
 
 
 def write_unsafe_opt_in(
@@ -55,15 +53,17 @@ def write_unsafe_opt_in(
     """
     if expires.tzinfo is None:
         raise ConfigError("the opt-in expiry must carry a time zone")
-    lines = [
-        "# Consent to an UNPROTECTED benchmark run: the server sees every update.",
-        f'federation = "{federation_id}"',
-        f"expires = {expires.astimezone(dt.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}",
-    ]
+    import tomli_w
+
+    consent: dict[str, Any] = {
+        "federation": federation_id,
+        "expires": expires.astimezone(dt.timezone.utc).replace(microsecond=0),
+    }
     if run_name is not None:
-        lines.append(f'run = "{run_name}"')
+        consent["run"] = run_name
     path = folder / UNSAFE_OPT_IN
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    header = "# Consent to an UNPROTECTED benchmark run: the server sees every update.\n"
+    path.write_text(header + tomli_w.dumps(consent), encoding="utf-8")
     return path
 
 

@@ -135,7 +135,8 @@ def demo(
     from fraud.generator import Heterogeneity
     from fraud.generator_files import ensure_federation_data
 
-    from fedfraud.sites import DemoSites, prepare_demo_sites, release_validation_data
+    from core.layout import DemoSites
+    from fedfraud.sites import prepare_demo_sites, release_validation_data
 
     data_root = data_dir.resolve()
     byo_schema = None

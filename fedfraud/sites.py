@@ -25,7 +25,6 @@ import os
 import shutil
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,39 +38,9 @@ from audit.keys import (
     save_public_key,
 )
 from core.errors import ConfigError, InputError
-from core.layout import DataLayout, ServerLayout, SiteLayout
+from core.layout import DataLayout, DemoSites, SiteLayout
 
 TEMPLATE_INSTITUTION = "bank-a"
-
-
-@dataclass(frozen=True)
-class DemoSites:
-    """Where the demo's parties keep their files."""
-
-    root: Path
-
-    @property
-    def sites_dir(self) -> Path:
-        """Parent of every institution's site folder."""
-        return self.root / "sites"
-
-    @property
-    def server_dir(self) -> Path:
-        """The server's folder (its audit key and the policies it knows)."""
-        return self.root / "server"
-
-    @property
-    def server(self) -> ServerLayout:
-        """What is in :attr:`server_dir`."""
-        return ServerLayout(self.server_dir)
-
-    def site(self, institution: str) -> Path:
-        """One institution's site folder."""
-        return self.sites_dir / institution
-
-    def site_layout(self, institution: str) -> SiteLayout:
-        """What is in one institution's :meth:`site` folder."""
-        return SiteLayout(self.site(institution))
 
 
 def _ensure_key(path: Path) -> Any:

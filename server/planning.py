@@ -15,7 +15,7 @@ from typing import Any
 from fraud.datasets import DataFormat, model_columns, server_schema
 from core.errors import ConfigError
 from core.layout import ServerLayout
-from federation.settings import UNSAFE_OPT_IN, Aggregation, RunSettings, check_unsafe_opt_in
+from federation.settings import Aggregation, RunSettings, check_unsafe_opt_in
 from fraud.features import FEATURE_COLUMNS
 from policy import COUNT_METRICS as POLICY_COUNT_METRICS
 from policy import Policy, RunPlan, RunRequest, combine, load_policy
@@ -52,7 +52,7 @@ def run_request(settings: RunSettings) -> RunRequest:
     aggregation = settings.aggregation.value
     if settings.aggregation is Aggregation.UNSAFE_PLAIN:
         problems = check_unsafe_opt_in(
-            settings.server_dir / UNSAFE_OPT_IN, settings, dt.datetime.now(dt.timezone.utc)
+            ServerLayout(settings.server_dir).unsafe_opt_in, settings, dt.datetime.now(dt.timezone.utc)
         )
         if problems:
             raise ConfigError("; ".join(problems) + " (benchmarks only)")

@@ -17,7 +17,8 @@ import numpy.typing as npt
 from client.fraud_client import round_seed
 from fraud.features import load_arrays
 from federation.settings import RunSettings
-from fedfraud.sites import DemoSites, prepare_demo_sites, release_validation_data
+from core.layout import DemoSites
+from fedfraud.sites import prepare_demo_sites, release_validation_data
 from fedfraud.simulation import SimulationRequest, default_run_config, project_dir, run_simulation
 from fraud.features import FEATURE_COLUMNS
 from fraud.generator_files import ensure_federation_data
