@@ -314,6 +314,7 @@ def release_validation_data(
     import pandas as pd
 
     from fraud.features import LABEL_COLUMN
+    from fraud.generator_files import file_sha256
     from fraud.synth import SyntheticReleaseRefused, generator_release_frame, release_synthetic
     from policy import load_policy
 
@@ -340,7 +341,7 @@ def release_validation_data(
             "train_sha256": (
                 manifest["institutions"][institution]["train"]["sha256"]
                 if schema is None
-                else _sha256(data.train)
+                else file_sha256(data.train)
             ),
             "rows": rows,
             "seed": seed,
@@ -380,13 +381,3 @@ def release_validation_data(
         shutil.copyfile(report_path, target.with_suffix(".json"))
         reports[institution] = report
     return reports
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

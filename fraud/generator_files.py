@@ -44,7 +44,8 @@ MANIFEST_FORMAT = "fedfraud-federation-data/1"
 MANIFEST_NAME = "manifest.json"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -62,7 +63,7 @@ def _split_summary(frame: pd.DataFrame, path: Path, root: Path) -> dict[str, Any
         "frauds": frauds,
         "fraud_rate": frauds / rows if rows else 0.0,
         "typology_counts": {str(t): int(counts.get(str(t), 0)) for t in TYPOLOGIES},
-        "sha256": _sha256(path),
+        "sha256": file_sha256(path),
     }
 
 
@@ -265,7 +266,7 @@ def verify_federation_data(out_dir: Path, manifest: Mapping[str, Any]) -> None:
                 path = out_dir / entry["file"]
                 if not path.is_file():
                     raise InputError(f"{path}: listed in the manifest but missing")
-                if _sha256(path) != entry["sha256"]:
+                if file_sha256(path) != entry["sha256"]:
                     raise InputError(f"{path}: sha256 differs from the manifest")
     except (KeyError, TypeError) as exc:
         raise InputError(f"{out_dir / MANIFEST_NAME}: malformed manifest ({exc!r})") from exc
