@@ -101,3 +101,14 @@ def test_an_edited_policy_takes_effect_at_the_next_load(tmp_path: Path) -> None:
         load_institution(node, _settings(), now=NOW)
     node.policy_path.write_text(text, encoding="utf-8")
     assert load_institution(node, _settings(), now=NOW).policy.policy_hash == before.policy.policy_hash
+
+
+def test_an_expired_policy_is_refused_even_when_its_parse_is_cached(tmp_path: Path) -> None:
+    from client.gate import load_institution
+    from core.errors import PolicyViolation
+
+    node = _site(tmp_path)
+    load_institution(node, _settings(), now=NOW)  # parsed and cached while in force
+    after = datetime(2028, 1, 1, tzinfo=UTC)  # bank-a's policy is valid until 2027-12-31
+    with pytest.raises(PolicyViolation):
+        load_institution(node, _settings(), now=after)
