@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -22,6 +23,7 @@ from rich.console import Console
 
 from client.approval import approve, fab_digest, load_approvals
 from client.runner import flower_clientapp_on_path, supernode_env
+import client.supernode_process as supernode_module
 from core.errors import ConfigError, InputError
 from fedfraud.release import release_folder, tracked_files
 
@@ -136,6 +138,15 @@ def supernode_command(
         int,
         typer.Option(help="Port of the SuperNode's local Runtime API on 127.0.0.1 (0: a free one).", min=0),
     ] = 0,
+    idle_poll: Annotated[
+        float | None,
+        typer.Option(
+            "--idle-poll",
+            help="Seconds between asks for work while the SuperNode is idle (0.05-3; default 0.5, or "
+            "FEDFRAUD_SUPERNODE_IDLE_POLL). Flower's own SuperNode waits 3 s, and every stage of a "
+            "secure round waited for it.",
+        ),
+    ] = None,
 ) -> None:
     """Run flower-supernode so that it runs only the app bundles this site approved.
 
@@ -147,8 +158,6 @@ def supernode_command(
     supernode-auth.key --node-config node-config.toml. Stop it with Ctrl-C or
     SIGTERM; its ClientApp processes stop with it.
     """
-    from fedfraud.simulation import flower_tool
-
     args = list(flower_args or [])
     if "--isolation" in args and "process" in args:
         raise ConfigError(
@@ -161,6 +170,9 @@ def supernode_command(
     if not site.is_dir():
         raise InputError(f"{site}: no such site folder")
     env = supernode_env(site)
+    if idle_poll is not None:
+        env[supernode_module.IDLE_POLL_ENV] = repr(idle_poll)
+    supernode_module.idle_poll(env)  # a bad value stops here, before any Flower process starts
     if flower_clientapp_on_path(env) != str(site / "bin" / "flwr-clientapp"):
         raise ConfigError("could not put the checking flwr-clientapp first on the PATH")
     if not load_approvals(site):
@@ -168,16 +180,22 @@ def supernode_command(
     if superlink:
         _run_from_site(site, superlink, runtime_port, env)
         return
-    command = [flower_tool("flower-supernode"), *args]
-    os.execvpe(command[0], command, env)  # noqa: S606 - the institution's own Flower
+    command = supernode_process(args)
+    os.execve(command[0], command, env)  # noqa: S606 - the institution's own Flower
     raise subprocess.SubprocessError("unreachable")  # pragma: no cover
+
+
+def supernode_process(flower_args: list[str]) -> list[str]:
+    """The argv of the institution's SuperNode: Flower's, asking for work sooner while idle.
+
+    See :mod:`client.supernode_process` (``FEDFRAUD_SUPERNODE_IDLE_POLL``).
+    """
+    return [sys.executable, "-m", supernode_module.__name__, *flower_args]
 
 
 def _run_from_site(site: Path, superlink: str, runtime_port: int, env: dict[str, str]) -> None:
     """flower-supernode with the site's own files; its output to the terminal and SITE/logs/supernode.log."""
-    import sys
-
-    from fedfraud.deployment import supernode_command as flower_supernode
+    from fedfraud.deployment import supernode_args
     from fedfraud.simulation import ManagedProcess
     from core.layout import SiteLayout
     from fedfraud.federation_file import split_address
@@ -191,7 +209,7 @@ def _run_from_site(site: Path, superlink: str, runtime_port: int, env: dict[str,
     missing = [p for p in (files.ca_cert, files.auth_key, files.node_config) if not p.is_file()]
     if missing:
         raise InputError(f"{site}: not a provisioned site folder (missing {', '.join(p.name for p in missing)})")
-    command = flower_supernode(files, superlink, runtime_port or free_port())
+    command = supernode_process(supernode_args(files, superlink, runtime_port or free_port()))
     log_path = files.logs_dir / "supernode.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     console.print(f"SuperNode of {site.name} dialing {superlink}; log: {log_path}")

@@ -89,7 +89,7 @@ __all__ = [
     "RunFailed",
     "deployment_run_config",
     "superlink_command",
-    "supernode_command",
+    "supernode_args",
     "write_connection",
 ]
 
@@ -127,19 +127,20 @@ def superlink_command(
     return command
 
 
-def supernode_command(
+def supernode_args(
     files: SiteLayout,
     superlink: str,
     runtime_port: int,
     auth_key: Path | None = None,
 ) -> list[str]:
-    """``flower-supernode`` for one institution (TLS, auth key, node config).
+    """``flower-supernode``'s arguments for one institution (TLS, auth key, node config).
 
     The SuperNode's own Runtime API (for its ClientApp processes) listens on
     ``127.0.0.1:runtime_port``; it never leaves the institution's machine.
+    Run them with ``fedfraud supernode SITE -- ARGS`` (or
+    :func:`fedfraud.code.supernode_process`).
     """
     return [
-        flower_tool("flower-supernode"),
         "--superlink",
         superlink,
         "--root-certificates",
@@ -370,7 +371,7 @@ class Deployment:
         files = self.layout.institution(institution_id)
         # Started the way an institution starts it: `fedfraud supernode SITE`,
         # which runs only the app bundles its site folder approved.
-        flower_args = supernode_command(files, self.fleet_address or self.address, free_port(), auth_key)[1:]
+        flower_args = supernode_args(files, self.fleet_address or self.address, free_port(), auth_key)
         managed = self._spawn(
             f"supernode-{institution_id}",
             [sys.executable, "-m", "fedfraud", "supernode", str(files.root), "--", *flower_args],

@@ -39,7 +39,7 @@ from fedfraud.deployment import (
     ManagedProcess,
     RunFailed,
     deployment_run_config,
-    supernode_command,
+    supernode_args,
     verify_command,
 )
 from fedfraud.simulation import free_port
@@ -485,7 +485,7 @@ def test_rogue_supernode_registered_through_the_control_api_is_left_out_and_flag
     deployment.flwr(
         "supernode", "register", str(rogue.auth_pub), CONNECTION_NAME, "--name", "rogue", "--format", "json"
     )
-    flower_args = supernode_command(rogue, deployment.address, free_port())[1:]
+    flower_args = supernode_args(rogue, deployment.address, free_port())
     deployment.supernodes["rogue"] = deployment._spawn(
         "supernode-rogue",
         [sys.executable, "-m", "fedfraud", "supernode", str(rogue.root), "--", *flower_args],

@@ -1,0 +1,100 @@
+"""The institution's SuperNode process: Flower's loop, asking for work sooner while idle.
+
+The Deployment Engine tests (``tests/deployment/``) run every SuperNode
+through this module; these check its pieces without Flower processes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from flwr.supernode import start_client_internal as flower_loop
+
+from client import supernode_process
+from client.supernode_process import (
+    DEFAULT_IDLE_POLL,
+    IDLE_POLL_ENV,
+    idle_poll,
+    install,
+    polling_until_work,
+)
+from core.errors import ConfigError
+from fedfraud.code import supernode_process as supernode_argv
+
+
+def test_idle_poll_defaults_to_half_a_second_and_reads_the_environment() -> None:
+    assert idle_poll({}) == DEFAULT_IDLE_POLL == 0.5
+    assert idle_poll({IDLE_POLL_ENV: " "}) == DEFAULT_IDLE_POLL
+    assert idle_poll({IDLE_POLL_ENV: "0.25"}) == 0.25
+    assert idle_poll({IDLE_POLL_ENV: "3"}) == 3.0
+
+
+@pytest.mark.parametrize("value", ["0", "0.01", "3.5", "-1", "nan", "inf", "fast"])
+def test_idle_poll_outside_its_bounds_is_refused_naming_the_variable(value: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{IDLE_POLL_ENV}='{value}': give seconds between 0.05 and 3"):
+        idle_poll({IDLE_POLL_ENV: value})
+
+
+def test_pull_is_asked_again_until_a_message_arrives() -> None:
+    answers = iter([None, None, None, 42])
+    calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
+
+    def pull(*args: object, **kwargs: object) -> int | None:
+        calls.append((args, kwargs))
+        return next(answers)
+
+    started = time.monotonic()
+    assert polling_until_work(pull, 0.01)("state", store="s") == 42
+    # Three empty asks, each followed by one short wait, never Flower's 3 s.
+    assert len(calls) == 4 and all(c == (("state",), {"store": "s"}) for c in calls)
+    assert time.monotonic() - started < 2.0
+
+
+def test_pull_errors_propagate_unchanged() -> None:
+    def pull() -> int | None:
+        raise ConnectionError("SuperLink gone")
+
+    with pytest.raises(ConnectionError, match="SuperLink gone"):
+        polling_until_work(pull, 0.01)()
+
+
+def test_install_wraps_flowers_own_loop_function_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = flower_loop._pull_and_store_message
+    monkeypatch.setattr(flower_loop, "_pull_and_store_message", original)  # restored after the test
+    install(0.2)
+    wrapped = flower_loop._pull_and_store_message
+    assert wrapped is not original and wrapped.__wrapped__ is original
+    install(0.2)  # a second install keeps the one wrapper
+    assert flower_loop._pull_and_store_message is wrapped
+
+
+def test_install_refuses_a_flower_without_the_loop_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(flower_loop, "_pull_and_store_message")
+    with pytest.raises(ConfigError, match="fedfraud's SuperNode needs Flower 1.42"):
+        install(0.5)
+
+
+def test_the_supernode_runs_this_module_with_flowers_arguments() -> None:
+    argv = supernode_argv(["--superlink", "127.0.0.1:9443"])
+    assert argv == [sys.executable, "-m", supernode_process.__name__, "--superlink", "127.0.0.1:9443"]
+    # Flower's own argument parser answers through it.
+    shown = subprocess.run([*argv[:3], "--help"], capture_output=True, text=True, timeout=120, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert "--auth-supernode-private-key" in shown.stdout
+
+
+def test_a_bad_idle_poll_stops_fedfraud_supernode_before_flower_starts(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "fedfraud", "supernode", str(site), "--idle-poll", "9", "--",
+         "--superlink", "127.0.0.1:1"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == ConfigError.exit_code, result.stdout + result.stderr
+    assert f"{IDLE_POLL_ENV}='9.0': give seconds between 0.05 and 3" in result.stdout + result.stderr
+    assert not (site / "flower-home" / "apps").exists()
