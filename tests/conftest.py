@@ -9,14 +9,23 @@ os.environ["FLWR_DISABLE_UPDATE_CHECK"] = "1"
 import pytest
 
 #: Tests that start Flower simulations (Ray) or Deployment Engine federations,
-#: in two chains: each chain runs on one worker, in order, so two Ray
-#: clusters or two federations never run at once (on 2 cores that times out
-#: SecAgg+ stages: four chains were tried and failed so) and the module
-#: fixtures are built once. A third worker runs the quick tests beside them
-#: (pyproject: ``-n 3``). The first matching prefix of a test's id wins.
+#: in chains: each chain runs on one worker, in order, and its module fixtures
+#: are built once. Two chains of simulations, each starting its own Ray
+#: cluster (2 CPUs) per run, of about equal length, and one chain of
+#: Deployment Engine federations (each with its own SuperLink on free ports).
+#: All three spend most of their time waiting (Ray and Flower start-up,
+#: SuperNode polls, ClientApp processes, a killed SuperNode's 60 s), so a
+#: fourth worker runs the quick tests beside them (pyproject: ``-n 4``).
+#: Measured on 2 cores (2026-12-03): one simulation chain beside the
+#: deployment chain took 15 min (the Ray chain the longest); two took 13; a
+#: fifth worker (the deployment chain split in two, or in three) overloaded
+#: the machine (load 12-18) and timed out SecAgg+ stages. The first matching
+#: prefix of a test's id wins.
 _GROUPS = {
-    "simulation": ("integration/", "adversarial/test_dishonest_serverapp.py",
-                   "adversarial/test_ckks_hostile_contribution.py"),
+    "simulation-a": ("adversarial/test_dishonest_serverapp.py",
+                     "adversarial/test_ckks_hostile_contribution.py",
+                     "integration/test_byo_federation.py", "integration/test_ckks.py"),
+    "simulation-b": ("integration/",),
     "deployment": ("deployment/",),
 }
 
