@@ -77,6 +77,8 @@ TASK_POLL_INTERVAL = 0.2
 TRAINING_STAGE = 3
 #: Above every institution's training rows (ROWS each): no statistics round.
 FIXED_MAX_WEIGHT = 5000.0
+#: Not the default seed (42) of the other runs on the same site folders.
+KILLED_RUN_SEED = 7
 
 
 def _federation_file(root: Path) -> Path:
@@ -272,8 +274,12 @@ def test_federation_over_tls_with_node_auth_survives_a_supernode_killed_mid_roun
     deployment.submit(
         run_dir,
         # A fixed max-weight skips the statistics round (the rogue test below
-        # runs the default, auto, through the Deployment Engine).
-        _run_config(deployment, run_dir, 1, **{"max-weight": FIXED_MAX_WEIGHT}),
+        # runs the default, auto, through the Deployment Engine). A seed of its
+        # own: its initial model, summed here by bank-a and bank-b only, must
+        # not be the one the later runs on these sites sum with all three,
+        # which every institution's round ledger rightly refuses
+        # (secagg.differencing).
+        _run_config(deployment, run_dir, 1, seed=KILLED_RUN_SEED, **{"max-weight": FIXED_MAX_WEIGHT}),
         on_poll=kill,
         poll_seconds=0.2,
         timeout=RUN_TIMEOUT,
