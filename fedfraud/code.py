@@ -189,8 +189,10 @@ def supernode_process(flower_args: list[str]) -> list[str]:
     """The argv of the institution's SuperNode: Flower's, asking for work sooner while idle.
 
     See :mod:`client.supernode_process` (``FEDFRAUD_SUPERNODE_IDLE_POLL``).
+    ``-P``: the working folder is not put on the module path, so a ``client``
+    folder where the SuperNode is started cannot stand in for the installed one.
     """
-    return [sys.executable, "-m", supernode_module.__name__, *flower_args]
+    return [sys.executable, "-P", "-m", supernode_module.__name__, *flower_args]
 
 
 def _run_from_site(site: Path, superlink: str, runtime_port: int, env: dict[str, str]) -> None:

@@ -80,11 +80,25 @@ def test_install_refuses_a_flower_without_the_loop_function(monkeypatch: pytest.
 
 def test_the_supernode_runs_this_module_with_flowers_arguments() -> None:
     argv = supernode_argv(["--superlink", "127.0.0.1:9443"])
-    assert argv == [sys.executable, "-m", supernode_process.__name__, "--superlink", "127.0.0.1:9443"]
+    assert argv == [sys.executable, "-P", "-m", supernode_process.__name__, "--superlink", "127.0.0.1:9443"]
     # Flower's own argument parser answers through it.
-    shown = subprocess.run([*argv[:3], "--help"], capture_output=True, text=True, timeout=120, check=False)
+    shown = subprocess.run([*argv[:4], "--help"], capture_output=True, text=True, timeout=120, check=False)
     assert shown.returncode == 0, shown.stderr
     assert "--auth-supernode-private-key" in shown.stdout
+
+
+def test_a_client_folder_where_the_supernode_starts_is_not_imported(tmp_path: Path) -> None:
+    # Started from a folder holding a `client` package of someone else's, the
+    # SuperNode still runs the installed one.
+    fake = tmp_path / "client"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("", encoding="utf-8")
+    (fake / "supernode_process.py").write_text("raise SystemExit('the folder was imported')\n", encoding="utf-8")
+    argv = supernode_argv([])
+    shown = subprocess.run([*argv[:4], "--help"], capture_output=True, text=True, timeout=120, check=False,
+                           cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "the folder was imported" not in shown.stderr
 
 
 def test_a_bad_idle_poll_stops_fedfraud_supernode_before_flower_starts(tmp_path: Path) -> None:
