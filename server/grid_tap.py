@@ -26,7 +26,7 @@ from core.wire import Refusal, find_refusals
 #: Reply polling of :meth:`RefusalTap.send_and_receive`: first pull after
 #: ``MIN_POLL`` seconds, doubling while nothing arrives, at most ``MAX_POLL``.
 MIN_POLL = 0.05
-MAX_POLL = 0.8
+MAX_POLL = 0.25
 
 
 class RefusalTap(Grid):  # type: ignore[misc]
