@@ -26,6 +26,9 @@ _GROUPS = {
                      "adversarial/test_ckks_hostile_contribution.py",
                      "integration/test_byo_federation.py", "integration/test_ckks.py"),
     "simulation-b": ("integration/",),
+    # The fleet gateway's attacks start a SuperLink of their own but run no
+    # round: a short chain of its own, off the deployment chain (the longest).
+    "gateway": ("deployment/test_gateway.py",),
     "deployment": ("deployment/",),
 }
 
