@@ -16,8 +16,9 @@ by its own node config) *before* Flower unpacks it. A refused bundle is never
 installed or imported; the task fails with the refusal as its reason, and the
 refusal is written to the institution's own log.
 
-This is the one module that reaches into Flower's internals on the client
-side (``flwr.supernode.runtime.run_clientapp``): the two names it wraps are
+With :mod:`client.supernode_process` (the SuperNode's idle poll), this is
+one of the two client-side modules that reach into Flower's internals
+(``flwr.supernode.runtime.run_clientapp``): the two names it wraps are
 looked up there at call time.
 """
 

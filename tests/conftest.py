@@ -13,9 +13,10 @@ import pytest
 #: are built once. Two chains of simulations, each starting its own Ray
 #: cluster (2 CPUs) per run, of about equal length, and one chain of
 #: Deployment Engine federations (each with its own SuperLink on free ports).
-#: All three spend most of their time waiting (Ray and Flower start-up,
-#: SuperNode polls, ClientApp processes, a killed SuperNode's 60 s), so a
-#: fourth worker runs the quick tests beside them (pyproject: ``-n 4``).
+#: They spend most of their time waiting (Ray and Flower start-up,
+#: SuperNode polls, ClientApp processes, a killed SuperNode's 60 s), so the
+#: quick tests run beside them (pyproject: ``-n 4``; the short gateway chain
+#: goes to whichever worker is free).
 #: Measured on 2 cores (2026-12-03): one simulation chain beside the
 #: deployment chain took 15 min (the Ray chain the longest); two took 13; a
 #: fifth worker (the deployment chain split in two, or in three) overloaded
