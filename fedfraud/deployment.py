@@ -48,6 +48,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from client.supernode_process import HEARTBEAT_ENV
 from fedfraud.release import release_folder
 from core.errors import ConfigError, InputError
 from fedfraud.gateway import Endpoint, GatewayProcess, GatewaySettings
@@ -240,6 +241,9 @@ class Deployment:
     gateway_host: str = LOOPBACK
     #: Its port (``None``: a free one).
     gateway_port: int | None = None
+    #: Seconds between each SuperNode's heartbeats (``None``: Flower's 30 s);
+    #: the SuperLink stops waiting for a dead one after two intervals.
+    supernode_heartbeat: float | None = None
     processes: list[ManagedProcess] = field(default_factory=list)
     supernodes: dict[str, ManagedProcess] = field(default_factory=dict)
     address: str = ""
@@ -265,9 +269,11 @@ class Deployment:
             env[TASK_POLL_ENV] = repr(float(self.task_poll_interval))
         return env
 
-    def _spawn(self, name: str, command: list[str], home: Path, log_path: Path) -> ManagedProcess:
+    def _spawn(
+        self, name: str, command: list[str], home: Path, log_path: Path, env: Mapping[str, str] | None = None
+    ) -> ManagedProcess:
         home.mkdir(parents=True, exist_ok=True)
-        process = spawn_logged(command, self._env(home), log_path, cwd=self.work_dir)
+        process = spawn_logged(command, {**self._env(home), **(env or {})}, log_path, cwd=self.work_dir)
         managed = ManagedProcess(name, process, log_path)
         self.processes.append(managed)
         return managed
@@ -377,6 +383,7 @@ class Deployment:
             [sys.executable, "-m", "fedfraud", "supernode", str(files.root), "--", *flower_args],
             self.work_dir / f"supernode-home-{institution_id}",
             self.work_dir / "logs" / f"supernode-{institution_id}.log",
+            {} if self.supernode_heartbeat is None else {HEARTBEAT_ENV: repr(float(self.supernode_heartbeat))},
         )
         self.supernodes[institution_id] = managed
         return managed

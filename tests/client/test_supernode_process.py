@@ -12,12 +12,18 @@ import time
 from pathlib import Path
 
 import pytest
+from flwr.common import constant as flower_constants
+from flwr.supercore import heartbeat as flower_heartbeat
+from flwr.supernode import fleet_http_connection as flower_connection
 from flwr.supernode import start_client_internal as flower_loop
 
 from client import supernode_process
 from client.supernode_process import (
+    DEFAULT_HEARTBEAT,
     DEFAULT_IDLE_POLL,
+    HEARTBEAT_ENV,
     IDLE_POLL_ENV,
+    heartbeat_interval,
     idle_poll,
     install,
     polling_until_work,
@@ -37,6 +43,40 @@ def test_idle_poll_defaults_to_half_a_second_and_reads_the_environment() -> None
 def test_idle_poll_outside_its_bounds_is_refused_naming_the_variable(value: str) -> None:
     with pytest.raises(ConfigError, match=rf"{IDLE_POLL_ENV}='{value}': give seconds between 0.05 and 3"):
         idle_poll({IDLE_POLL_ENV: value})
+
+
+def test_heartbeat_defaults_to_flowers_and_reads_the_environment() -> None:
+    assert heartbeat_interval({}) == DEFAULT_HEARTBEAT == flower_constants.HEARTBEAT_DEFAULT_INTERVAL
+    assert heartbeat_interval({HEARTBEAT_ENV: "10"}) == 10.0
+    assert heartbeat_interval({HEARTBEAT_ENV: "1800"}) == 1800.0
+
+
+@pytest.mark.parametrize("value", ["9.9", "0", "1801", "nan", "soon"])
+def test_heartbeat_outside_what_flowers_superlink_accepts_is_refused(value: str) -> None:
+    # Flower's SuperLink refuses intervals outside [10, 1800] s at activation.
+    assert (flower_constants.HEARTBEAT_MIN_INTERVAL, flower_constants.HEARTBEAT_MAX_INTERVAL) == (10, 1800)
+    with pytest.raises(ConfigError, match=rf"{HEARTBEAT_ENV}='{value}': give seconds between 10 and 1800"):
+        heartbeat_interval({HEARTBEAT_ENV: value})
+
+
+def test_install_sets_the_interval_the_supernode_announces_and_sends_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in (flower_connection, flower_heartbeat):
+        monkeypatch.setattr(module, "HEARTBEAT_DEFAULT_INTERVAL", flower_constants.HEARTBEAT_DEFAULT_INTERVAL)
+    monkeypatch.setattr(flower_loop, "_pull_and_store_message", flower_loop._pull_and_store_message)
+    install(0.5, 10.0)
+    # What ActivateNode and SendNodeHeartbeat tell the SuperLink, and the
+    # sender loop's base interval: both Flower's own module globals.
+    assert flower_connection.HEARTBEAT_DEFAULT_INTERVAL == 10.0
+    assert flower_heartbeat.HEARTBEAT_DEFAULT_INTERVAL == 10.0
+
+
+def test_install_refuses_a_flower_without_the_heartbeat_constant(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(flower_heartbeat, "HEARTBEAT_DEFAULT_INTERVAL")
+    monkeypatch.setattr(flower_loop, "_pull_and_store_message", flower_loop._pull_and_store_message)
+    with pytest.raises(ConfigError, match="flwr.supercore.heartbeat has no HEARTBEAT_DEFAULT_INTERVAL"):
+        install(0.5, 10.0)
+    # Nothing was half changed.
+    assert getattr(flower_loop._pull_and_store_message, "__wrapped__", None) is None
 
 
 def test_pull_is_asked_again_until_a_message_arrives() -> None:
@@ -112,3 +152,15 @@ def test_a_bad_idle_poll_stops_fedfraud_supernode_before_flower_starts(tmp_path:
     assert result.returncode == ConfigError.exit_code, result.stdout + result.stderr
     assert f"{IDLE_POLL_ENV}='9.0': give seconds between 0.05 and 3" in result.stdout + result.stderr
     assert not (site / "flower-home" / "apps").exists()
+
+
+def test_a_heartbeat_flowers_superlink_would_refuse_stops_fedfraud_supernode(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "fedfraud", "supernode", str(site), "--heartbeat", "5", "--",
+         "--superlink", "127.0.0.1:1"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == ConfigError.exit_code, result.stdout + result.stderr
+    assert f"{HEARTBEAT_ENV}='5.0': give seconds between 10 and 1800" in result.stdout + result.stderr

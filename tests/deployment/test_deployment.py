@@ -17,6 +17,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -64,8 +65,10 @@ REPO = Path(__file__).resolve().parents[2]
 # stage up to ~18 s (its ClientApp imports torch and trains); 35 s was about
 # twice that, and still dropped institutions when the suite's other worker
 # ran a Ray simulation beside them, hence 60 s. A killed SuperNode costs at
-# most this once per stage that still waits for it, until the SuperLink marks it offline (Flower 1.42: no
-# heartbeat for 2 x 30 s), after which nothing waits for it.
+# most this once per stage that still waits for it, until the SuperLink marks
+# it offline (no heartbeat for 2 intervals: 2 x 10 s with
+# SUPERNODE_HEARTBEAT, 2 x 30 s with Flower's default), after which nothing
+# waits for it.
 STAGE_TIMEOUT = 60.0
 RUN_TIMEOUT = 720.0
 # Each message a SuperNode receives waits for one SuperExec poll (Flower's
@@ -77,6 +80,10 @@ TASK_POLL_INTERVAL = 0.2
 TRAINING_STAGE = 3
 #: Above every institution's training rows (ROWS each): no statistics round.
 FIXED_MAX_WEIGHT = 5000.0
+#: Seconds between SuperNode heartbeats (``fedfraud supernode --heartbeat``):
+#: the SuperLink marks a dead SuperNode offline 2 x 10 s after its last one,
+#: not Flower's 2 x 30 s, and then stops holding the stage for it.
+SUPERNODE_HEARTBEAT = 10.0
 #: Not the default seed (42) of the other runs on the same site folders.
 KILLED_RUN_SEED = 7
 
@@ -141,7 +148,10 @@ def deployment(
     work = tmp_path / "work"
     work.mkdir()
     # SuperNodes reach the SuperLink through the fleet gateway, as in production.
-    running = Deployment(layout, federation, work, task_poll_interval=TASK_POLL_INTERVAL, gateway=True)
+    running = Deployment(
+        layout, federation, work, task_poll_interval=TASK_POLL_INTERVAL, gateway=True,
+        supernode_heartbeat=SUPERNODE_HEARTBEAT,
+    )
     request.addfinalizer(running.close)
     yield running
     # Nothing we started may outlive the test (the finalizer stays as a safety net).
@@ -299,6 +309,13 @@ def test_federation_over_tls_with_node_auth_survives_a_supernode_killed_mid_roun
     assert only["dropouts"] == [VICTIM]
     assert only["evaluated_by"] == list(SURVIVORS)
     assert only["witnessed_by"] == list(SURVIVORS)
+    # The SuperLink marked the dead SuperNode offline at most 2 x 10 s after
+    # its last heartbeat (its own record of when it expired), not 2 x 30 s:
+    # with Flower's interval the expiry lies 37.5 to 60 s after the kill.
+    offline = [node for node in deployment.nodes() if node["status"] == "offline"]
+    assert len(offline) == 1, deployment.nodes()
+    expired = datetime.fromisoformat(offline[0]["offline-at"])
+    assert expired - kill.at <= timedelta(seconds=2 * SUPERNODE_HEARTBEAT + 5), (expired, kill.at)
     # The signed audit log records the dropout, after aggregation began.
     audit_lines = (run_dir / "audit.jsonl").read_text(encoding="utf-8").splitlines()
     records = [json.loads(line)["record"] for line in audit_lines]
@@ -552,6 +569,8 @@ class _KillAtStage:
         self.round = round_
         self.stage = stage
         self.done = False
+        #: When the machine died (UTC).
+        self.at = datetime.min.replace(tzinfo=UTC)
 
     def __call__(self) -> None:
         if self.done:
@@ -560,6 +579,7 @@ class _KillAtStage:
         if self._received(node.log_path) >= self.stage:
             # The whole machine goes: the SuperNode's process group and every
             # ClientApp process it started, without a chance to say goodbye.
+            self.at = datetime.now(UTC)
             node.kill()
             self.done = True
 
