@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -303,8 +304,11 @@ def test_plan_and_the_institutions_gate_agree_on_the_production_path(data: st.Da
 
     policies = data.draw(federations())
     plan = combine(policies)
-    request = data.draw(requests_near(plan))
-    assume(request.aggregation == "secagg+" and request.cohort_size >= 2)
+    # A SecAgg+ run of at least two (what this gate sees), drawn as such
+    # rather than filtered: filtering threw most draws away (1484 runs of
+    # the test for 100 examples, 47 s alone and 212 s inside the suite).
+    drawn = data.draw(requests_near(plan))
+    request = replace(drawn, aggregation="secagg+", cohort_size=max(2, drawn.cohort_size))
     settings_ = _production_settings(request, request.secagg_threshold)
     assume(settings_ is not None)
     secagg = settings_.secagg
