@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from sklearn.ensemble import HistGradientBoostingClassifier
 from torch import nn
 
 from core.errors import ConfigError, InputError
@@ -303,6 +302,10 @@ def run_comparison(
     y_all = np.concatenate([xy[1] for xy in trains.values()])
     pooled = _train_mlp(X_all, y_all, config, seed)
     models[POOLED] = _evaluate_scorer(POOLED, lambda A: predict_scores(pooled, A), data, rule)
+    # Imported here: the ServerApp imports this module for ThresholdRule only,
+    # and scikit-learn (with SciPy) took 1.1 s of every ServerApp's start-up.
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
     hgb = HistGradientBoostingClassifier(random_state=seed).fit(X_all, y_all.astype(np.int64))
     models[POOLED_HGB] = _evaluate_scorer(
         POOLED_HGB, lambda A: np.clip(hgb.predict_proba(A)[:, 1], 0.0, 1.0), data, rule
