@@ -34,6 +34,15 @@ _GROUPS = {
 }
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once, naming the file, if the data the suite is given is missing or another file."""
+    from tests.shared_data import insurance_problem
+
+    problem = insurance_problem()
+    if problem is not None:
+        raise pytest.UsageError(problem)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Put each Flower-running test in its group (pytest-xdist ``--dist loadgroup``).

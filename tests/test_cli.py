@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.shared_data import INSURANCE_CSV
+
 
 def fedfraud(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -99,7 +101,7 @@ def test_fixed_max_weight_below_an_institutions_rows_is_refused_before_flower(tm
     # inside Flower, 40 s in, with the cause only in flower.log.
     root = Path(__file__).resolve().parents[1]
     result = fedfraud(
-        "demo", "--byo-csv", str(root.parent / "shared/data/insurance_claims/insurance_claims.csv"),
+        "demo", "--byo-csv", str(INSURANCE_CSV),
         "--split-by", "policy_state", "--schema", str(root / "fraud/schemas/insurance_claims.toml"),
         "--set", "max-weight=100", cwd=tmp_path,
     )

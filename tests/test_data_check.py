@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-INSURANCE_CSV = Path("/work/shared/data/insurance_claims/insurance_claims.csv")
+from tests.shared_data import INSURANCE_CSV
+
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "fraud" / "schemas" / "insurance_claims.toml"
 

@@ -19,8 +19,8 @@ from core.errors import InputError
 from fedfraud.schema_draft import MAX_VOCABULARY, draft_schema
 from fraud.byo_read import check_institution_data
 from fraud.byo_schema import load_schema, schema_from_toml
+from tests.shared_data import INSURANCE_CSV
 
-INSURANCE_CSV = Path("/work/shared/data/insurance_claims/insurance_claims.csv")
 
 
 def _fedfraud(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

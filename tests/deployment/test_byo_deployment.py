@@ -39,11 +39,12 @@ from fedfraud.sites import render_policy, split_byo_demo
 from fraud.byo_schema import load_schema
 from policy import load_policy
 from server.rundir import read_rounds
+from tests.shared_data import INSURANCE_CSV
 
 REPO = Path(__file__).resolve().parents[2]
 RUNBOOK = REPO / "docs" / "production.md"
 SCHEMA = REPO / "fraud" / "schemas" / "insurance_claims.toml"
-CLAIMS = REPO.parent / "shared" / "data" / "insurance_claims" / "insurance_claims.csv"
+CLAIMS = INSURANCE_CSV
 INSURERS = ("il", "in", "oh")
 # The module's federation serves three runs (one interrupted by a SuperLink restart) before its first test.
 pytestmark = pytest.mark.timeout(1800)

@@ -20,9 +20,9 @@ from fraud.byo_stats import NumericStats, local_numeric_stats
 from fraud.model import build_model
 from fraud.train import TrainConfig, predict_scores, train_local
 from secagg.secure_sum import STATS_SCALE, counts_and_totals, fixed_point_error, split_counts_and_totals
+from tests.shared_data import INSURANCE_CSV
 
 VECTORS = Path(__file__).parent / "byo_vectors"
-INSURANCE_CSV = Path("/work/shared/data/insurance_claims/insurance_claims.csv")
 
 
 @pytest.fixture(scope="module")

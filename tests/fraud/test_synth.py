@@ -20,6 +20,7 @@ from fraud.synth import (
     release_synthetic,
     union_releases,
 )
+from tests.shared_data import INSURANCE_CSV
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +129,7 @@ def test_bad_settings_are_refused(split: tuple[pd.DataFrame, pd.DataFrame]) -> N
 def test_release_of_bring_your_own_insurance_data() -> None:
     # Missing values, text categories and dates go through SDV and the check.
     schema = builtin_schema("insurance_claims")
-    frame = load_institution_csv("/work/shared/data/insurance_claims/insurance_claims.csv", schema)
+    frame = load_institution_csv(INSURANCE_CSV, schema)
     # A few columns of each kind keep SDV's pairwise quality report fast.
     columns = ["total_claim_amount", "umbrella_limit", "collision_type", "authorities_contacted",
                "incident_severity", "incident_date", schema.label]

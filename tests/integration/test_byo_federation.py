@@ -16,9 +16,11 @@ from server.planning import checked_plan
 from fraud.byo_schema import load_schema
 from server.rundir import read_rounds
 
+from tests.shared_data import INSURANCE_CSV
+
 from .federation import check_model_card, check_scoring_reproduces_the_run
 
-CSV = project_dir().parent / "shared" / "data" / "insurance_claims" / "insurance_claims.csv"
+CSV = INSURANCE_CSV
 SCHEMA = project_dir() / "fraud" / "schemas" / "insurance_claims.toml"
 
 
