@@ -141,26 +141,23 @@ def test_a_client_folder_where_the_supernode_starts_is_not_imported(tmp_path: Pa
     assert "the folder was imported" not in shown.stderr
 
 
-def test_a_bad_idle_poll_stops_fedfraud_supernode_before_flower_starts(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("option", "refused"),
+    [
+        (["--idle-poll", "9"], f"{IDLE_POLL_ENV}='9.0': give seconds between 0.05 and 3"),
+        # Flower's SuperLink would refuse it at activation; refused here first.
+        (["--heartbeat", "5"], f"{HEARTBEAT_ENV}='5.0': give seconds between 10 and 1800"),
+    ],
+)
+def test_a_bad_setting_stops_fedfraud_supernode_before_flower_starts(
+    tmp_path: Path, option: list[str], refused: str
+) -> None:
     site = tmp_path / "site"
     site.mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "fedfraud", "supernode", str(site), "--idle-poll", "9", "--",
-         "--superlink", "127.0.0.1:1"],
+        [sys.executable, "-m", "fedfraud", "supernode", str(site), *option, "--", "--superlink", "127.0.0.1:1"],
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == ConfigError.exit_code, result.stdout + result.stderr
-    assert f"{IDLE_POLL_ENV}='9.0': give seconds between 0.05 and 3" in result.stdout + result.stderr
+    assert refused in result.stdout + result.stderr
     assert not (site / "flower-home" / "apps").exists()
-
-
-def test_a_heartbeat_flowers_superlink_would_refuse_stops_fedfraud_supernode(tmp_path: Path) -> None:
-    site = tmp_path / "site"
-    site.mkdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "fedfraud", "supernode", str(site), "--heartbeat", "5", "--",
-         "--superlink", "127.0.0.1:1"],
-        capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert result.returncode == ConfigError.exit_code, result.stdout + result.stderr
-    assert f"{HEARTBEAT_ENV}='5.0': give seconds between 10 and 1800" in result.stdout + result.stderr
