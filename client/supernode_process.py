@@ -14,6 +14,9 @@ change: while no message is waiting, the SuperNode asks again every
 :data:`IDLE_POLL_ENV` seconds (default :data:`DEFAULT_IDLE_POLL`), so a new
 stage is picked up within that time. Each ask is one small request to the
 SuperLink (or the fleet gateway): two a second per SuperNode by default.
+After a minute without any message (between runs) it asks less and less
+often, back to Flower's 3 s within half a minute (:func:`idle_wait`), so
+that polling does not keep a machine busy between runs.
 
 It can also send heartbeats more often (:data:`HEARTBEAT_ENV`, Flower's 10 to
 1800 s; default Flower's 30 s). The SuperLink marks a SuperNode offline after
@@ -48,6 +51,13 @@ DEFAULT_IDLE_POLL = 0.5
 #: Bounds: faster than 0.05 s floods the SuperLink; slower than Flower's 3 s gains nothing.
 MIN_IDLE_POLL, MAX_IDLE_POLL = 0.05, 3.0
 _WRAPPED = "_pull_and_store_message"
+#: Seconds after the last message during which an idle SuperNode keeps asking
+#: every idle-poll interval; then it asks less often (see :func:`idle_wait`).
+IDLE_GRACE = 60.0
+#: After the grace, the wait doubles every this many seconds ...
+IDLE_DOUBLING = 10.0
+#: ... up to Flower's own fixed wait.
+IDLE_CEILING = 3.0
 
 #: Environment variable: seconds between the SuperNode's heartbeats, as it tells the SuperLink.
 HEARTBEAT_ENV = "FEDFRAUD_SUPERNODE_HEARTBEAT"
@@ -95,20 +105,45 @@ def _seconds(env: Mapping[str, str], name: str, default: float, low: float, high
     return value
 
 
-def polling_until_work(pull: Callable[..., Any], interval: float) -> Callable[..., Any]:
-    """``pull`` asked again every ``interval`` seconds until it returns a run id.
+def idle_wait(interval: float, idle_for: float) -> float:
+    """Seconds to wait before asking again, ``idle_for`` s after the last message.
+
+    ``interval`` for the first :data:`IDLE_GRACE` seconds: within a run the
+    next stage follows within seconds, and every SuperNode's pick-up delays
+    the whole stage. After that the wait doubles every :data:`IDLE_DOUBLING`
+    seconds, up to :data:`IDLE_CEILING` (Flower's own fixed 3 s): between runs
+    a SuperNode may idle for days, and each ask costs the SuperNode, the
+    gateway and the SuperLink a TLS request.
+    """
+    if idle_for <= IDLE_GRACE:
+        return interval
+    doublings = min((idle_for - IDLE_GRACE) / IDLE_DOUBLING, 16.0)  # 16: past any ceiling, no overflow
+    return min(max(interval, IDLE_CEILING), interval * 2.0**doublings)
+
+
+def polling_until_work(
+    pull: Callable[..., Any],
+    interval: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], object] = time.sleep,
+) -> Callable[..., Any]:
+    """``pull`` asked again until it returns a run id, every :func:`idle_wait` seconds.
 
     Flower's loop sleeps 3 s whenever its pull returns ``None`` (no message);
     the wrapped pull returns only once a message was received and stored, so
-    that sleep is never reached. Errors propagate as before.
+    that sleep is never reached. Errors propagate as before. ``clock`` and
+    ``sleep`` are the process's own unless a test passes others.
     """
+    last_message = clock()
 
     def pull_when_there_is_work(*args: Any, **kwargs: Any) -> Any:
+        nonlocal last_message
         while True:
             run_id = pull(*args, **kwargs)
             if run_id is not None:
+                last_message = clock()
                 return run_id
-            time.sleep(interval)
+            sleep(idle_wait(interval, clock() - last_message))
 
     pull_when_there_is_work.__wrapped__ = pull  # type: ignore[attr-defined]
     return pull_when_there_is_work

@@ -144,7 +144,8 @@ def supernode_command(
             "--idle-poll",
             help="Seconds between asks for work while the SuperNode is idle (0.05-3; default 0.5, or "
             "FEDFRAUD_SUPERNODE_IDLE_POLL). Flower's own SuperNode waits 3 s, and every stage of a "
-            "secure round waited for it.",
+            "secure round waited for it. After a minute without any message the asks slow down to "
+            "Flower's 3 s within half a minute, until the next message.",
         ),
     ] = None,
     heartbeat: Annotated[

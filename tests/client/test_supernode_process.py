@@ -22,9 +22,12 @@ from client.supernode_process import (
     DEFAULT_HEARTBEAT,
     DEFAULT_IDLE_POLL,
     HEARTBEAT_ENV,
+    IDLE_CEILING,
+    IDLE_GRACE,
     IDLE_POLL_ENV,
     heartbeat_interval,
     idle_poll,
+    idle_wait,
     install,
     polling_until_work,
 )
@@ -92,6 +95,48 @@ def test_pull_is_asked_again_until_a_message_arrives() -> None:
     # Three empty asks, each followed by one short wait, never Flower's 3 s.
     assert len(calls) == 4 and all(c == (("state",), {"store": "s"}) for c in calls)
     assert time.monotonic() - started < 2.0
+
+
+class _Clock:
+    """Time that passes only when the poller sleeps (each ask itself takes none)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+def test_an_idle_supernode_asks_every_interval_for_a_minute_then_backs_off_to_flowers_3s() -> None:
+    clock = _Clock()
+    answers = iter([None] * 200 + [7] + [None] * 3 + [8])
+    poll = polling_until_work(lambda: next(answers), 0.5, clock=clock, sleep=clock.sleep)
+
+    assert poll() == 7
+    first = clock.waits[:]
+    # A minute at the idle-poll interval (within a run the next stage comes
+    # within seconds), then longer waits, never beyond Flower's own 3 s.
+    assert first[:121] == [0.5] * 121
+    assert first[121:] == sorted(first[121:]) and first[121] < 0.6
+    assert max(first) == IDLE_CEILING == 3.0 and first[-1] == 3.0
+    assert 60.0 < sum(first[:121]) <= IDLE_GRACE + 0.5
+    # A message resets it: the next idle spell starts at the interval again.
+    assert poll() == 8
+    assert clock.waits[len(first):] == [0.5, 0.5, 0.5]
+
+
+@pytest.mark.parametrize("interval", [0.05, 0.5, 3.0])
+def test_idle_wait_stays_between_the_interval_and_the_ceiling(interval: float) -> None:
+    for idle_for in (0.0, IDLE_GRACE, IDLE_GRACE + 5, 3600.0, 1e12, float("inf")):
+        wait = idle_wait(interval, idle_for)
+        assert interval <= wait <= max(interval, IDLE_CEILING)
+    assert idle_wait(interval, IDLE_GRACE) == interval
+    assert idle_wait(interval, 1e12) == max(interval, IDLE_CEILING)
 
 
 def test_pull_errors_propagate_unchanged() -> None:
