@@ -48,7 +48,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from client.supernode_process import HEARTBEAT_ENV
 from fedfraud.release import release_folder
 from core.errors import ConfigError, InputError
 from fedfraud.gateway import Endpoint, GatewayProcess, GatewaySettings
@@ -269,11 +268,9 @@ class Deployment:
             env[TASK_POLL_ENV] = repr(float(self.task_poll_interval))
         return env
 
-    def _spawn(
-        self, name: str, command: list[str], home: Path, log_path: Path, env: Mapping[str, str] | None = None
-    ) -> ManagedProcess:
+    def _spawn(self, name: str, command: list[str], home: Path, log_path: Path) -> ManagedProcess:
         home.mkdir(parents=True, exist_ok=True)
-        process = spawn_logged(command, {**self._env(home), **(env or {})}, log_path, cwd=self.work_dir)
+        process = spawn_logged(command, self._env(home), log_path, cwd=self.work_dir)
         managed = ManagedProcess(name, process, log_path)
         self.processes.append(managed)
         return managed
@@ -378,12 +375,12 @@ class Deployment:
         # Started the way an institution starts it: `fedfraud supernode SITE`,
         # which runs only the app bundles its site folder approved.
         flower_args = supernode_args(files, self.fleet_address or self.address, free_port(), auth_key)
+        heartbeat = [] if self.supernode_heartbeat is None else ["--heartbeat", repr(float(self.supernode_heartbeat))]
         managed = self._spawn(
             f"supernode-{institution_id}",
-            [sys.executable, "-m", "fedfraud", "supernode", str(files.root), "--", *flower_args],
+            [sys.executable, "-m", "fedfraud", "supernode", str(files.root), *heartbeat, "--", *flower_args],
             self.work_dir / f"supernode-home-{institution_id}",
             self.work_dir / "logs" / f"supernode-{institution_id}.log",
-            {} if self.supernode_heartbeat is None else {HEARTBEAT_ENV: repr(float(self.supernode_heartbeat))},
         )
         self.supernodes[institution_id] = managed
         return managed
