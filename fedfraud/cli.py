@@ -131,6 +131,7 @@ def demo(
         require_every_round,
         require_measurements,
         run_simulation,
+        simulation_cpus,
     )
     from fraud.generator import Heterogeneity
     from fraud.generator_files import ensure_federation_data
@@ -141,6 +142,7 @@ def demo(
     data_root = data_dir.resolve()
     byo_schema = None
     checked_rows: dict[str, int] = {}
+    simulation_cpus()  # a bad FEDFRAUD_SIMULATION_CPUS stops here, before any file is written
     if byo_csv is not None and site:
         raise ConfigError("give either --byo-csv (one file split by a column) or --site NAME=PATH, not both")
     if heterogeneity not in {h.value for h in Heterogeneity}:

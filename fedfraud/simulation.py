@@ -116,7 +116,25 @@ class SimulationRequest:
     run_dir: Path
     run_config: Mapping[str, Any]
     num_institutions: int
-    num_cpus: int = 2
+    #: Cores of the run's Ray cluster; ``None``: ``FEDFRAUD_SIMULATION_CPUS``, else 2.
+    num_cpus: int | None = None
+
+
+#: Cores a simulated run's Ray cluster may use (default 2). Ray starts one
+#: ClientApp actor per core, and each actor imports PyTorch and Flower
+#: (about 10 CPU-seconds per run for the second one). Set it to 1 where
+#: several simulations share the machine, as the test suite does.
+SIMULATION_CPUS_ENV = "FEDFRAUD_SIMULATION_CPUS"
+
+
+def simulation_cpus(env: Mapping[str, str] | None = None) -> int:
+    """The Ray cluster's cores from ``FEDFRAUD_SIMULATION_CPUS`` (default 2), or ConfigError naming the value."""
+    raw = (os.environ if env is None else env).get(SIMULATION_CPUS_ENV, "").strip()
+    if not raw:
+        return 2
+    if not raw.isdigit() or not 1 <= int(raw) <= 256:
+        raise ConfigError(f"{SIMULATION_CPUS_ENV}={raw!r}: give a whole number of cores from 1 to 256")
+    return int(raw)
 
 
 def project_dir() -> Path:
@@ -337,9 +355,10 @@ def run_simulation(
     request.run_dir.mkdir(parents=True, exist_ok=True)
     flower_log = RunLayout(request.run_dir).flower_log
     overrides = write_run_config(request.run_dir / "run-config.toml", request.run_config)
+    num_cpus = simulation_cpus() if request.num_cpus is None else request.num_cpus
     federation = (
         f"num-supernodes={request.num_institutions} "
-        f"init-args-num-cpus={request.num_cpus} client-resources-num-cpus=1"
+        f"init-args-num-cpus={num_cpus} client-resources-num-cpus=1"
     )
     try:
         with terminate_raises():

@@ -151,3 +151,28 @@ def test_printed_paths_and_commands_are_never_altered_by_the_console(tmp_path: P
     with console.capture() as captured:
         console.print(f"run directory: {odd}")
     assert captured.get().strip() == f"run directory: {odd}"
+
+
+def test_bad_simulation_cores_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    import os
+
+    result = subprocess.run(
+        [sys.executable, "-m", "fedfraud", "demo"], capture_output=True, text=True, timeout=120, check=False,
+        cwd=tmp_path, env={**os.environ, "FEDFRAUD_SIMULATION_CPUS": "0"},
+    )
+    assert result.returncode == 9
+    assert "FEDFRAUD_SIMULATION_CPUS='0': give a whole number of cores from 1 to 256" in result.stderr
+    assert not any(tmp_path.iterdir())  # nothing half written
+
+
+def test_simulation_cores_come_from_the_environment_or_default_to_two() -> None:
+    import pytest
+
+    from core.errors import ConfigError
+    from fedfraud.simulation import SIMULATION_CPUS_ENV, simulation_cpus
+
+    assert simulation_cpus({}) == 2
+    assert simulation_cpus({SIMULATION_CPUS_ENV: " 1 "}) == 1
+    for bad in ("two", "-1", "1.5", "257"):
+        with pytest.raises(ConfigError, match=SIMULATION_CPUS_ENV):
+            simulation_cpus({SIMULATION_CPUS_ENV: bad})
