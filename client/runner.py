@@ -103,8 +103,11 @@ def _site_of(node_config: Mapping[str, Any]) -> tuple[Path, str]:
     return Path(site), institution
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, warm: bool = False) -> None:
     """Entry point of the shim: Flower's ``flwr-clientapp``, guarded.
+
+    ``warm``: this process is a fork of the SuperNode's warm server
+    (:mod:`client.warm_start`), which says so in the log.
 
     It takes the arguments Flower's SuperExec gives ``flwr-clientapp``
     (Flower's own argument set) and calls Flower's ClientApp process code.
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="Address of the SuperNode's Runtime API.")
     add_args_flwr_app_common(parser=parser)
     args = parser.parse_args(argv)
-    log(INFO, "Start `flwr-clientapp` process (fedfraud's approved-code check)")
+    log(INFO, "Start `flwr-clientapp` process (fedfraud's approved-code check%s)", ", forked warm" if warm else "")
     run_clientapp(
         runtime_api_address=args.runtime_api_address,
         token=try_obtain_flwr_app_token(args),
@@ -151,6 +154,12 @@ def write_shim(site_dir: Path, python: str | None = None) -> Path:
     text = (
         f"#!{interpreter}\n"
         "# fedfraud: Flower's ClientApp process behind this institution's approved-code check.\n"
+        "# A fork of the SuperNode's warm server if it runs (client/warm_start.py), else cold.\n"
+        "import sys\n"
+        "from client.warm_start import forward\n"
+        "code = forward(sys.argv[1:])\n"
+        "if code is not None:\n"
+        "    sys.exit(code)\n"
         "from client.runner import main\n"
         "main()\n"
     )

@@ -197,8 +197,17 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(exc.exit_code) from None
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
+    from client import warm_start
+
+    # The SuperExec, and so each flwr-clientapp shim, inherits this environment.
+    server = warm_start.start(os.environ)
     sys.argv = ["flower-supernode", *(sys.argv[1:] if argv is None else argv)]
-    flower_supernode()
+    try:
+        flower_supernode()
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

@@ -163,6 +163,8 @@ def supernode_command(
 
     Puts fedfraud's checking ``flwr-clientapp`` first on the SuperNode's PATH
     and keeps Flower's files (installed bundles, state) in SITE/flower-home.
+    Each ClientApp task is a fork of a warm server that loaded Flower, the
+    ClientApp and PyTorch once (FEDFRAUD_WARM_CLIENTAPP=0: a new process each).
     Usual form: fedfraud supernode /srv/fedfraud/site --superlink host:9443.
     Or with Flower's own arguments: fedfraud supernode SITE -- --superlink
     host:9443 --root-certificates ca.pem --auth-supernode-private-key

@@ -332,6 +332,8 @@ def test_each_partys_command_stops_every_flower_process_and_keeps_its_logs(byo_r
     for name in INSURERS:
         log = (layout.institution(name).root / "logs" / "supernode.log").read_text(errors="replace")
         assert "SuperNode ID: " in log
+        # Its ClientApp processes were forks of its warm server (client/warm_start.py), not cold starts.
+        assert log.count("(fedfraud's approved-code check, forked warm)") >= 10, name
 
 
 def test_the_runbooks_commands_ran_as_written(byo_run: dict[str, object]) -> None:
