@@ -60,6 +60,8 @@ PRELOAD = (
     "fraud.gbdt",
     "torch._dynamo",
 )
+#: What the server writes to the SuperNode's log once it listens.
+READY_LINE = "fedfraud: warm ClientApp server ready; ClientApp tasks are forked from it"
 _REQUEST_LIMIT = 1 << 20
 _STOP = b"T"
 _CODE = struct.Struct("<i")
@@ -141,6 +143,7 @@ class _Server:
         finally:
             os.umask(old)
         self.listener.listen(64)
+        print(READY_LINE, file=sys.stderr, flush=True)
         self.selector.register(self.listener, selectors.EVENT_READ, "accept")
         self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
         try:

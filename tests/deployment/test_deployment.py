@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.serialization import (
     load_ssh_public_key,
 )
 
+from client import warm_start
 from client.approval import approve, fab_digest
 from fedfraud.code import bundle_bytes
 from fedfraud.deployment import (
@@ -392,6 +393,10 @@ def test_operator_shipped_modified_client_code_is_refused_by_every_institution(
     project = _tampered_project(tmp_path, marker, victim_key)
     tampered = fab_digest(bundle_bytes(project))
     run_dir = tmp_path / "tampered-run"
+    # Every SuperNode's warm ClientApp server is up, so the bundle reaches the
+    # approval check in a fork of it (client/warm_start.py), not a cold process.
+    for name in INSTITUTIONS:
+        _wait_for_line(deployment.supernodes[name].log_path, warm_start.READY_LINE)
     # Act
     try:
         deployment.submit(
@@ -414,9 +419,26 @@ def test_operator_shipped_modified_client_code_is_refused_by_every_institution(
         assert {e["fab_sha256"] for e in refused} == {tampered}
         installed = deployment.layout.institution(name).root / "flower-home" / "apps"
         assert not [p for p in installed.rglob("*") if tampered in p.name]
+        # Each refusal happened in a task forked from the warm server.
+        starts = refusals = 0
+        last_start = ""
+        for line in deployment.supernodes[name].log_path.read_text(errors="replace").splitlines():
+            if "Start `flwr-clientapp` process" in line:
+                last_start, starts = line, starts + 1
+            elif "CodeNotApproved:" in line:
+                refusals += 1
+                assert "forked warm" in last_start, line
+        assert refusals >= 1 and starts >= refusals, name
     # The approved bundle still runs on the same federation: boosted trees
     # (the Deployment Engine path of model = "gbdt").
     _boosted_trees_through_the_deployment_engine(deployment, tmp_path)
+
+
+def _wait_for_line(log: Path, text: str, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"{log} never said {text!r}"
+        time.sleep(0.2)
 
 
 def _boosted_trees_through_the_deployment_engine(deployment: Deployment, tmp_path: Path) -> None:
