@@ -297,11 +297,22 @@ def _child(server: _Server, conn: socket.socket, fds: list[int], request: dict[s
 
 
 def serve(path: Path, parent: int, preload: Sequence[str] = PRELOAD) -> None:
-    """Import ``preload``, then fork a ClientApp process per task until ``parent`` ends or SIGTERM."""
+    """Import ``preload``, then fork a ClientApp process per task until ``parent`` ends or SIGTERM.
+
+    If an import fails the server ends with the error, its folder removed and
+    nothing listening: every task then starts cold.
+    """
     import importlib
 
-    for name in preload:
-        importlib.import_module(name)
+    try:
+        for name in preload:
+            importlib.import_module(name)
+    except BaseException:
+        try:
+            path.parent.rmdir()
+        except OSError:
+            pass
+        raise
     _Server(path, parent).run()
 
 

@@ -123,3 +123,11 @@ def test_the_socket_is_private_and_the_server_ends_with_its_supernode(tmp_path: 
     _wait(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(),
           timeout=120)
     assert not socket_path.parent.exists()
+
+
+def test_a_server_that_cannot_load_leaves_nothing_behind(tmp_path: Path) -> None:
+    folder = tmp_path / "server"
+    folder.mkdir(mode=0o700)
+    with pytest.raises(ModuleNotFoundError):
+        warm_start.serve(folder / "server.sock", os.getppid(), preload=("no_such_module_for_fedfraud",))
+    assert not folder.exists()  # no socket: the shims start cold
